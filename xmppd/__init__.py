@@ -1,0 +1,3 @@
+"""xmppd: an XMPP server, and a framework for building one, on Twisted."""
+
+__version__ = "0.1.0"

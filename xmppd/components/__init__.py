@@ -1,0 +1,11 @@
+"""The built-in components, by the name the INI file uses for them."""
+
+BUILTIN: dict[str, str] = {
+    "disco": "xmppd.components.disco:DiscoComponent",
+    "ping": "xmppd.components.ping:PingComponent",
+    "version": "xmppd.components.version:VersionComponent",
+    "time": "xmppd.components.time:TimeComponent",
+    "presence": "xmppd.components.presence:PresenceComponent",
+    "messaging": "xmppd.components.messaging:MessagingComponent",
+    "register": "xmppd.components.register:RegisterComponent",
+}

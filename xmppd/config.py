@@ -1,0 +1,298 @@
+"""One INI file, validated whole before anything starts.
+
+The core declares its sections and options here (:data:`CORE_OPTIONS`); every
+component declares its own in its class (``Component.options``), read from the
+``[component:<name>]`` section. :func:`load` checks the file against all of them
+and raises :class:`ConfigError` with one line naming the file, section and option,
+so that neither ``twistd xmppd`` nor ``xmppd check`` ever starts half-configured
+or answers a typo with a traceback.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from xmppd import jid as jidlib
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is the one line shown to the operator."""
+
+
+class _BadValue(ValueError):
+    """Raised by option types; the loader adds file/section/option context."""
+
+
+# -- option types: each turns the INI text into a value or raises _BadValue -----
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise _BadValue(f"expected true or false, got {text!r}")
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise _BadValue(f"expected an integer, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise _BadValue(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise _BadValue(f"must be at most {maximum}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def string(text: str) -> str:
+    return text.strip()
+
+
+def words(text: str) -> list[str]:
+    """A list separated by commas and/or whitespace."""
+    return [w for w in text.replace(",", " ").split() if w]
+
+
+def domains(text: str) -> list[str]:
+    result = []
+    for word in words(text):
+        try:
+            parsed = jidlib.parse(word)
+        except jidlib.InvalidJID as e:
+            raise _BadValue(f"{word!r} is not a valid domain: {e}") from None
+        if parsed.user is not None or parsed.resource is not None:
+            raise _BadValue(f"{word!r} is a JID, not a domain")
+        result.append(parsed.host)
+    return result
+
+
+def path(text: str) -> str:
+    text = text.strip()
+    return os.path.abspath(os.path.expanduser(text)) if text else ""
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise _BadValue(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return value
+    parse.__name__ = "choice"
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One declared option: its name, how to parse it, its default, what it is for."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: str
+    help: str = ""
+
+    def parse(self, text: str) -> Any:
+        return self.type(text)
+
+
+#: The core's sections. Components add ``component:<name>`` sections.
+CORE_OPTIONS: dict[str, list[Option]] = {
+    "server": [
+        Option("domains", domains, "localhost", "the domains this server hosts"),
+        Option("data_dir", path, "data", "where the database and generated certificates live"),
+        Option("storage", string, "sqlite:xmppd.sqlite3",
+               "storage URL: sqlite:<file> (relative to data_dir) or memory:"),
+        Option("sqlite_synchronous", choice("normal", "full"), "normal",
+               "SQLite synchronous mode: normal survives process crashes, full also power loss"),
+        Option("certificate", path, "",
+               "PEM certificate (chain); empty: a self-signed one in data_dir/certs, made on first start"),
+        Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
+        Option("components", words, "disco ping version time messaging register",
+               "the components to enable, by name"),
+        Option("max_stanza_size", integer(1024), "262144",
+               "largest stanza accepted, in bytes (policy-violation beyond)"),
+        Option("scram_iterations", integer(4096), "10000",
+               "PBKDF2 iterations for newly stored SCRAM credentials"),
+    ],
+    "c2s": [
+        Option("interfaces", words, "0.0.0.0", "addresses the client ports listen on"),
+        Option("port", integer(0, 65535), "5222", "client port with STARTTLS (0: off)"),
+        Option("direct_tls_port", integer(0, 65535), "5223",
+               "client port with TLS from the first byte, XEP-0368 (0: off)"),
+        Option("require_encryption", boolean, "true",
+               "refuse authentication before STARTTLS"),
+        Option("allow_plain", boolean, "true", "offer SASL PLAIN (never without TLS)"),
+        Option("auth_timeout", integer(1), "60",
+               "seconds an unauthenticated stream may stay open (connection-timeout)"),
+    ],
+}
+
+
+@dataclass
+class Config:
+    """A validated configuration: parsed values by section, and the enabled components."""
+
+    path: str
+    sections: dict[str, dict[str, Any]]
+    components: dict[str, type] = field(default_factory=dict)
+
+    def get(self, section: str, option: str) -> Any:
+        return self.sections[section][option]
+
+    @property
+    def server(self) -> dict[str, Any]:
+        return self.sections["server"]
+
+    @property
+    def c2s(self) -> dict[str, Any]:
+        return self.sections["c2s"]
+
+    def component(self, name: str) -> dict[str, Any]:
+        return self.sections.get(f"component:{name}", {})
+
+    @property
+    def domains(self) -> list[str]:
+        return self.server["domains"]
+
+
+def resolve_component(name: str, dotted: str | None = None) -> type:
+    """The component class for ``name``: a dotted ``module:Class``, a built-in, or
+    one registered under the ``xmppd.components`` entry point group."""
+    from xmppd.components import BUILTIN
+
+    target = dotted or BUILTIN.get(name)
+    if target is None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="xmppd.components"):
+            if ep.name == name:
+                return ep.load()
+        raise _BadValue(f"no built-in component called {name!r}; "
+                        "a third-party one needs a 'class = module:Class' option")
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else ():
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise _BadValue(f"cannot load {target!r}: {e}") from None
+    return obj
+
+
+def load(path_: str, overrides: dict[str, dict[str, str]] | None = None) -> Config:
+    """Read and validate the INI file at ``path_``.
+
+    ``overrides`` (section → option → text) is applied on top of the file, as
+    an embedding application or a test might do.
+
+    :raises ConfigError: one line naming file, section and option.
+    """
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    parser.optionxform = str  # option names are case-sensitive, as documented
+    try:
+        with open(path_, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"{path_}: cannot read: {e.strerror}") from None
+    except configparser.Error as e:
+        raise ConfigError(f"{path_}: {' '.join(str(e).split())}") from None
+    for section, values in (overrides or {}).items():
+        if not parser.has_section(section):
+            parser.add_section(section)
+        for key, value in values.items():
+            parser.set(section, key, str(value))
+    return from_parser(parser, path_)
+
+
+def from_dict(sections: dict[str, dict[str, Any]], name: str = "<config>") -> Config:
+    """Validate a configuration given as a dict (embedding and tests)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    for section, values in sections.items():
+        parser.add_section(section)
+        for key, value in values.items():
+            parser.set(section, key, " ".join(value) if isinstance(value, (list, tuple)) else str(value))
+    return from_parser(parser, name)
+
+
+def _parse_section(where: str, options: Iterable[Option], given: dict[str, str]) -> dict[str, Any]:
+    declared = {o.name: o for o in options}
+    for key in given:
+        if key not in declared:
+            raise ConfigError(f"{where} {key}: unknown option "
+                              f"(known: {', '.join(sorted(declared)) or 'none'})")
+    values = {}
+    for name, option in declared.items():
+        try:
+            values[name] = option.parse(given.get(name, option.default))
+        except _BadValue as e:
+            raise ConfigError(f"{where} {name}: {e}") from None
+    return values
+
+
+def from_parser(parser: configparser.ConfigParser, path_: str) -> Config:
+    sections: dict[str, dict[str, Any]] = {}
+    for section, options in CORE_OPTIONS.items():
+        given = dict(parser.items(section)) if parser.has_section(section) else {}
+        sections[section] = _parse_section(f"{path_}: [{section}]", options, given)
+
+    enabled = sections["server"]["components"]
+    components: dict[str, type] = {}
+    for name in enabled:
+        section = f"component:{name}"
+        given = dict(parser.items(section)) if parser.has_section(section) else {}
+        dotted = given.pop("class", None)
+        try:
+            cls = resolve_component(name, dotted)
+        except _BadValue as e:
+            where = f"[{section}] class" if dotted else "[server] components"
+            raise ConfigError(f"{path_}: {where}: {e}") from None
+        components[name] = cls
+        sections[section] = _parse_section(f"{path_}: [{section}]", cls.options, given)
+
+    for section in parser.sections():
+        if section in sections:
+            continue
+        if section.startswith("component:"):
+            raise ConfigError(f"{path_}: [{section}]: component {section[10:]!r} is configured "
+                              "but not listed in [server] components")
+        raise ConfigError(f"{path_}: [{section}]: unknown section "
+                          f"(known: {', '.join(CORE_OPTIONS)}, component:<name>)")
+
+    config = Config(path_, sections, components)
+    _check_environment(config)
+    return config
+
+
+def _check_environment(config: Config) -> None:
+    """Checks that touch the file system: data_dir writable, certificate readable."""
+    server = config.server
+    where = f"{config.path}: [server]"
+    data_dir = server["data_dir"]
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{where} data_dir: cannot create {data_dir}: {e.strerror}") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where} data_dir: {data_dir} is not writable")
+    from xmppd.storage import storage_url_problem
+
+    problem = storage_url_problem(server["storage"])
+    if problem:
+        raise ConfigError(f"{where} storage: {problem}")
+    from xmppd import tls
+
+    for option in ("certificate", "private_key"):
+        filename = server[option]
+        if filename:
+            problem = tls.pem_problem(filename, key=option == "private_key" or not server["private_key"])
+            if problem:
+                raise ConfigError(f"{where} {option}: {problem}")

@@ -1,0 +1,75 @@
+"""The event a handler receives, and the stanza-building helpers it needs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from xmppd import ns
+
+if TYPE_CHECKING:
+    from twisted.words.protocols.jabber.jid import JID
+
+    from xmppd.router.router import Router
+
+
+def stanza_error(stanza: domish.Element, condition: str, type: str | None = None,
+                 text: str | None = None) -> domish.Element:
+    """The error reply to ``stanza`` (RFC 6120 §8.3): to/from swapped, the
+    original payload kept, and the ``<error/>`` with ``condition``."""
+    reply = StanzaError(condition, type, text).toResponse(stanza)
+    return reply
+
+
+def iq_result(stanza: domish.Element, child: domish.Element | None = None) -> domish.Element:
+    """An ``<iq type='result'/>`` answering ``stanza``, optionally with a payload."""
+    reply = domish.Element((ns.CLIENT, "iq"))
+    reply["type"] = "result"
+    if stanza.hasAttribute("id"):
+        reply["id"] = stanza["id"]
+    if stanza.hasAttribute("from"):
+        reply["to"] = stanza["from"]
+    if stanza.hasAttribute("to"):
+        reply["from"] = stanza["to"]
+    if child is not None:
+        reply.addChild(child)
+    return reply
+
+
+class StanzaEvent:
+    """One stanza on its way through the router, as handlers see it.
+
+    ``to`` and ``from_`` are parsed JIDs (``to`` is None when the stanza had no
+    ``to``); ``origin`` is the session it came from (None when the server made it).
+    ``payload`` is the iq's single child element, for iq get/set events.
+    """
+
+    __slots__ = ("stanza", "origin", "router", "to", "from_", "payload", "name")
+
+    def __init__(self, stanza: domish.Element, origin: Any, router: Router,
+                 to: JID | None, from_: JID | None, payload: domish.Element | None = None):
+        self.stanza = stanza
+        self.origin = origin
+        self.router = router
+        self.to = to
+        self.from_ = from_
+        self.payload = payload
+        self.name = ""
+
+    @property
+    def kind(self) -> str:
+        return self.stanza.name
+
+    @property
+    def type(self) -> str | None:
+        return self.stanza.getAttribute("type")
+
+    def reply(self, child: domish.Element | None = None) -> domish.Element:
+        """The iq result answering this event's stanza (return it from a handler)."""
+        return iq_result(self.stanza, child)
+
+    def error(self, condition: str, type: str | None = None, text: str | None = None) -> domish.Element:
+        """The error reply to this event's stanza (return it from a handler)."""
+        return stanza_error(self.stanza, condition, type, text)

@@ -1,0 +1,255 @@
+"""The router: where does a stanza go, and who handles it there.
+
+The router knows nothing about any extension. For each stanza it classifies
+the destination — ``self`` (the sender's own account), ``bare``, ``full``,
+``host`` (one of our domains), or remote — and fires an event named after the
+stanza kind and that class, as Prosody does::
+
+    message/bare   presence/full   iq-get/host/urn:xmpp:ping:ping   iq/full
+
+Handlers are kept per event name in priority order, so dispatch is one dict
+lookup. A handler returns a falsy value to pass, ``True`` when it dealt with
+the stanza, an element to send as the reply, or a Deferred firing with one.
+What nobody handles gets the RFC's treatment here: an iq get/set is answered
+``service-unavailable``, a message is bounced or delivered to the full JID's
+session, everything else is dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import Any, Callable, Iterable, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.words.xish import domish
+
+from xmppd import jid as jidlib
+from xmppd.router.events import StanzaEvent, stanza_error
+
+Handler = Callable[[StanzaEvent], Any]
+
+#: Stanza types whose failure must never produce another error (RFC 6120 §8.3.1).
+_NO_BOUNCE = frozenset(("error", "result"))
+
+
+class Session(Protocol):
+    """What the router needs of a bound session (c2s, later s2s or cluster)."""
+
+    jid: Any  # full JID
+    bare: str
+    resource: str
+    priority: int
+    available: bool
+
+    def send(self, stanza: domish.Element) -> None: ...
+    def stream_error(self, condition: str, text: str | None = None) -> None: ...
+
+
+class Router:
+    """Routes stanzas between sessions and the handlers components register."""
+
+    log = Logger()
+
+    def __init__(self, hosts: Iterable[str]):
+        self.hosts: set[str] = set(hosts)
+        #: bare JID string → resource → session
+        self.sessions: dict[str, dict[str, Session]] = {}
+        self._handlers: dict[str, list[tuple[int, int, Handler]]] = {}
+        self._order = itertools.count()
+        #: The seam for destinations outside this process (s2s, other workers):
+        #: ``remote(stanza, to_jid) -> bool``; None means "not reachable".
+        self.remote: Callable[[domish.Element, Any], bool] | None = None
+
+    # -- handlers ----------------------------------------------------------------
+
+    def hook(self, name: str, handler: Handler, priority: int = 0) -> Callable[[], None]:
+        """Call ``handler`` for event ``name``; higher priority runs first.
+
+        Returns a function that removes the hook again.
+        """
+        entry = (-priority, next(self._order), handler)
+        handlers = self._handlers.setdefault(name, [])
+        bisect.insort(handlers, entry)
+
+        def unhook() -> None:
+            if entry in handlers:
+                handlers.remove(entry)
+        return unhook
+
+    def has_handlers(self, name: str) -> bool:
+        return bool(self._handlers.get(name))
+
+    def fire(self, name: str, event: Any) -> bool:
+        """Run the handlers of ``name`` in order until one handles the event."""
+        handlers = self._handlers.get(name)
+        if not handlers:
+            return False
+        if isinstance(event, StanzaEvent):
+            event.name = name
+        for _, _, handler in handlers:
+            try:
+                result = handler(event)
+            except Exception:
+                self.log.failure("handler {handler!r} failed on {event}", handler=handler, event=name)
+                self._internal_error(event)
+                return True
+            if not result:
+                continue
+            if result is not True:
+                if isinstance(result, defer.Deferred):
+                    result.addCallbacks(self._deferred_reply, self._deferred_failure,
+                                        callbackArgs=(event,), errbackArgs=(event, handler))
+                else:
+                    self.reply(event, result)
+            return True
+        return False
+
+    def _deferred_reply(self, result: Any, event: StanzaEvent) -> None:
+        if result is not None and result is not True and result is not False:
+            self.reply(event, result)
+
+    def _deferred_failure(self, failure: Failure, event: Any, handler: Handler) -> None:
+        self.log.failure("handler {handler!r} failed on {event}", failure=failure,
+                         handler=handler, event=getattr(event, "name", "?"))
+        self._internal_error(event)
+
+    def _internal_error(self, event: Any) -> None:
+        if isinstance(event, StanzaEvent) and event.kind == "iq" and event.type in ("get", "set"):
+            self.reply(event, event.error("internal-server-error"))
+
+    def reply(self, event: StanzaEvent, stanza: domish.Element) -> None:
+        """Send a handler's reply: straight back to the origin session when it is
+        addressed there (or the origin has no address yet), else by routing."""
+        origin = event.origin
+        if origin is not None:
+            jid = getattr(origin, "jid", None)
+            to = stanza.getAttribute("to")
+            if jid is None or to is None or to == jid.full():
+                origin.send(stanza)
+                return
+        self.route(stanza)
+
+    # -- sessions ----------------------------------------------------------------
+
+    def bind(self, session: Session) -> Session | None:
+        """Register a bound session; returns the session it replaces, if any."""
+        resources = self.sessions.setdefault(session.bare, {})
+        old = resources.get(session.resource)
+        resources[session.resource] = session
+        return old
+
+    def unbind(self, session: Session) -> bool:
+        """Forget a session; True if it was the registered one for its JID."""
+        resources = self.sessions.get(session.bare)
+        if not resources or resources.get(session.resource) is not session:
+            return False
+        del resources[session.resource]
+        if not resources:
+            del self.sessions[session.bare]
+        return True
+
+    def resources(self, bare: str) -> dict[str, Session]:
+        return self.sessions.get(bare, {})
+
+    # -- routing -----------------------------------------------------------------
+
+    def route(self, stanza: domish.Element, origin: Session | None = None) -> None:
+        """Find where ``stanza`` goes and fire its event (the one hot path)."""
+        kind = stanza.name
+        to_text = stanza.getAttribute("to")
+        from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
+        if to_text is None:
+            if origin is not None and getattr(origin, "bare", None):
+                # RFC 6120 §10.3: no 'to' means the sender's own account.
+                to, dest = jidlib.parse(origin.bare), "self"
+            else:
+                to, dest = None, "host"
+        else:
+            try:
+                to = jidlib.parse(to_text)
+            except jidlib.InvalidJID:
+                self.bounce(stanza, "jid-malformed", origin)
+                return
+            if to.host not in self.hosts:
+                if self.remote is None or not self.remote(stanza, to):
+                    self.bounce(stanza, "remote-server-not-found", origin)
+                return
+            if to.user is None:
+                dest = "host"
+            elif to.resource is not None:
+                dest = "full"
+            elif origin is not None and from_ is not None and to.user == from_.user \
+                    and to.host == from_.host:
+                dest = "self"
+            else:
+                dest = "bare"
+
+        payload = None
+        stype = stanza.getAttribute("type")
+        if kind == "iq" and stype in ("get", "set"):
+            payload = _single_child(stanza)
+            if payload is None:
+                self.bounce(stanza, "bad-request", origin)
+                return
+        event = StanzaEvent(stanza, origin, self, to, from_, payload)
+        if self._dispatch(kind, stype, dest, payload, event):
+            return
+        if dest == "self" and self._dispatch(kind, stype, "bare", payload, event):
+            return
+        self._unhandled(event, dest)
+
+    def _dispatch(self, kind: str, stype: str | None, dest: str,
+                  payload: domish.Element | None, event: StanzaEvent) -> bool:
+        if payload is not None:
+            if self.fire(f"iq-{stype}/{dest}/{payload.uri}:{payload.name}", event):
+                return True
+        return self.fire(f"{kind}/{dest}", event)
+
+    def _unhandled(self, event: StanzaEvent, dest: str) -> None:
+        stanza = event.stanza
+        if dest == "full":
+            session = self.resources(event.to.userhost()).get(event.to.resource)
+            if session is not None:
+                session.send(stanza)
+                return
+            # RFC 6121 §8.5.3.2: the resource is gone.
+            if stanza.name == "message" and event.type in (None, "normal", "chat", "headline"):
+                if self.fire("message/bare", event):
+                    return
+        if stanza.name == "iq":
+            if event.type in ("get", "set"):
+                self.bounce(stanza, "service-unavailable", event.origin)
+        elif stanza.name == "message" and event.type not in ("error", "groupchat", "headline"):
+            # RFC 6121 §8.5.2: nobody here takes the message: tell the sender.
+            self.bounce(stanza, "service-unavailable", event.origin)
+        # Presence nobody handles is dropped (RFC 6121 §4.3, §8.5).
+
+    def bounce(self, stanza: domish.Element, condition: str, origin: Session | None = None,
+               text: str | None = None) -> None:
+        """Answer ``stanza`` with an error, unless it is itself an error or result."""
+        if stanza.getAttribute("type") in _NO_BOUNCE:
+            return
+        error = stanza_error(stanza, condition, text=text)
+        if origin is not None and getattr(origin, "jid", None) is not None \
+                and error.getAttribute("to") == origin.jid.full():
+            origin.send(error)
+        elif error.getAttribute("to"):
+            self.route(error)
+
+    def deliver(self, stanza: domish.Element, session: Session) -> None:
+        """Send ``stanza`` to one local session."""
+        session.send(stanza)
+
+
+def _single_child(stanza: domish.Element) -> domish.Element | None:
+    """The one payload element of an iq get/set (RFC 6120 §8.2.3), else None."""
+    found = None
+    for child in stanza.children:
+        if isinstance(child, domish.Element):
+            if found is not None:
+                return None
+            found = child
+    return found

@@ -1,0 +1,136 @@
+"""The server: storage, router, components and listeners, as one Twisted service."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable
+
+from twisted.application import service
+from twisted.internet import defer, error, reactor
+from twisted.logger import Logger
+from twisted.words.xish import domish
+
+from xmppd import tls
+from xmppd.accounts import Accounts
+from xmppd.component import Component
+from xmppd.config import Config
+from xmppd.router import Router
+from xmppd.storage import open_storage
+
+
+class XMPPServer(service.MultiService):
+    """An xmppd server: a :class:`MultiService` of its components.
+
+    ``listen=False`` builds everything but the network listeners, for the
+    in-memory test harness and for applications that attach their own.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config, listen: bool = True):
+        super().__init__()
+        self.config = config
+        self.listen = listen
+        self.started_at = time.time()
+        self.router = Router(config.domains)
+        server = config.server
+        self.storage = open_storage(server["storage"], base_dir=server["data_dir"],
+                                    synchronous=server["sqlite_synchronous"])
+        self.accounts = Accounts(self.storage, server["scram_iterations"])
+        self.components: dict[str, Component] = {}
+        for name, cls in config.components.items():
+            component = cls(self, config.component(name))
+            component.setServiceParent(self)
+            self.components[name] = component
+        self.tls_context = None
+        self.ports: list[Any] = []
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        self.storage_ready = self.storage.start()
+        self.storage_ready.addErrback(self._storage_failed)
+        super().startService()
+        if self.listen:
+            self.tls_context = tls.context_factory(*self._certificate())
+            self._listen()
+
+    def _storage_failed(self, failure) -> None:
+        self.log.failure("cannot open storage {url}", failure=failure,
+                         url=self.config.server["storage"])
+        if reactor.running:
+            reactor.stop()
+
+    def _certificate(self) -> tuple[str, str]:
+        server = self.config.server
+        if server["certificate"]:
+            return server["certificate"], server["private_key"]
+        filename = tls.default_certificate_path(server["data_dir"])
+        if not os.path.exists(filename):
+            tls.generate_self_signed(self.config.domains, filename)
+            self.log.warn("generated a self-signed certificate for {domains} in {file}; "
+                          "clients will ask their users to accept it",
+                          domains=" ".join(self.config.domains), file=filename)
+        return filename, ""
+
+    def _listen(self) -> None:
+        from xmppd.c2s.session import C2SFactory
+
+        c2s = self.config.c2s
+        for port, direct in ((c2s["port"], False), (c2s["direct_tls_port"], True)):
+            if not port:
+                continue
+            factory = C2SFactory(self, direct_tls=direct)
+            for interface in c2s["interfaces"]:
+                try:
+                    if direct:
+                        listening = reactor.listenSSL(port, factory, self.tls_context,
+                                                      interface=interface)
+                    else:
+                        listening = reactor.listenTCP(port, factory, interface=interface)
+                except error.CannotListenError as e:
+                    raise SystemExit(f"xmppd: cannot listen on {interface} port {port}: "
+                                     f"{e.socketError}") from None
+                self.ports.append(listening)
+                self.log.info("c2s listening on {interface} port {port}{tls}",
+                              interface=interface, port=listening.getHost().port,
+                              tls=" (direct TLS)" if direct else " (STARTTLS)")
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        for port in self.ports:
+            yield port.stopListening()
+        self.ports.clear()
+        for resources in list(self.router.sessions.values()):
+            for session in list(resources.values()):
+                session.stream_error("system-shutdown", "the server is stopping")
+        yield super().stopService()
+        yield self.storage.stop()
+
+    # -- what components contribute ------------------------------------------------
+
+    def stream_features(self, session: Any) -> Iterable[domish.Element]:
+        for component in self.components.values():
+            yield from component.stream_features(session)
+
+    def disco_features(self) -> list[str]:
+        return sorted({f for c in self.components.values() for f in c.features})
+
+    def disco_identities(self) -> list[tuple[str, str, str]]:
+        return [i for c in self.components.values() for i in c.identities]
+
+    # -- session life, announced to components ---------------------------------------
+
+    def session_bound(self, session: Any) -> None:
+        self.router.fire("resource-bind", session)
+
+    def session_closed(self, session: Any) -> None:
+        self.router.fire("resource-unbind", session)
+
+    def port(self, direct_tls: bool = False) -> int:
+        """The actual port of the first client listener (useful with port 0)."""
+        for p in self.ports:
+            if isinstance(p.factory, object) and getattr(p.factory, "direct_tls", None) == direct_tls:
+                return p.getHost().port
+        raise LookupError("no such listener")

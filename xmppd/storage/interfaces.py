@@ -1,0 +1,121 @@
+"""The storage API components use: named key-value, map and archive stores.
+
+Components never write SQL: they open a named store through
+:meth:`IStorage.keyvalue`, :meth:`IStorage.map` or :meth:`IStorage.archive` and
+call its asynchronous methods. Every method returns a Deferred and never blocks
+the reactor. A write's Deferred fires only once the write is durable (committed),
+so a component that acknowledges a stanza after the Deferred fires loses nothing
+to a ``kill -9``.
+
+``user`` is a bare JID string (``"alice@example.org"``), or ``""`` for data that
+belongs to a host. Values are JSON-serialisable Python objects (dict, list, str,
+int, float, bool, None); XML payloads are stored as serialised strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+
+@dataclass(frozen=True)
+class ArchiveItem:
+    """One entry of an archive store, as returned by :meth:`IArchiveStore.query`."""
+
+    id: str  #: opaque, unique within the store, increasing with insertion order
+    when: float  #: POSIX timestamp (seconds, UTC)
+    with_: str | None  #: the conversation partner, for filtering (may be None)
+    value: Any
+
+
+class IKeyValueStore(Interface):
+    """One value per user (a vCard, an account's credentials, a blocklist)."""
+
+    name = Attribute("The store's name")
+
+    def get(user):
+        """Deferred firing with the stored value, or None."""
+
+    def set(user, value):
+        """Store ``value`` (replacing any); ``None`` deletes. Deferred fires when durable."""
+
+    def delete(user):
+        """Delete the user's value; Deferred fires when durable."""
+
+    def users():
+        """Deferred firing with the sorted list of users that have a value."""
+
+
+class IMapStore(Interface):
+    """Many keyed values per user (roster items keyed by contact JID)."""
+
+    name = Attribute("The store's name")
+
+    def get(user, key):
+        """Deferred firing with the value under ``key``, or None."""
+
+    def set(user, key, value):
+        """Store ``value`` under ``key`` (``None`` deletes); fires when durable."""
+
+    def set_many(user, items):
+        """Store a dict of key → value (``None`` deletes) in one transaction."""
+
+    def delete(user, key):
+        """Delete one key; fires when durable."""
+
+    def items(user):
+        """Deferred firing with a dict of every key → value of the user."""
+
+    def clear(user):
+        """Delete every key of the user; fires when durable."""
+
+
+class IArchiveStore(Interface):
+    """Time-ordered values per user (offline messages, MAM, MUC history)."""
+
+    name = Attribute("The store's name")
+
+    def append(user, value, with_=None, when=None):
+        """Append ``value``; Deferred fires with the new item's id once durable.
+
+        ``when`` defaults to now (``time.time()``).
+        """
+
+    def query(user, with_=None, start=None, end=None, after=None, before=None,
+              limit=None, reverse=False):
+        """Deferred firing with a list of :class:`ArchiveItem` in insertion order.
+
+        ``start``/``end`` bound ``when`` (inclusive); ``after``/``before`` are item
+        ids (exclusive). With ``reverse`` the *last* ``limit`` matching items are
+        returned (still listed oldest first), as MAM paging backwards needs.
+        """
+
+    def count(user, with_=None):
+        """Deferred firing with the number of items of the user."""
+
+    def delete(user, ids=None):
+        """Delete the given ids (all the user's items if None); fires with the count."""
+
+
+class IStorage(Interface):
+    """A storage backend: opens named stores, owns the connection."""
+
+    def start():
+        """Open the database and create the schema; returns a Deferred."""
+
+    def stop():
+        """Flush and close; returns a Deferred."""
+
+    def keyvalue(name):
+        """The :class:`IKeyValueStore` called ``name`` (same object per name)."""
+
+    def map(name):
+        """The :class:`IMapStore` called ``name``."""
+
+    def archive(name):
+        """The :class:`IArchiveStore` called ``name``."""
+
+    def purge_user(user):
+        """Delete everything stored for ``user`` in every store (account removal)."""

@@ -1,0 +1,106 @@
+"""TLS: the server's certificate, its TLS context, and self-signed certificates.
+
+A fresh install has no certificate, and TLS is required by default, so on first
+start xmppd makes a self-signed certificate for its domains in
+``data_dir/certs/`` (as Prosody's ``prosodyctl cert generate`` would) and logs
+that clients will need to accept it. A certificate the operator configured is
+never generated: a missing one is a configuration error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import ssl
+
+
+def generate_self_signed(domains: list[str], filename: str, days: int = 365) -> None:
+    """Write a self-signed certificate and its key (one PEM file, mode 0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    san = [x509.DNSName(d) for d in domains]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    os.makedirs(os.path.dirname(filename) or ".", exist_ok=True)
+    data = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(filename + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(filename + ".tmp", filename)
+
+
+def pem_problem(filename: str, key: bool = True) -> str | None:
+    """A one-line description of what is wrong with a PEM file, or None if usable."""
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return f"cannot read {filename}: {e.strerror}"
+    if key:
+        try:
+            serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            return f"{filename} holds no usable unencrypted private key"
+    else:
+        try:
+            cert = x509.load_pem_x509_certificate(data)
+        except ValueError:
+            return f"{filename} holds no PEM certificate"
+        if cert.not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
+            return f"certificate in {filename} expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+    return None
+
+
+def certificate_domains(filename: str) -> list[str]:
+    """The DNS names a certificate covers (subjectAltName, else the common name)."""
+    with open(filename, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        return [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def default_certificate_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "certs", "xmppd.pem")
+
+
+def context_factory(certificate: str, private_key: str = "") -> ssl.CertificateOptions:
+    """Server TLS options: TLS 1.2 or newer, the certificate chain from the PEM file."""
+    with open(certificate, "rb") as f:
+        cert_pem = f.read()
+    key_pem = cert_pem
+    if private_key:
+        with open(private_key, "rb") as f:
+            key_pem = f.read()
+    certs = x509.load_pem_x509_certificates(cert_pem)
+    pkey = serialization.load_pem_private_key(key_pem, password=None)
+    from OpenSSL import crypto
+
+    return ssl.CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(pkey),
+        certificate=crypto.X509.from_cryptography(certs[0]),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in certs[1:]],
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
