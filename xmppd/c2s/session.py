@@ -166,16 +166,8 @@ class C2SSession(XMPPStream):
         self.reset()
 
     def _preauth_iq(self, element: domish.Element) -> None:
-        stype = element.getAttribute("type")
-        payload = next(element.elements(), None)
-        if stype in ("get", "set") and payload is not None and self.router.has_handlers(
-                f"iq-{stype}/preauth/{payload.uri}:{payload.name}"):
-            from xmppd.router.events import StanzaEvent
-
-            element.attributes.pop("from", None)
-            event = StanzaEvent(element, self, self.router, None, None, payload)
-            self.router.fire(f"iq-{stype}/preauth/{payload.uri}:{payload.name}", event)
-        else:
+        element.attributes.pop("from", None)
+        if not self.router.route_preauth(element, self):
             self.stream_error("not-authorized", "authenticate first")
 
     def _sasl_start(self, element: domish.Element) -> None:

@@ -201,6 +201,18 @@ class Router:
             return
         self._unhandled(event, dest)
 
+    def route_preauth(self, stanza: domish.Element, origin: Any) -> bool:
+        """Offer an iq from a stream that has not authenticated yet (XEP-0077
+        registration) to ``iq-<type>/preauth/<ns>:<name>``; False if nobody serves it."""
+        stype = stanza.getAttribute("type")
+        payload = _single_child(stanza) if stype in ("get", "set") else None
+        if payload is None:
+            return False
+        name = f"iq-{stype}/preauth/{payload.uri}:{payload.name}"
+        if not self.has_handlers(name):
+            return False
+        return self.fire(name, StanzaEvent(stanza, origin, self, None, None, payload))
+
     def _dispatch(self, kind: str, stype: str | None, dest: str,
                   payload: domish.Element | None, event: StanzaEvent) -> bool:
         if payload is not None:
