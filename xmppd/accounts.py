@@ -88,6 +88,10 @@ class Accounts:
         """Deferred firing with True if ``password`` is the account's password."""
         record = yield self.store.get(user_jid)
         if record is None:
+            # Spend the same time as for a real account: timing must not tell
+            # which accounts exist.
+            yield self.run_blocking(scramp.ScramMechanism(SCRAM_MECHANISMS[0]).make_auth_info,
+                                    password, self.iterations)
             return False
         ok = yield self.run_blocking(_check_password, record, password)
         return ok

@@ -212,15 +212,20 @@ def load(path_: str, overrides: dict[str, dict[str, str]] | None = None) -> Conf
     return from_parser(parser, path_)
 
 
-def from_dict(sections: dict[str, dict[str, Any]], name: str = "<config>") -> Config:
-    """Validate a configuration given as a dict (embedding and tests)."""
+def from_dict(sections: dict[str, dict[str, Any]], name: str = "<config>",
+              classes: dict[str, type] | None = None) -> Config:
+    """Validate a configuration given as a dict (embedding and tests).
+
+    ``classes`` maps component names to classes given directly rather than by
+    dotted name (a component class defined inside a test, for example).
+    """
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str
     for section, values in sections.items():
         parser.add_section(section)
         for key, value in values.items():
             parser.set(section, key, " ".join(value) if isinstance(value, (list, tuple)) else str(value))
-    return from_parser(parser, name)
+    return from_parser(parser, name, classes)
 
 
 def _parse_section(where: str, options: Iterable[Option], given: dict[str, str]) -> dict[str, Any]:
@@ -238,7 +243,8 @@ def _parse_section(where: str, options: Iterable[Option], given: dict[str, str])
     return values
 
 
-def from_parser(parser: configparser.ConfigParser, path_: str) -> Config:
+def from_parser(parser: configparser.ConfigParser, path_: str,
+                classes: dict[str, type] | None = None) -> Config:
     sections: dict[str, dict[str, Any]] = {}
     for section, options in CORE_OPTIONS.items():
         given = dict(parser.items(section)) if parser.has_section(section) else {}
@@ -251,7 +257,7 @@ def from_parser(parser: configparser.ConfigParser, path_: str) -> Config:
         given = dict(parser.items(section)) if parser.has_section(section) else {}
         dotted = given.pop("class", None)
         try:
-            cls = resolve_component(name, dotted)
+            cls = (classes or {}).get(name) or resolve_component(name, dotted)
         except _BadValue as e:
             where = f"[{section}] class" if dotted else "[server] components"
             raise ConfigError(f"{path_}: {where}: {e}") from None

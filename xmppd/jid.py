@@ -33,8 +33,10 @@ def parse(text: str) -> JID:
         raise InvalidJID("empty or overlong JID")
     try:
         user, host, resource = _parse(text)
-    except (InvalidFormat, UnicodeError, ValueError) as e:
+    except InvalidFormat as e:
         raise InvalidJID(str(e) or "invalid JID") from None
+    except (UnicodeError, ValueError, IndexError):  # stringprep on empty labels and the like
+        raise InvalidJID("invalid JID") from None
     for part in (user, host, resource):
         if part is not None and len(part.encode("utf-8")) > MAX_PART_BYTES:
             raise InvalidJID("JID part longer than 1023 bytes")

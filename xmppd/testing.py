@@ -22,6 +22,7 @@ import tempfile
 from typing import Any, Iterable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd import config as configlib
@@ -30,7 +31,27 @@ from xmppd import ns
 from xmppd.server import XMPPServer
 from xmppd.xml.stream import HardenedElementStream
 
-__all__ = ["Harness", "FakeSession", "parse"]
+__all__ = ["Harness", "FakeSession", "parse", "result_of", "error_condition"]
+
+
+def result_of(d: defer.Deferred) -> Any:
+    """The result of a Deferred that has already fired (raise its failure)."""
+    results: list = []
+    d.addBoth(results.append)
+    if not results:
+        raise AssertionError(f"{d!r} has not fired")
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def error_condition(stanza: domish.Element) -> str | None:
+    """The defined condition of an error stanza (``service-unavailable``...), or None."""
+    for error in stanza.elements(ns.CLIENT, "error"):
+        for child in error.elements(ns.STANZA_ERRORS):
+            if child.name != "text":
+                return child.name
+    return None
 
 
 def parse(xml: str) -> domish.Element:
@@ -116,14 +137,14 @@ class Harness:
     def __init__(self, components: Iterable[str | type] = ("disco",), domain: str = "localhost",
                  options: dict[str, dict[str, Any]] | None = None):
         names = []
+        classes: dict[str, type] = {}
         sections: dict[str, dict[str, Any]] = {}
         for component in components:
             if isinstance(component, str):
                 names.append(component)
             else:
                 names.append(component.name)
-                sections[f"component:{component.name}"] = {
-                    "class": f"{component.__module__}:{component.__qualname__}"}
+                classes[component.name] = component
         for section, values in (options or {}).items():
             sections.setdefault(section, {}).update(values)
         server = sections.setdefault("server", {})
@@ -133,7 +154,7 @@ class Harness:
         server.setdefault("scram_iterations", "4096")
         server["components"] = " ".join(names)
         self.domain = domain
-        self.config = configlib.from_dict(sections, name="<harness>")
+        self.config = configlib.from_dict(sections, name="<harness>", classes=classes)
         self.server = XMPPServer(self.config, listen=False)
         self.server.accounts.run_blocking = lambda f, *a: defer.maybeDeferred(f, *a)
         self.router = self.server.router
@@ -162,6 +183,8 @@ class Harness:
         if available:
             session.feed(f"<presence><priority>{priority}</priority></presence>")
             session.take()
+            # Without a presence component nobody tracks it: set it directly.
+            session.available, session.priority = True, priority
         return session
 
     def stop(self) -> None:

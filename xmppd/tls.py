@@ -16,7 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet import ssl
+
+
+#: XEP-0368's ALPN protocol name for client connections.
+ALPN_XMPP_CLIENT = b"xmpp-client"
 
 
 def generate_self_signed(domains: list[str], filename: str, days: int = 365) -> None:
@@ -98,9 +103,20 @@ def context_factory(certificate: str, private_key: str = "") -> ssl.CertificateO
     pkey = serialization.load_pem_private_key(key_pem, password=None)
     from OpenSSL import crypto
 
-    return ssl.CertificateOptions(
+    options = ssl.CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(pkey),
         certificate=crypto.X509.from_cryptography(certs[0]),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in certs[1:]],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
+    # XEP-0368 clients offer ALPN "xmpp-client". Twisted's own ALPN callback
+    # answers an empty protocol when nothing matches, which OpenSSL turns into a
+    # handshake failure; ours agrees to xmpp-client or declines ALPN politely.
+    options.getContext().set_alpn_select_callback(_select_alpn)
+    return options
+
+
+def _select_alpn(_connection, offered: list[bytes]) -> bytes:
+    if ALPN_XMPP_CLIENT in offered:
+        return ALPN_XMPP_CLIENT
+    return SSL.NO_OVERLAPPING_PROTOCOLS

@@ -11,6 +11,8 @@ exactly like a wrong password, so SASL does not reveal which accounts exist.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 
@@ -31,6 +33,24 @@ class Step:
     user: str | None = None
     condition: str | None = None
     text: str | None = None
+
+
+#: Per-process secret from which unknown users' fake salts are derived, so that
+#: asking twice about the same unknown user gives the same salt, as a real one would.
+_FAKE_SALT_KEY = os.urandom(32)
+
+
+def _fake_credentials(user: str, iterations: int):
+    salt = hmac.new(_FAKE_SALT_KEY, user.encode("utf-8"), hashlib.sha256).digest()[:16]
+    return (salt, os.urandom(32), os.urandom(32), iterations)
+
+
+def _authzid_ok(authzid: str, user: str) -> bool:
+    """An authorization identity is acceptable if absent or the user's own bare JID."""
+    if not authzid:
+        return True
+    parsed = jidlib.parse_or_none(authzid)
+    return parsed is not None and parsed.resource is None and parsed.userhost() == user
 
 
 def failure(condition: str, text: str | None = None) -> Step:
@@ -66,7 +86,7 @@ class PlainMechanism:
         user = _localpart(authcid, self.domain)
         if user is None:
             return failure("not-authorized")
-        if authzid and authzid != user:
+        if not _authzid_ok(authzid, user):
             return failure("invalid-authzid")
         if (yield self.accounts.verify_password(user, password)):
             return Step("success", user=user)
@@ -101,16 +121,17 @@ class ScramMechanism:
         parts = text.split(",", 2)
         if len(parts) != 3 or parts[0] not in ("n", "y"):
             return failure("malformed-request", "channel binding is not offered")
-        if parts[1]:
-            return failure("invalid-authzid")
         attrs = dict(a.split("=", 1) for a in parts[2].split(",") if "=" in a)
         authcid = attrs.get("n", "").replace("=2C", ",").replace("=3D", "=")
         self.user = _localpart(authcid, self.domain)
         if self.user is None:
             return failure("not-authorized")
+        authzid = parts[1][2:] if parts[1].startswith("a=") else parts[1]
+        if not _authzid_ok(authzid.replace("=2C", ",").replace("=3D", "="), self.user):
+            return failure("invalid-authzid")
         creds = yield self.accounts.credentials(self.user, self.name)
         if creds is None:
-            creds = (os.urandom(16), os.urandom(32), os.urandom(32), 4096)
+            creds = _fake_credentials(self.user, self.accounts.iterations)
         self.server = self.mechanism.make_server(lambda _username: creds)
         try:
             self.server.set_client_first(text)

@@ -5,6 +5,7 @@ with which priority — comes from the presence the client broadcasts (a
 presence without 'to'). Message delivery to a bare JID depends on it.
 """
 
+from xmppd import ns
 from xmppd.component import Component, handles
 
 
@@ -21,7 +22,7 @@ class PresenceComponent(Component):
             session.available = True
             session.presence = event.stanza
             try:
-                priority = int(str(next(event.stanza.elements(None, "priority"), "0")).strip() or 0)
+                priority = int(str(next(event.stanza.elements(ns.CLIENT, "priority"), "0")).strip() or 0)
             except ValueError:
                 priority = 0
             session.priority = max(-128, min(127, priority))

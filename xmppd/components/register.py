@@ -18,7 +18,7 @@ from xmppd.config import boolean, integer
 
 
 def _field(query: domish.Element, name: str) -> str | None:
-    child = next(query.elements(None, name), None)
+    child = next(query.elements(ns.REGISTER, name), None)
     return None if child is None else str(child)
 
 
@@ -87,6 +87,8 @@ class RegisterComponent(Component):
 
     def _allow(self, address: str) -> bool:
         now = time.monotonic()
+        for known in [a for a, r in self._recent.items() if r[-1] < now - self.config["rate_period"]]:
+            del self._recent[known]  # forget addresses whose window has passed
         recent = self._recent.setdefault(address, collections.deque())
         while recent and recent[0] < now - self.config["rate_period"]:
             recent.popleft()
@@ -115,7 +117,7 @@ class RegisterComponent(Component):
         if event.origin is None or event.from_ is None or getattr(event.origin, "bare", None) is None:
             return event.error("not-allowed")
         user = event.from_.userhost()
-        if next(event.payload.elements(None, "remove"), None) is not None:
+        if next(event.payload.elements(ns.REGISTER, "remove"), None) is not None:
             yield self.server.accounts.delete(user)
             self.log.info("account {user} removed by its owner", user=user)
             self.router.reply(event, event.reply())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 from twisted.words.xish import domish
 
 from xmppd import ns
@@ -19,7 +19,19 @@ def stanza_error(stanza: domish.Element, condition: str, type: str | None = None
                  text: str | None = None) -> domish.Element:
     """The error reply to ``stanza`` (RFC 6120 §8.3): to/from swapped, the
     original payload kept, and the ``<error/>`` with ``condition``."""
-    reply = StanzaError(condition, type, text).toResponse(stanza)
+    reply = domish.Element((ns.CLIENT, stanza.name))
+    for ours, theirs in (("to", "from"), ("from", "to"), ("id", "id")):
+        value = stanza.getAttribute(theirs)
+        if value is not None:
+            reply[ours] = value
+    reply["type"] = "error"
+    reply.children = [c for c in stanza.children if isinstance(c, domish.Element)
+                      and c.name != "error"]
+    error = reply.addElement("error")
+    error["type"] = type or STANZA_CONDITIONS.get(condition, {}).get("type", "cancel")
+    error.addElement((ns.STANZA_ERRORS, condition))
+    if text:
+        error.addElement((ns.STANZA_ERRORS, "text"), content=text)
     return reply
 
 

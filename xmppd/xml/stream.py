@@ -41,7 +41,12 @@ def _restricted(*_args):
 
 
 class HardenedElementStream(domish.ExpatElementStream):
-    """Twisted's expat element stream with XMPP's restrictions and our limits."""
+    """Twisted's expat element stream with XMPP's restrictions and our limits.
+
+    A stanza's size is measured from the byte where its start tag began, over
+    however many reads it arrives in; bytes between stanzas (whitespace
+    keep-alives) are not counted against anyone.
+    """
 
     def __init__(self, max_stanza_size: int, max_depth: int = MAX_DEPTH):
         super().__init__()
@@ -51,37 +56,61 @@ class HardenedElementStream(domish.ExpatElementStream):
                         "UnparsedEntityDeclHandler", "NotationDeclHandler",
                         "ExternalEntityRefHandler"):
             setattr(p, handler, _restricted)
-        self.maxStanzaSize = max_stanza_size
+        self.max_size = max_stanza_size
         self.max_depth = max_depth
         self.depth = 0
-        self.stanza_start = 0
+        self.fed = 0  # bytes given to this parser so far
+        self.mark = 0  # where the open stanza (or the current gap between stanzas) began
 
     def parse(self, buffer: bytes) -> None:
-        # Bytes buffered towards an unfinished stanza are counted across calls,
-        # so a slow oversized stanza is caught before it is complete.
-        self.stanzaSize += len(buffer)
+        if not self.fed and (buffer[:1] == b"\0" or buffer[:2] in (b"\xfe\xff", b"\xff\xfe")):
+            # expat would switch to UTF-16 on a BOM or a NUL; XMPP is UTF-8 only.
+            raise StreamProblem("unsupported-encoding", "XMPP streams are UTF-8")
+        self.fed += len(buffer)
         try:
             self.parser.Parse(buffer)
         except self.error as e:
             raise StreamProblem("not-well-formed", str(e)) from None
-        if self.stanzaSize > self.maxStanzaSize:
+        # An unfinished stanza, or an unfinished token between stanzas, that is
+        # already too large: refuse it now rather than buffer it to the end.
+        if self.fed - self.mark > self.max_size:
             raise StreamProblem("policy-violation", "stanza too large")
 
     def _onStartElement(self, name, attrs):
         depth = self.depth = self.depth + 1
         if depth == 2:
-            self.stanza_start = self.parser.CurrentByteIndex
+            self.mark = self.parser.CurrentByteIndex
         elif depth > self.max_depth:
             raise StreamProblem("policy-violation", "stanza nested too deeply")
+        elif depth == 1:
+            self.mark = self.fed
         super()._onStartElement(name, attrs)
 
     def _onEndElement(self, name):
         if self.depth == 2:
             # A stanza complete within one read: check its own byte length.
-            if self.parser.CurrentByteIndex - self.stanza_start > self.maxStanzaSize:
+            index = self.parser.CurrentByteIndex
+            if index - self.mark > self.max_size:
                 raise StreamProblem("policy-violation", "stanza too large")
+            self.mark = index
         self.depth -= 1
         super()._onEndElement(name)
+
+    def _onCdata(self, data):
+        if self.depth < 2:
+            self.mark = self.parser.CurrentByteIndex  # whitespace between stanzas
+        else:
+            super()._onCdata(data)
+
+    def detach(self) -> None:
+        """Stop delivering events: the stream was restarted (STARTTLS, SASL) and
+        whatever else this parser still holds from the old layer is discarded."""
+        self.DocumentStartEvent = self.ElementEvent = self.DocumentEndEvent = _discard
+        self.depth = -(1 << 30)  # nothing it still parses can start a stanza
+
+
+def _discard(*_args) -> None:
+    pass
 
 
 class XMPPStream(protocol.Protocol):
@@ -113,7 +142,14 @@ class XMPPStream(protocol.Protocol):
         self.reset()
 
     def reset(self) -> None:
-        """A fresh parser: at the start, and at each stream restart (TLS, SASL)."""
+        """A fresh parser: at the start, and at each stream restart (TLS, SASL).
+
+        RFC 6120 §5.4.3.3 and §6.4.6: nothing the peer sent on the old stream
+        after the restart point may be used — plaintext smuggled behind
+        ``<starttls/>`` in the same read would otherwise count as encrypted.
+        """
+        if self.parser is not None:
+            self.parser.detach()
         self.parser = HardenedElementStream(self.max_stanza_size)
         self.parser.DocumentStartEvent = self._documentStarted
         self.parser.ElementEvent = self._elementReceived
@@ -123,12 +159,15 @@ class XMPPStream(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
             return
+        parser = self.parser
         try:
-            self.parser.parse(data)
+            parser.parse(data)
         except StreamProblem as e:
-            self.stream_error(e.condition, e.text)
-        except domish.ParserError as e:
-            self.stream_error("not-well-formed", str(e))
+            if parser is self.parser:  # not a detached parser's leftovers
+                self.stream_error(e.condition, e.text)
+        except domish.ParserError as e:  # Twisted's own element-count limit
+            if parser is self.parser:
+                self.stream_error("policy-violation", str(e))
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         self.closed = True

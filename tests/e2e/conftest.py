@@ -1,0 +1,332 @@
+"""End-to-end fixtures: the real ``twistd -n xmppd`` server as a subprocess.
+
+``xmppd_server``
+    function-scoped: a fresh server (default config) with the accounts
+    alice, bob and carol @localhost, password ``secret123``.
+``xmppd_module_server``
+    the same, shared by all tests of one module (use when tests don't disturb
+    each other's state).
+``make_xmppd``
+    function-scoped factory: ``make_xmppd({"c2s": {"auth_timeout": 2}})`` or
+    ``make_xmppd(c2s={"auth_timeout": 2})`` → a started :class:`XmppdProcess`.
+    ``users=`` lists the accounts to create (default: alice, bob, carol;
+    ``users=()`` for none), ``start=False`` returns it unstarted.
+``make_xmppd_module``
+    the same factory, module-scoped.
+
+Every server is stopped at teardown (SIGTERM, then SIGKILL after a few seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = "localhost"
+PASSWORD = "secret123"
+DEFAULT_USERS = ("alice@localhost", "bob@localhost", "carol@localhost")
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (bind to 0, release)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _twistd_command() -> list[str]:
+    twistd = Path(sys.executable).with_name("twistd")
+    if twistd.exists():
+        return [str(twistd)]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("XMPPD_CONFIG", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def default_config(base: Path, port: int, tls_port: int) -> dict[str, dict[str, Any]]:
+    return {
+        "server": {
+            "domains": DOMAIN,
+            "data_dir": str(base / "data"),
+            "components": "disco ping version time presence messaging register",
+        },
+        "c2s": {
+            "interfaces": "127.0.0.1",
+            "port": port,
+            "direct_tls_port": tls_port,
+            "auth_timeout": 60,
+        },
+    }
+
+
+def merge(config: dict[str, dict[str, Any]], overrides: Mapping[str, Mapping[str, Any]] | None):
+    for section, values in (overrides or {}).items():
+        config.setdefault(section, {}).update(values)
+    return config
+
+
+def write_ini(path: Path, config: Mapping[str, Mapping[str, Any]]) -> None:
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (list, tuple)):
+                value = " ".join(str(v) for v in value)
+            lines.append(f"{key} = {value}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+class XmppdProcess:
+    """One xmppd server process, restartable with the same config and data."""
+
+    def __init__(self, base: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None):
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        c2s = dict((overrides or {}).get("c2s", {}))
+        # Ports picked here may be taken by someone else by the time twistd
+        # binds them (other test runs in parallel); those can be re-picked.
+        self._auto_ports = [key for key in ("port", "direct_tls_port") if key not in c2s]
+        self.config = merge(default_config(self.base, 0, 0), overrides)
+        self._pick_ports()
+        self.port = int(self.config["c2s"]["port"])
+        self.tls_port = int(self.config["c2s"]["direct_tls_port"])
+        self.data_dir = Path(self.config["server"]["data_dir"])
+        self.config_path = self.base / "xmppd.ini"
+        write_ini(self.config_path, self.config)
+        self.log_path = self.base / "xmppd.log"
+        self.host = "127.0.0.1"
+        self.domain = DOMAIN
+        self.process: subprocess.Popen | None = None
+        self._log_file = None
+        self.starts = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _pick_ports(self) -> None:
+        """Free ports for the port options the overrides did not set."""
+        taken = {self.config["c2s"][key] for key in ("port", "direct_tls_port")
+                 if key not in self._auto_ports}
+        for key in self._auto_ports:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            self.config["c2s"][key] = port
+        self.port = int(self.config["c2s"]["port"])
+        self.tls_port = int(self.config["c2s"]["direct_tls_port"])
+
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> "XmppdProcess":
+        """Start (or restart) the server; return once it listens on both ports."""
+        for attempt in range(5):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                # Only the first start may move: a restart must keep its ports.
+                if not self._auto_ports or self.starts > 1 or attempt == 4:
+                    raise RuntimeError(f"xmppd could not bind its ports; log tail:\n{self.log_tail()}")
+                self.starts = 0
+                self._pick_ports()
+                write_ini(self.config_path, self.config)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "XmppdProcess":
+        if self.running:
+            raise RuntimeError("xmppd is already running")
+        self.starts += 1
+        marker = f"==== start #{self.starts} at {time.time():.6f} ===="
+        self._log_file = open(self.log_path, "ab")
+        self._log_file.write(f"\n{marker}\n".encode())
+        self._log_file.flush()
+        # cwd = base: nothing (a pid file, say) lands in the repository.
+        self.process = subprocess.Popen(
+            _twistd_command() + ["-n", "--pidfile", str(self.base / "twistd.pid"),
+                                 "xmppd", "-c", str(self.config_path)],
+            cwd=str(self.base), env=_env(), stdin=subprocess.DEVNULL,
+            stdout=self._log_file, stderr=subprocess.STDOUT)
+        # Ready when *this* process logged that it listens on each port (a
+        # connection alone could reach someone else's listener on a port we
+        # failed to bind) and the ports accept connections.
+        waiting = [p for p in (self.port, self.tls_port) if p]
+        deadline = time.monotonic() + timeout
+        while waiting:
+            log = self.log_text().rpartition(marker)[2]
+            if "cannot listen on" in log and "Address already in use" in log:
+                self.kill()
+                raise _PortTaken()
+            if self.process.poll() is not None:
+                self._close_log()
+                raise RuntimeError(f"xmppd exited with status {self.process.returncode} "
+                                   f"during startup; log tail:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"xmppd did not listen on {waiting} within {timeout}s; "
+                                   f"log tail:\n{self.log_tail()}")
+            port = waiting[0]
+            if re.search(rf"c2s listening on \S+ port {port}\b", log):
+                try:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        pass
+                except OSError:
+                    pass
+                else:
+                    waiting.pop(0)
+                    continue
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, wait, SIGKILL if it does not exit; return the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self._close_log()
+        return self.process.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL: a crash, no chance to clean up."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._close_log()
+        return self.process.returncode
+
+    def restart(self) -> "XmppdProcess":
+        self.stop()
+        return self.start()
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    # -- inspection --------------------------------------------------------------
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    # -- accounts ------------------------------------------------------------------
+
+    def admin(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``python -m xmppd -c CONFIG ARGS...``."""
+        result = subprocess.run(
+            [sys.executable, "-m", "xmppd", "-c", str(self.config_path), *args],
+            input=input, capture_output=True, text=True, env=_env(), cwd=str(self.base), timeout=60)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"xmppd {' '.join(args)} failed ({result.returncode}): "
+                               f"{result.stderr.strip() or result.stdout.strip()}")
+        return result
+
+    def adduser(self, jid: str, password: str = PASSWORD) -> None:
+        self.admin("adduser", jid, input=password + "\n")
+
+    def addusers(self, jids: Iterable[str], password: str = PASSWORD) -> None:
+        """Several accounts, created concurrently (the admin command starts slowly)."""
+        jids = list(jids)
+        if len(jids) <= 1 or not self.running:
+            for jid in jids:
+                self.adduser(jid, password)
+            return
+        with ThreadPoolExecutor(len(jids)) as pool:
+            for future in [pool.submit(self.adduser, jid, password) for jid in jids]:
+                future.result()
+
+    def __repr__(self) -> str:
+        return f"<XmppdProcess port={self.port} tls_port={self.tls_port} base={self.base}>"
+
+
+class _Factory:
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, name: str):
+        self._tmp = tmp_path_factory
+        self._name = name
+        self.servers: list[XmppdProcess] = []
+
+    def __call__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None, /, *,
+                 users: Iterable[str] = DEFAULT_USERS, password: str = PASSWORD,
+                 start: bool = True, **sections: Mapping[str, Any]) -> XmppdProcess:
+        combined: dict[str, dict[str, Any]] = {}
+        merge(combined, overrides)
+        merge(combined, sections)
+        server = XmppdProcess(self._tmp.mktemp(self._name), combined)
+        self.servers.append(server)
+        if start:
+            server.start()
+            server.addusers(users, password)
+        elif users:
+            # Accounts can be created offline too; the storage is the same file.
+            server.addusers(users, password)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            try:
+                server.stop()
+            except Exception:  # noqa: BLE001 - teardown must reach every server
+                server.kill()
+
+
+@pytest.fixture
+def make_xmppd(tmp_path_factory):
+    factory = _Factory(tmp_path_factory, "xmppd")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def make_xmppd_module(tmp_path_factory):
+    factory = _Factory(tmp_path_factory, "xmppd-mod")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def xmppd_server(make_xmppd) -> XmppdProcess:
+    return make_xmppd()
+
+
+@pytest.fixture(scope="module")
+def xmppd_module_server(make_xmppd_module) -> XmppdProcess:
+    return make_xmppd_module()

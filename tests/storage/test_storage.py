@@ -1,0 +1,421 @@
+"""The storage contract, run against every backend, plus SQLite's durability.
+
+Components are tested against MemoryStorage and deployed on SQLiteStorage, so
+both must behave identically: the same suite runs on each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+from twisted.trial import unittest
+
+from xmppd.storage import IStorage, open_storage, storage_url_problem
+from xmppd.storage.memory import MemoryStorage
+from xmppd.storage.sqlite import SQLiteStorage
+
+ALICE = "alice@example.org"
+BOB = "bob@example.org"
+
+
+def temp_dir(case: unittest.TestCase) -> str:
+    # Not trial's mktemp(): under pytest it would litter the working directory.
+    path = tempfile.mkdtemp(prefix="xmppd-storage-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+class StorageContract:
+    """Behaviour every IStorage must have; mixed into one TestCase per backend."""
+
+    storage: IStorage
+
+    def make_storage(self) -> IStorage:
+        raise NotImplementedError
+
+    def setUp(self):
+        self.storage = self.make_storage()
+        self.addCleanup(self.storage.stop)
+        return self.storage.start()
+
+    def test_provides(self):
+        self.assertTrue(IStorage.providedBy(self.storage))
+        self.assertIs(self.storage.keyvalue("a"), self.storage.keyvalue("a"))
+        self.assertIs(self.storage.map("a"), self.storage.map("a"))
+        self.assertIs(self.storage.archive("a"), self.storage.archive("a"))
+        self.assertEqual(self.storage.archive("a").name, "a")
+
+    # key-value
+
+    async def test_keyvalue(self):
+        kv = self.storage.keyvalue("vcard")
+        self.assertIsNone(await kv.get(ALICE))
+        await kv.set(ALICE, {"fn": "Alice"})
+        await kv.set(BOB, [1, 2.5, True, None, "x"])
+        await kv.set("", "host data")
+        self.assertEqual(await kv.get(ALICE), {"fn": "Alice"})
+        self.assertEqual(await kv.get(BOB), [1, 2.5, True, None, "x"])
+        self.assertEqual(await kv.users(), ["", ALICE, BOB])
+        await kv.set(ALICE, {"fn": "Alice A."})
+        self.assertEqual(await kv.get(ALICE), {"fn": "Alice A."})
+        await kv.delete(BOB)
+        await kv.delete(BOB)  # deleting nothing is fine
+        self.assertIsNone(await kv.get(BOB))
+        await kv.set(ALICE, None)
+        self.assertIsNone(await kv.get(ALICE))
+        self.assertEqual(await kv.users(), [""])
+
+    async def test_keyvalue_scalars(self):
+        kv = self.storage.keyvalue("scalars")
+        for value in (0, "", False, [], {}, 1.5, "null"):
+            await kv.set(ALICE, value)
+            self.assertEqual(await kv.get(ALICE), value)
+
+    async def test_stores_are_separate(self):
+        await self.storage.keyvalue("a").set(ALICE, 1)
+        await self.storage.map("a").set(ALICE, "k", 2)
+        await self.storage.archive("a").append(ALICE, 3)
+        self.assertIsNone(await self.storage.keyvalue("b").get(ALICE))
+        self.assertEqual(await self.storage.keyvalue("b").users(), [])
+        self.assertEqual(await self.storage.map("b").items(ALICE), {})
+        self.assertEqual(await self.storage.archive("b").count(ALICE), 0)
+        self.assertEqual(await self.storage.keyvalue("a").get(ALICE), 1)
+
+    # map
+
+    async def test_map(self):
+        roster = self.storage.map("roster")
+        self.assertIsNone(await roster.get(ALICE, BOB))
+        self.assertEqual(await roster.items(ALICE), {})
+        await roster.set(ALICE, BOB, {"subscription": "both"})
+        await roster.set(BOB, ALICE, {"subscription": "both"})
+        self.assertEqual(await roster.get(ALICE, BOB), {"subscription": "both"})
+        await roster.set_many(ALICE, {"c@x": 1, "d@x": 2, BOB: None})
+        self.assertEqual(await roster.items(ALICE), {"c@x": 1, "d@x": 2})
+        await roster.set(ALICE, "c@x", None)
+        await roster.delete(ALICE, "d@x")
+        await roster.delete(ALICE, "nobody@x")
+        self.assertEqual(await roster.items(ALICE), {})
+        await roster.set_many(ALICE, {"e@x": "e", "f@x": "f"})
+        await roster.set(ALICE, "e@x", "E")
+        self.assertEqual(await roster.get(ALICE, "e@x"), "E")
+        await roster.clear(ALICE)
+        self.assertEqual(await roster.items(ALICE), {})
+        self.assertEqual(await roster.items(BOB), {ALICE: {"subscription": "both"}})
+
+    async def test_map_set_many_is_atomic(self):
+        roster = self.storage.map("roster")
+        await roster.set(ALICE, "a", 1)
+        with self.assertRaises(TypeError):
+            await roster.set_many(ALICE, {"a": None, "b": 2, "c": object()})
+        self.assertEqual(await roster.items(ALICE), {"a": 1})
+
+    # archive
+
+    async def fill_archive(self):
+        archive = self.storage.archive("mam")
+        ids = []
+        for i in range(10):
+            ids.append(await archive.append(ALICE, {"n": i}, with_=BOB if i % 2 else "carol@x", when=1000.0 + i))
+        await archive.append(BOB, {"n": "bob's"}, when=1000.0)
+        return archive, ids
+
+    async def test_archive_append(self):
+        archive, ids = await self.fill_archive()
+        self.assertTrue(all(isinstance(i, str) for i in ids))
+        self.assertEqual(len(set(ids)), 10)
+        self.assertEqual(ids, sorted(ids, key=int))
+        items = await archive.query(ALICE)
+        self.assertEqual([item.id for item in items], ids)
+        self.assertEqual([item.value for item in items], [{"n": i} for i in range(10)])
+        self.assertEqual(items[1].when, 1001.0)
+        self.assertEqual(items[1].with_, BOB)
+
+    async def test_archive_default_time(self):
+        import time
+
+        archive = self.storage.archive("offline")
+        before = time.time()
+        await archive.append(ALICE, "hi")
+        (item,) = await archive.query(ALICE)
+        self.assertTrue(before - 1 <= item.when <= time.time() + 1)
+        self.assertIsNone(item.with_)
+
+    async def test_archive_query_filters(self):
+        archive, ids = await self.fill_archive()
+
+        async def numbers(**kw):
+            return [item.value["n"] for item in await archive.query(ALICE, **kw)]
+
+        self.assertEqual(await numbers(with_=BOB), [1, 3, 5, 7, 9])
+        self.assertEqual(await numbers(with_="nobody@x"), [])
+        self.assertEqual(await numbers(start=1003.0, end=1005.0), [3, 4, 5])
+        self.assertEqual(await numbers(start=1008.0), [8, 9])
+        self.assertEqual(await numbers(end=1001.0), [0, 1])
+        self.assertEqual(await numbers(after=ids[6]), [7, 8, 9])
+        self.assertEqual(await numbers(before=ids[2]), [0, 1])
+        self.assertEqual(await numbers(after=ids[2], before=ids[5]), [3, 4])
+        self.assertEqual(await numbers(limit=3), [0, 1, 2])
+        self.assertEqual(await numbers(limit=0), [])
+        self.assertEqual(await numbers(limit=100), list(range(10)))
+        self.assertEqual(await numbers(with_=BOB, start=1002.0, limit=2), [3, 5])
+
+    async def test_archive_reverse(self):
+        archive, ids = await self.fill_archive()
+
+        async def numbers(**kw):
+            return [item.value["n"] for item in await archive.query(ALICE, reverse=True, **kw)]
+
+        self.assertEqual(await numbers(), list(range(10)))
+        self.assertEqual(await numbers(limit=3), [7, 8, 9])
+        self.assertEqual(await numbers(limit=0), [])
+        self.assertEqual(await numbers(limit=100), list(range(10)))
+        # Paging backwards, as MAM does with <before/>.
+        self.assertEqual(await numbers(limit=3, before=ids[7]), [4, 5, 6])
+        self.assertEqual(await numbers(limit=3, before=ids[2]), [0, 1])
+        self.assertEqual(await numbers(limit=2, with_=BOB, end=1006.0), [3, 5])
+
+    async def test_archive_count(self):
+        archive, ids = await self.fill_archive()
+        self.assertEqual(await archive.count(ALICE), 10)
+        self.assertEqual(await archive.count(ALICE, with_=BOB), 5)
+        self.assertEqual(await archive.count(BOB), 1)
+        self.assertEqual(await archive.count("nobody@x"), 0)
+
+    async def test_archive_delete(self):
+        archive, ids = await self.fill_archive()
+        (bobs,) = await archive.query(BOB)
+        # Ids of another user's items are not touched; unknown ids are ignored.
+        self.assertEqual(await archive.delete(ALICE, [ids[0], ids[3], ids[3], bobs.id, "999999"]), 2)
+        self.assertEqual([item.value["n"] for item in await archive.query(ALICE)], [1, 2, 4, 5, 6, 7, 8, 9])
+        self.assertEqual(await archive.delete(ALICE, []), 0)
+        self.assertEqual(await archive.delete(ALICE), 8)
+        self.assertEqual(await archive.query(ALICE), [])
+        self.assertEqual(await archive.count(BOB), 1)
+        self.assertEqual(await archive.delete(ALICE), 0)
+        # Ids keep increasing after deletions.
+        new_id = await archive.append(ALICE, "again")
+        self.assertGreater(int(new_id), int(ids[-1]))
+
+    async def test_archive_bad_id(self):
+        archive, ids = await self.fill_archive()
+        with self.assertRaises(ValueError):
+            await archive.query(ALICE, after="not-an-id")
+        with self.assertRaises(ValueError):
+            await archive.delete(ALICE, ["x"])
+        self.assertEqual(await archive.count(ALICE), 10)
+
+    # whole storage
+
+    async def test_purge_user(self):
+        for user in (ALICE, BOB):
+            await self.storage.keyvalue("vcard").set(user, {"fn": user})
+            await self.storage.keyvalue("accounts").set(user, {"pw": "x"})
+            await self.storage.map("roster").set(user, "c@x", {"s": "both"})
+            await self.storage.archive("offline").append(user, "<message/>")
+            await self.storage.archive("mam").append(user, "<message/>", with_="c@x")
+        await self.storage.purge_user(ALICE)
+        self.assertIsNone(await self.storage.keyvalue("vcard").get(ALICE))
+        self.assertIsNone(await self.storage.keyvalue("accounts").get(ALICE))
+        self.assertEqual(await self.storage.map("roster").items(ALICE), {})
+        self.assertEqual(await self.storage.archive("offline").count(ALICE), 0)
+        self.assertEqual(await self.storage.archive("mam").query(ALICE), [])
+        self.assertEqual(await self.storage.keyvalue("vcard").get(BOB), {"fn": BOB})
+        self.assertEqual(await self.storage.keyvalue("accounts").users(), [BOB])
+        self.assertEqual(await self.storage.map("roster").items(BOB), {"c@x": {"s": "both"}})
+        self.assertEqual(await self.storage.archive("offline").count(BOB), 1)
+        self.assertEqual(await self.storage.archive("mam").count(BOB, with_="c@x"), 1)
+
+    async def test_values_are_copies(self):
+        kv = self.storage.keyvalue("kv")
+        value = {"list": [1, 2], "nested": {"a": 1}}
+        await kv.set(ALICE, value)
+        value["list"].append(3)  # mutating what was stored...
+        got = await kv.get(ALICE)
+        self.assertEqual(got, {"list": [1, 2], "nested": {"a": 1}})
+        got["nested"]["a"] = 2  # ...or what was returned changes nothing
+        self.assertEqual(await kv.get(ALICE), {"list": [1, 2], "nested": {"a": 1}})
+
+        roster = self.storage.map("roster")
+        await roster.set(ALICE, BOB, {"groups": ["Friends"]})
+        (await roster.items(ALICE))[BOB]["groups"].append("Work")
+        (await roster.get(ALICE, BOB))["groups"].append("Work")
+        self.assertEqual(await roster.get(ALICE, BOB), {"groups": ["Friends"]})
+
+        archive = self.storage.archive("mam")
+        await archive.append(ALICE, {"body": "hi"})
+        (await archive.query(ALICE))[0].value["body"] = "changed"
+        self.assertEqual((await archive.query(ALICE))[0].value, {"body": "hi"})
+
+    async def test_unicode_and_large_values(self):
+        text = "héllo wörld ✓ 日本語 🎉 \u0000 \"quotes\" \\ <xml a='1'/>"
+        user = "jülia@exämple.org"
+        large = {"blob": "x" * 2_000_000, "items": list(range(10_000))}
+        kv = self.storage.keyvalue("kv")
+        await kv.set(user, text)
+        self.assertEqual(await kv.get(user), text)
+        self.assertEqual(await kv.users(), [user])
+        await kv.set(ALICE, large)
+        self.assertEqual(await kv.get(ALICE), large)
+        await self.storage.map("m").set(user, "ключ", text)
+        self.assertEqual(await self.storage.map("m").items(user), {"ключ": text})
+        await self.storage.archive("a").append(user, large, with_="ß@x")
+        (item,) = await self.storage.archive("a").query(user, with_="ß@x")
+        self.assertEqual(item.value, large)
+
+    async def test_unserialisable_value(self):
+        kv = self.storage.keyvalue("kv")
+        with self.assertRaises(TypeError):
+            await kv.set(ALICE, {"x": object()})
+        self.assertIsNone(await kv.get(ALICE))
+
+
+class MemoryStorageTests(StorageContract, unittest.TestCase):
+    def make_storage(self):
+        return MemoryStorage()
+
+    def test_synchronous(self):
+        """Memory Deferreds have fired already: component tests need no reactor."""
+        kv = self.storage.keyvalue("kv")
+        kv.set(ALICE, 1)
+        self.assertEqual(self.successResultOf(kv.get(ALICE)), 1)
+
+
+class SQLiteStorageTests(StorageContract, unittest.TestCase):
+    def make_storage(self):
+        # A directory that does not exist yet: start() creates it.
+        self.path = os.path.join(temp_dir(self), "sub", "dir", "xmppd.sqlite3")
+        return SQLiteStorage(self.path)
+
+    def open_other(self, path=None) -> SQLiteStorage:
+        """Another storage on the same file, as the admin command would open it."""
+        other = SQLiteStorage(path or self.path, synchronous="full")
+        self.addCleanup(other.stop)
+        return other
+
+    async def test_pragmas(self):
+        pool = self.storage._pool
+        rows = await pool.runQuery("PRAGMA journal_mode")
+        self.assertEqual(rows[0][0], "wal")
+        self.assertEqual((await pool.runQuery("PRAGMA synchronous"))[0][0], 1)  # NORMAL
+        self.assertEqual((await pool.runQuery("PRAGMA busy_timeout"))[0][0], 5000)
+
+    async def test_reopen(self):
+        await self.storage.keyvalue("kv").set(ALICE, {"a": 1})
+        await self.storage.archive("mam").append(ALICE, "m", with_=BOB)
+        await self.storage.stop()
+        await self.storage.stop()  # idempotent
+        reopened = self.open_other()
+        await reopened.start()
+        self.assertEqual(await reopened.keyvalue("kv").get(ALICE), {"a": 1})
+        self.assertEqual(await reopened.archive("mam").count(ALICE, with_=BOB), 1)
+
+    async def test_two_processes_share_the_file(self):
+        other = self.open_other()
+        await other.start()
+        await self.storage.keyvalue("accounts").set(ALICE, {"pw": "1"})
+        self.assertEqual(await other.keyvalue("accounts").get(ALICE), {"pw": "1"})
+        await other.keyvalue("accounts").set(BOB, {"pw": "2"})
+        self.assertEqual(await self.storage.keyvalue("accounts").users(), [ALICE, BOB])
+        first = await self.storage.archive("offline").append(ALICE, "one")
+        second = await other.archive("offline").append(ALICE, "two")
+        self.assertGreater(int(second), int(first))
+        self.assertEqual([i.value for i in await self.storage.archive("offline").query(ALICE)], ["one", "two"])
+        await other.map("roster").set(ALICE, BOB, "both")
+        await other.purge_user(ALICE)  # even stores this instance never opened
+        self.assertIsNone(await self.storage.keyvalue("accounts").get(ALICE))
+        self.assertEqual(await self.storage.archive("offline").count(ALICE), 0)
+        self.assertEqual(await self.storage.map("roster").items(ALICE), {})
+        self.assertEqual(await self.storage.keyvalue("accounts").get(BOB), {"pw": "2"})
+
+    async def test_survives_sigkill(self):
+        """A write whose Deferred has fired is on disk, even if the process dies at once.
+
+        The child also calls start() before the reactor runs, as a script would.
+        """
+        path = os.path.join(temp_dir(self), "killed.sqlite3")
+        script = textwrap.dedent(f"""
+            import signal, sys
+            from twisted.internet import reactor
+            from twisted.internet.defer import ensureDeferred
+            from xmppd.storage.sqlite import SQLiteStorage
+
+            storage = SQLiteStorage({path!r})
+            d = storage.start()  # the reactor is not running yet
+
+            signal.alarm(60)  # if anything hangs, die: the test's readline() then ends
+
+            async def write():
+                await storage.keyvalue("accounts").set("alice@example.org", {{"pw": "secret"}})
+                await storage.map("roster").set_many("alice@example.org", {{"bob@x": "both"}})
+                for i in range(50):
+                    await storage.archive("offline").append("alice@example.org", i)
+                print("done", flush=True)
+
+            d.addCallback(lambda _: ensureDeferred(write()))
+            d.addErrback(lambda f: (f.printTraceback(), sys.stdout.write("failed\\n"), sys.stdout.flush()))
+            reactor.run()  # no stop(): the only way out is SIGKILL
+        """)
+        child = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        try:
+            line = child.stdout.readline()
+            if line == b"done\n":
+                os.kill(child.pid, signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                child.kill()
+            _, err = child.communicate()
+        self.assertEqual(line, b"done\n", err.decode(errors="replace"))
+        self.assertEqual(child.returncode, -signal.SIGKILL)
+
+        reopened = self.open_other(path)
+        await reopened.start()
+        self.assertEqual(await reopened.keyvalue("accounts").get(ALICE), {"pw": "secret"})
+        self.assertEqual(await reopened.map("roster").items(ALICE), {"bob@x": "both"})
+        self.assertEqual([i.value for i in await reopened.archive("offline").query(ALICE)], list(range(50)))
+
+    def test_bad_synchronous(self):
+        with self.assertRaises(ValueError):
+            SQLiteStorage(self.path, synchronous="off")
+
+    def test_not_started(self):
+        with self.assertRaises(RuntimeError):
+            SQLiteStorage(self.path).keyvalue("kv").get(ALICE)
+
+
+class OpenStorageTests(unittest.TestCase):
+    def test_memory(self):
+        self.assertIsInstance(open_storage("memory:"), MemoryStorage)
+
+    def test_sqlite_paths(self):
+        absolute = open_storage("sqlite:///var/lib/xmppd/db.sqlite3")
+        self.assertIsInstance(absolute, SQLiteStorage)
+        self.assertEqual(absolute.path, "/var/lib/xmppd/db.sqlite3")
+        self.assertEqual(open_storage("sqlite:/srv/x.sqlite3", base_dir="/data").path, "/srv/x.sqlite3")
+        relative = open_storage("sqlite:xmppd.sqlite3", base_dir="/data", synchronous="full")
+        self.assertEqual(relative.path, "/data/xmppd.sqlite3")
+        self.assertEqual(relative.synchronous, "full")
+        self.assertEqual(open_storage("sqlite:db/x.sqlite3", base_dir="/data").path, "/data/db/x.sqlite3")
+        self.assertEqual(open_storage("sqlite:x.sqlite3").path, os.path.abspath("x.sqlite3"))
+
+    def test_problems(self):
+        for good in ("memory:", "sqlite:x.sqlite3", "sqlite:///abs/x.sqlite3", "sqlite:a/b.db"):
+            self.assertIsNone(storage_url_problem(good), good)
+        for bad, words in [("postgres://db/x", "unknown scheme"), ("xmppd.sqlite3", "no scheme"),
+                           ("sqlite:", "no file name"), ("sqlite:///", "no file name"),
+                           ("sqlite://host/x", "host"), ("memory:x", "no path"), ("", "no scheme")]:
+            problem = storage_url_problem(bad)
+            self.assertIsNotNone(problem, bad)
+            self.assertIn(words, problem)
+            self.assertNotIn("\n", problem)
+            with self.assertRaises(ValueError) as e:
+                open_storage(bad)
+            self.assertEqual(str(e.exception), problem)

@@ -1,0 +1,150 @@
+"""xmppd.jid.parse: RFC 7622 preparation, empty and overlong parts, the bounded cache."""
+
+import pytest
+from hypothesis import example, given, settings, strategies as st
+
+from xmppd import jid
+from xmppd.jid import InvalidJID, parse, parse_or_none
+
+
+@pytest.mark.parametrize("text, user, host, resource", [
+    ("localhost", None, "localhost", None),
+    ("alice@localhost", "alice", "localhost", None),
+    ("alice@localhost/phone", "alice", "localhost", "phone"),
+    ("localhost/resource", None, "localhost", "resource"),
+    ("a@b/c/d", "a", "b", "c/d"),          # a resource may contain '/'
+    ("a@b/c@d", "a", "b", "c@d"),          # ... and '@'
+    ("alice@localhost./phone", "alice", "localhost", "phone"),  # trailing dot dropped
+    ("alice@192.0.2.1", "alice", "192.0.2.1", None),
+    ("héllo@éxample.com", "héllo", "éxample.com", None),
+])
+def test_valid_jids_parse_into_parts(text, user, host, resource):
+    j = parse(text)
+    assert (j.user, j.host, j.resource) == (user, host, resource)
+
+
+@pytest.mark.parametrize("text", [
+    "",                      # empty
+    "@localhost",            # empty local part
+    "alice@",                # empty domain
+    "alice@localhost/",      # empty resource
+    "localhost/",            # empty resource, no local part
+    "/resource",             # empty domain
+    "@",
+    "a b@localhost",         # space in local part
+    "a@b@c",                 # '@' in the domain
+    "a\"b@localhost",        # nodeprep-prohibited character
+    "alice@local host",
+    "alice@-localhost",
+    "alice@localhost/\x00",  # control character in resource
+    ".",                     # empty labels
+    "alice@local..host",
+    "alice@.localhost",
+])
+def test_invalid_jids_raise_invalid_jid(text):
+    with pytest.raises(InvalidJID):
+        parse(text)
+
+
+def test_invalid_jid_is_a_value_error():
+    assert issubclass(InvalidJID, ValueError)
+
+
+def test_parse_or_none_returns_none_for_missing_or_invalid():
+    assert parse_or_none(None) is None
+    assert parse_or_none("") is None
+    assert parse_or_none("a b@localhost") is None
+    assert parse_or_none("a@b..c") is None
+    assert parse_or_none("alice@localhost").user == "alice"
+
+
+def test_localpart_and_domain_are_case_folded_resource_is_not():
+    j = parse("Alice@LocalHost/Phone")
+    assert j.full() == "alice@localhost/Phone"
+    assert j.userhost() == "alice@localhost"
+
+
+def test_nodeprep_maps_sharp_s():
+    assert parse("Straße@localhost").user == "strasse"
+
+
+@pytest.mark.parametrize("where", ["user", "host", "resource"])
+def test_part_of_1023_bytes_is_accepted(where):
+    long = "a" * 1023
+    text = {"user": f"{long}@localhost", "host": f"x@{long}", "resource": f"x@localhost/{long}"}[where]
+    j = parse(text)
+    assert len(getattr(j, where).encode()) == 1023
+
+
+@pytest.mark.parametrize("where", ["user", "host", "resource"])
+def test_part_of_1024_bytes_is_rejected(where):
+    long = "a" * 1024
+    text = {"user": f"{long}@localhost", "host": f"x@{long}", "resource": f"x@localhost/{long}"}[where]
+    with pytest.raises(InvalidJID):
+        parse(text)
+
+
+def test_part_limit_counts_utf8_bytes_not_characters():
+    assert len(parse("x@localhost/" + "é" * 511 + "a").resource.encode()) == 1023
+    with pytest.raises(InvalidJID):
+        parse("x@localhost/" + "é" * 512)  # 512 characters, 1024 bytes
+
+
+def test_all_three_parts_at_the_limit_together_are_accepted():
+    long = "a" * 1023
+    j = parse(f"{long}@{long}/{long}")
+    assert (len(j.user), len(j.host), len(j.resource)) == (1023, 1023, 1023)
+
+
+def test_absurdly_long_text_is_rejected_without_preparation():
+    with pytest.raises(InvalidJID):
+        parse("a" * 10_000)
+
+
+def test_cache_is_bounded():
+    info = jid.parse.cache_info()
+    assert info.maxsize is not None and 0 < info.maxsize <= 65536
+    for i in range(info.maxsize + 100):
+        parse(f"user{i}@cache-test.example")
+    assert jid.parse.cache_info().currsize <= info.maxsize
+
+
+def test_cache_returns_equal_jids():
+    assert parse("bob@localhost/x") == parse("bob@localhost/x")
+
+
+# -- properties ----------------------------------------------------------------------
+
+label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
+localpart = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs"), blacklist_characters="@/\"&'<>:"),
+    min_size=1, max_size=20)
+resource = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
+domain = st.lists(label, min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=st.none() | localpart, host=domain, res=st.none() | resource)
+def test_parse_round_trips_through_full(user, host, res):
+    text = (f"{user}@" if user is not None else "") + host + (f"/{res}" if res is not None else "")
+    try:
+        j = parse(text)
+    except InvalidJID:
+        return  # stringprep refused it: fine, as long as it said so with InvalidJID
+    again = parse(j.full())
+    assert again == j
+    assert again.full() == j.full()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab.@/-é \x00", max_size=12))
+@example("a@b..c")
+@example(".")
+@example("a@.")
+def test_parse_either_returns_a_jid_or_raises_invalid_jid(text):
+    try:
+        j = parse(text)
+    except InvalidJID:
+        return
+    assert j.host
+    assert parse(j.full()) == j
