@@ -127,10 +127,3 @@ class XMPPServer(service.MultiService):
 
     def session_closed(self, session: Any) -> None:
         self.router.fire("resource-unbind", session)
-
-    def port(self, direct_tls: bool = False) -> int:
-        """The actual port of the first client listener (useful with port 0)."""
-        for p in self.ports:
-            if isinstance(p.factory, object) and getattr(p.factory, "direct_tls", None) == direct_tls:
-                return p.getHost().port
-        raise LookupError("no such listener")
