@@ -28,22 +28,12 @@ from xmppd import jid as jidlib
 from xmppd import tls
 from xmppd.accounts import AccountError, Accounts, normalize
 
-#: Where the config is looked for, after ``-c`` and ``$XMPPD_CONFIG``.
-LOCAL_CONFIG = os.path.join("etc", "xmppd.ini")
-SYSTEM_CONFIG = "/etc/xmppd/xmppd.ini"
-
-
 class Fail(Exception):
     """Stop the command: ``str()`` is the one line shown, ``code`` the exit status."""
 
     def __init__(self, message: str, code: int = 1):
         super().__init__(message)
         self.code = code
-
-
-def default_config_path() -> str:
-    """``$XMPPD_CONFIG``, else ``etc/xmppd.ini`` in a source checkout, else the system one."""
-    return os.environ.get("XMPPD_CONFIG") or (LOCAL_CONFIG if os.path.exists(LOCAL_CONFIG) else SYSTEM_CONFIG)
 
 
 def _one_line(error: BaseException) -> str:
@@ -262,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     # -c is accepted before or after the command; SUPPRESS keeps a subcommand's
     # absent -c from overwriting the one given before it.
     config_help = ("the INI file (default: $XMPPD_CONFIG, else ./etc/xmppd.ini "
-                   f"if it exists, else {SYSTEM_CONFIG})")
+                   "if it exists, else /etc/xmppd/xmppd.ini)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="CONFIG", help=config_help)
     parser = _Parser(prog="xmppd", description="Administer an xmppd server.")
@@ -297,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already printed
         return e.code if isinstance(e.code, int) else 2
-    config_path = args.config or default_config_path()
+    config_path = args.config or configlib.default_path()
     try:
         if args.command == "cert":
             line = cmd_cert(args, config_path)

@@ -187,6 +187,14 @@ def resolve_component(name: str, dotted: str | None = None) -> type:
     return obj
 
 
+def default_path() -> str:
+    """Where the INI file is looked for when ``-c`` is not given: ``$XMPPD_CONFIG``,
+    else ``etc/xmppd.ini`` in the current directory (a source checkout), else
+    ``/etc/xmppd/xmppd.ini``."""
+    local = os.path.join("etc", "xmppd.ini")
+    return os.environ.get("XMPPD_CONFIG") or (local if os.path.exists(local) else "/etc/xmppd/xmppd.ini")
+
+
 def load(path_: str, overrides: dict[str, dict[str, str]] | None = None) -> Config:
     """Read and validate the INI file at ``path_``.
 

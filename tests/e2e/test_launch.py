@@ -15,7 +15,7 @@ from pathlib import Path
 
 import slixmpp
 
-from conftest import PASSWORD, REPO_ROOT, _env, _twistd_command, free_port, write_ini
+from conftest import PASSWORD, _env, _twistd_command, free_port, write_ini
 
 
 def _wait_for(predicate, timeout=20.0, what="condition"):

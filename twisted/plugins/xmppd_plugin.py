@@ -4,7 +4,6 @@ Twisted imports every plugin module when it scans for plugins, so this module
 imports nothing of xmppd until twistd actually runs it.
 """
 
-import os
 import sys
 
 from twisted.application.service import IServiceMaker
@@ -22,8 +21,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         from xmppd import config
 
-        path = self["config"] or os.environ.get("XMPPD_CONFIG") or (
-            "etc/xmppd.ini" if os.path.exists("etc/xmppd.ini") else "/etc/xmppd/xmppd.ini")
+        path = self["config"] or config.default_path()
         try:
             self.config = config.load(path)
         except config.ConfigError as e:
