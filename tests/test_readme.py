@@ -18,10 +18,10 @@ def literal_blocks(text: str) -> list[str]:
     return blocks
 
 
-def test_readme_component_example_and_its_harness_test_pass(tmp_path, monkeypatch):
+def install_example(tmp_path, monkeypatch) -> list[str]:
+    """Write the README's ``mypackage/hello.py`` where Python finds it; return the blocks."""
     blocks = literal_blocks(README.read_text(encoding="utf-8"))
     component = next(b for b in blocks if b.startswith("# mypackage/hello.py"))
-    test_code = next(b for b in blocks if "def test_hello_greets_the_sender" in b)
     package = tmp_path / "mypackage"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -29,6 +29,12 @@ def test_readme_component_example_and_its_harness_test_pass(tmp_path, monkeypatc
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "mypackage", raising=False)
     monkeypatch.delitem(sys.modules, "mypackage.hello", raising=False)
+    return blocks
+
+
+def test_readme_component_example_and_its_harness_test_pass(tmp_path, monkeypatch):
+    blocks = install_example(tmp_path, monkeypatch)
+    test_code = next(b for b in blocks if "def test_hello_greets_the_sender" in b)
     namespace: dict = {}
     exec(compile(test_code, "README.rst", "exec"), namespace)
     namespace["test_hello_greets_the_sender"]()  # raises AssertionError if the README lies
@@ -38,16 +44,8 @@ def test_readme_ini_snippet_enables_the_component(tmp_path, monkeypatch):
     """The INI lines the README shows load, with the component's own option."""
     from xmppd import config
 
-    blocks = literal_blocks(README.read_text(encoding="utf-8"))
-    component = next(b for b in blocks if b.startswith("# mypackage/hello.py"))
+    blocks = install_example(tmp_path, monkeypatch)
     ini = next(b for b in blocks if "[component:hello]" in b)
-    package = tmp_path / "mypackage"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "hello.py").write_text(component)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "mypackage", raising=False)
-    monkeypatch.delitem(sys.modules, "mypackage.hello", raising=False)
     path = tmp_path / "xmppd.ini"
     path.write_text(ini.replace("[server]", f"[server]\ndata_dir = {tmp_path / 'data'}"))
     loaded = config.load(str(path))
