@@ -32,7 +32,7 @@ from xmppd import ns
 from xmppd.server import XMPPServer
 from xmppd.xml.stream import HardenedElementStream
 
-__all__ = ["Harness", "FakeSession", "parse", "result_of", "error_condition"]
+__all__ = ["Harness", "FakeSession", "parse", "result_of", "error_condition", "only"]
 
 
 def result_of(d: defer.Deferred) -> Any:
@@ -46,13 +46,22 @@ def result_of(d: defer.Deferred) -> Any:
     return results[0]
 
 
-def error_condition(stanza: domish.Element) -> str | None:
-    """The defined condition of an error stanza (``service-unavailable``...), or None."""
-    for error in stanza.elements(ns.CLIENT, "error"):
-        for child in error.elements(ns.STANZA_ERRORS):
-            if child.name != "text":
-                return child.name
-    return None
+def error_condition(stanza: domish.Element) -> str:
+    """The one defined condition of an error stanza (``service-unavailable``...);
+    fails the test if ``stanza`` is not an error with exactly one condition."""
+    assert stanza.getAttribute("type") == "error", stanza.toXml()
+    error = next(c for c in stanza.elements() if c.name == "error")
+    conditions = [c.name for c in error.elements()
+                  if c.uri == ns.STANZA_ERRORS and c.name != "text"]
+    assert len(conditions) == 1, error.toXml()
+    return conditions[0]
+
+
+def only(session: FakeSession) -> domish.Element:
+    """The one stanza ``session`` received since the last look; fails otherwise."""
+    received = session.take()
+    assert len(received) == 1, [e.toXml() for e in received]
+    return received[0]
 
 
 def parse(xml: str) -> domish.Element:

@@ -10,24 +10,11 @@ from twisted.words.xish import domish
 
 from xmppd.component import Component, handles
 from xmppd.testing import Harness
+from xmppd.testing import only, error_condition
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 ECHO = "urn:example:echo"
 CALLS: list[str] = []
-
-
-def error_condition(stanza):
-    assert stanza["type"] == "error", stanza.toXml()
-    error = next(c for c in stanza.elements() if c.name == "error")
-    conditions = [c.name for c in error.elements() if c.uri == STANZAS and c.name != "text"]
-    assert len(conditions) == 1, error.toXml()
-    return conditions[0]
-
-
-def only(session):
-    received = session.take()
-    assert len(received) == 1, [e.toXml() for e in received]
-    return received[0]
 
 
 class EchoComponent(Component):

@@ -8,6 +8,7 @@ messaging rule is what is under test here, and the presence component's
 from hypothesis import given, settings, strategies as st
 
 from xmppd.testing import Harness
+from xmppd.testing import error_condition
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -20,14 +21,6 @@ def online(h, full_jid, priority=0, available=True):
     session = h.login(full_jid, available=available, priority=priority)
     session.priority = priority  # see the module docstring
     return session
-
-
-def error_condition(stanza):
-    assert stanza["type"] == "error"
-    error = next(c for c in stanza.elements() if c.name == "error")
-    conditions = [c.name for c in error.elements() if c.uri == STANZAS and c.name != "text"]
-    assert len(conditions) == 1, error.toXml()
-    return conditions[0]
 
 
 def send(sender, to, mtype="chat", mid="m1", body="hello"):

@@ -1,23 +1,10 @@
 """XEP-0199: the server answers pings to itself and to an account's bare JID."""
 
 from xmppd.testing import Harness
+from xmppd.testing import only, error_condition
 
 PING = "urn:xmpp:ping"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-
-
-def only(session):
-    received = session.take()
-    assert len(received) == 1, [e.toXml() for e in received]
-    return received[0]
-
-
-def error_condition(stanza):
-    assert stanza["type"] == "error"
-    error = next(c for c in stanza.elements() if c.name == "error")
-    conditions = [c.name for c in error.elements() if c.uri == STANZAS and c.name != "text"]
-    assert len(conditions) == 1, error.toXml()
-    return conditions[0]
 
 
 def test_ping_to_server_gets_empty_result():

@@ -1,31 +1,15 @@
 """XEP-0077: in-band registration, password change and account removal."""
 
 import pytest
-from twisted.python.failure import Failure
 
 from xmppd.testing import Harness
+from xmppd.testing import result_of as fired, only
 
 REGISTER = "jabber:iq:register"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
 OPEN = {"component:register": {"allow_registration": "true"}}
-
-
-def fired(d):
-    """The result of a Deferred that has already fired (the harness is synchronous)."""
-    results = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
-
-
-def only(session):
-    received = session.take()
-    assert len(received) == 1, [e.toXml() for e in received]
-    return received[0]
 
 
 def error_condition(stanza):

@@ -4,23 +4,10 @@ import pytest
 
 from xmppd.router import Router
 from xmppd.testing import Harness, parse
+from xmppd.testing import only, error_condition
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 PING = "urn:xmpp:ping"
-
-
-def error_condition(stanza):
-    assert stanza["type"] == "error", stanza.toXml()
-    error = next(c for c in stanza.elements() if c.name == "error")
-    conditions = [c.name for c in error.elements() if c.uri == STANZAS and c.name != "text"]
-    assert len(conditions) == 1, error.toXml()
-    return conditions[0]
-
-
-def only(session):
-    received = session.take()
-    assert len(received) == 1, [e.toXml() for e in received]
-    return received[0]
 
 
 def recorder(h, *names):

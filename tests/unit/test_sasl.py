@@ -6,24 +6,14 @@ import re
 import pytest
 import scramp
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from xmppd.accounts import Accounts
 from xmppd.c2s.sasl import PlainMechanism, ScramMechanism, Step, b64decode
 from xmppd.storage.memory import MemoryStorage
+from xmppd.testing import result_of as fired
 
 DOMAIN = "localhost"
 SCRAMS = ["SCRAM-SHA-256", "SCRAM-SHA-1"]
-
-
-def fired(d):
-    """The result of an already-fired Deferred (memory storage, inline key derivation)."""
-    results = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def make_accounts(iterations=4096, users=(("alice@localhost", "correct horse"),)):
