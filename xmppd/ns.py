@@ -33,4 +33,25 @@ DATA_FORMS = "jabber:x:data"
 # XEP-0203 delayed delivery
 DELAY = "urn:xmpp:delay"
 
+# RFC 6121 roster, and its stream features
+ROSTER = "jabber:iq:roster"
+ROSTER_VERSIONING = "urn:xmpp:features:rosterver"  # XEP-0237
+PRE_APPROVAL = "urn:xmpp:features:pre-approval"  # RFC 6121 §3.4
+# XEP-0160 offline messages (a disco feature name, not a namespace)
+OFFLINE = "msgoffline"
+# XEP-0191 blocking command
+BLOCKING = "urn:xmpp:blocking"
+BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+# XEP-0280 message carbons, XEP-0297 forwarding
+CARBONS = "urn:xmpp:carbons:2"
+FORWARD = "urn:xmpp:forward:0"
+# XEP-0334 message processing hints
+HINTS = "urn:xmpp:hints"
+# XEP-0085 chat states
+CHATSTATES = "http://jabber.org/protocol/chatstates"
+# XEP-0049 private XML storage
+PRIVATE = "jabber:iq:private"
+# XEP-0012 last activity
+LAST = "jabber:iq:last"
+
 STANZA_KINDS = frozenset(("message", "presence", "iq"))

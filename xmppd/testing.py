@@ -30,7 +30,7 @@ from xmppd import config as configlib
 from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.server import XMPPServer
-from xmppd.xml.stream import HardenedElementStream
+from xmppd.xml.stream import parse_element
 
 __all__ = ["Harness", "FakeSession", "parse", "result_of", "error_condition", "only"]
 
@@ -66,16 +66,7 @@ def only(session: FakeSession) -> domish.Element:
 
 def parse(xml: str) -> domish.Element:
     """Parse one stanza written as text (default namespace ``jabber:client``)."""
-    result: list[domish.Element] = []
-    stream = HardenedElementStream(1 << 20)
-    stream.DocumentStartEvent = lambda root: None
-    stream.ElementEvent = result.append
-    stream.DocumentEndEvent = lambda: None
-    stream.parse(f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>".encode())
-    stream.parse(xml.encode("utf-8"))
-    if len(result) != 1:
-        raise ValueError(f"expected one element, got {len(result)}")
-    return result[0]
+    return parse_element(xml)
 
 
 class _Address:
@@ -183,7 +174,12 @@ class Harness:
 
     def login(self, full_jid: str, available: bool = True, priority: int = 0,
               create: bool = True) -> FakeSession:
-        """A bound session (the account is created if missing), available by default."""
+        """A bound session (the account is created if missing), available by default.
+
+        With ``available`` the session sends initial presence; what that
+        broadcast delivered to the user's own sessions is discarded, so tests
+        see only what happens after the login.
+        """
         session = FakeSession(self, full_jid)
         if create:
             self.server.accounts.create(session.bare, "secret").addErrback(lambda f: None)
@@ -193,6 +189,10 @@ class Harness:
         self.server.session_bound(session)
         if available:
             session.feed(f"<presence><priority>{priority}</priority></presence>")
+            # The login settles: the broadcast of this initial presence to the
+            # user's own sessions is not what a test wants to look at.
+            for other in self.router.resources(session.bare).values():
+                other.take()
             session.take()
             # Without a presence component nobody tracks it: set it directly.
             session.available, session.priority = True, priority

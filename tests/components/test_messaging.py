@@ -233,6 +233,7 @@ def test_message_to_logged_out_full_jid_falls_back_to_bare_rules():
     left = online(h, "bob@localhost/old", priority=50)
     stays = online(h, "bob@localhost/pc", priority=0)
     left.logout()
+    assert [p.getAttribute("type") for p in stays.take()] == ["unavailable"]
     send(alice, "bob@localhost/old")
     assert left.take() == []
     assert len(stays.take()) == 1

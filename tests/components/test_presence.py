@@ -2,7 +2,7 @@
 
 import pytest
 
-from xmppd.testing import Harness
+from xmppd.testing import Harness, only
 
 
 
@@ -23,7 +23,10 @@ def test_initial_presence_marks_session_available():
     assert alice.available is True
     assert alice.priority == 0
     assert alice.presence is not None and alice.presence.name == "presence"
-    assert alice.take() == []
+    # RFC 6121 §4.2.2: the broadcast includes the resource that sent it.
+    echo = only(alice)
+    assert echo.name == "presence" and echo.getAttribute("from") == "alice@localhost/phone"
+    assert echo.getAttribute("to") == "alice@localhost/phone"
 def test_initial_presence_sets_priority():
     _, alice = fresh()
     alice.feed("<presence><priority>5</priority></presence>")

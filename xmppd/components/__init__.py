@@ -8,4 +8,10 @@ BUILTIN: dict[str, str] = {
     "presence": "xmppd.components.presence:PresenceComponent",
     "messaging": "xmppd.components.messaging:MessagingComponent",
     "register": "xmppd.components.register:RegisterComponent",
+    "roster": "xmppd.components.roster:RosterComponent",
+    "offline": "xmppd.components.offline:OfflineComponent",
+    "blocking": "xmppd.components.blocking:BlockingComponent",
+    "carbons": "xmppd.components.carbons:CarbonsComponent",
+    "private": "xmppd.components.private:PrivateComponent",
+    "last": "xmppd.components.last:LastActivityComponent",
 }

@@ -2,8 +2,9 @@
 
 chat and normal go to the available resource(s) of highest non-negative
 priority; headline to every such resource; groupchat to a bare JID is an
-error; an error is dropped. With nobody available the message is refused
-with service-unavailable (a later offline component hooks in before us).
+error; an error is dropped. When nobody is available, a chat or normal
+message is offered to ``message/offline`` (XEP-0160 storage hooks it); if
+nobody takes it the sender gets service-unavailable.
 """
 
 from xmppd.component import Component, handles
@@ -26,6 +27,8 @@ class MessagingComponent(Component):
             sessions = [s for s in sessions if s.priority == top]
         for session in sessions:
             session.send(event.stanza)
-        if not sessions and stype != "headline":
-            return event.error("service-unavailable")
-        return True
+        if sessions or stype == "headline":
+            return True
+        if self.router.fire("message/offline", event):
+            return True
+        return event.error("service-unavailable")

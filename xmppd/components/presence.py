@@ -1,37 +1,380 @@
-"""RFC 6121 §4: a session's own presence (available, priority).
+"""RFC 6121 §3 and §4: presence subscriptions, broadcasts, probes and directed presence.
 
-What the rest of the server needs to know about a resource — is it available,
-with which priority — comes from the presence the client broadcasts (a
-presence without 'to'). Message delivery to a bare JID depends on it.
+A session's own presence (a ``<presence/>`` without 'to') is broadcast to the
+contacts subscribed to the user and to the user's own resources; the first one
+(*initial presence*) also probes the contacts the user is subscribed to,
+redelivers subscription requests still waiting for an answer, and fires
+``presence/initial`` (offline messages hook it). When the session says
+unavailable, or its connection just drops, unavailable presence goes to the
+same people and to everyone it sent directed presence to.
+
+Subscription stanzas are processed twice, as the RFC describes: *outbound*
+at the sender's server (the ``pre-presence`` event: stamp the bare JID, update
+the sender's roster) and *inbound* at the recipient's (``presence/bare``:
+update the recipient's roster, deliver or answer). Both halves go through
+:mod:`xmppd.subscription`, and the outbound half routes the stanza on without
+knowing whether the contact is local — so the same code serves federation.
+
+Broadcasts leave with the session as their origin, so they pass the same
+``pre-presence`` hooks as what the client sends itself (a blocklist stops
+them the same way).
 """
 
-from xmppd import ns
-from xmppd.component import Component, handles
+from __future__ import annotations
+
+import collections
+import time
+
+from twisted.internet import defer
+from twisted.words.xish import domish
+
+from xmppd import ns, subscription
+from xmppd.component import Component, Option, handles
+from xmppd.config import integer
+from xmppd.router.events import stanza_error
+from xmppd.xml.stream import parse_element
+
+SUBSCRIPTION_TYPES = frozenset(subscription.TYPES)
+
+
+def presence(from_: str, to: str, stype: str | None = None) -> domish.Element:
+    """A bare ``<presence/>`` the server sends on someone's behalf."""
+    element = domish.Element((ns.CLIENT, "presence"))
+    element["from"], element["to"] = from_, to
+    if stype is not None:
+        element["type"] = stype
+    return element
+
+
+def readdressed(stanza: domish.Element, to: str, from_: str | None = None) -> domish.Element:
+    """A copy of ``stanza`` addressed elsewhere; the payload is shared, not copied."""
+    copy = domish.Element((stanza.uri, stanza.name), stanza.defaultUri)
+    copy.attributes = dict(stanza.attributes)
+    copy.children = stanza.children
+    copy["to"] = to
+    if from_ is not None:
+        copy["from"] = from_
+    return copy
 
 
 class PresenceComponent(Component):
+    """Presence broadcast, probes, directed presence and subscriptions."""
+
     name = "presence"
+    options = [
+        Option("subscription_rate_limit", integer(1), "30",
+               "subscription requests one user may send per subscription_rate_period"),
+        Option("subscription_rate_period", integer(1), "60",
+               "seconds of the subscription request rate window"),
+    ]
+
+    def __init__(self, server, config):
+        super().__init__(server, config)
+        #: full JID → JIDs it sent directed available presence to (RFC 6121 §4.6)
+        self._directed: dict[str, set[str]] = {}
+        self._requests: dict[str, collections.deque] = {}
+
+    @property
+    def rosters(self):
+        return self.server.components.get("roster")
+
+    def _roster(self, user: str) -> defer.Deferred:
+        rosters = self.rosters
+        return rosters.load(user) if rosters is not None else defer.succeed(None)
+
+    # -- the session's own presence (RFC 6121 §4.2, §4.4, §4.5) ------------------------
 
     @handles("presence/self")
     def own_presence(self, event):
         session = event.origin
-        if session is None or event.stanza.getAttribute("to") is not None:
-            return False
+        if session is None or getattr(session, "jid", None) is None:
+            return True
+        if event.stanza.getAttribute("to") is not None:
+            return self._to_own_bare(event)
         stype = event.type
         if stype is None:
-            session.available = True
-            session.presence = event.stanza
-            try:
-                priority = int(str(next(event.stanza.elements(ns.CLIENT, "priority"), "0")).strip() or 0)
-            except ValueError:
-                priority = 0
-            session.priority = max(-128, min(127, priority))
-        elif stype == "unavailable":
-            session.available = False
-            session.presence = None
+            return self._available(session, event.stanza)
+        if stype == "unavailable":
+            return self._unavailable(session, event.stanza)
+        return True  # subscription stanzas to oneself, errors: nothing to do
+
+    def _to_own_bare(self, event):
+        """Presence a client addressed to its own bare JID: a probe is answered with
+        its other resources' presence; anything else is not meaningful, dropped."""
+        if event.type == "probe":
+            for other in self.router.resources(event.origin.bare).values():
+                if other.available and other.presence is not None and other is not event.origin:
+                    event.origin.send(readdressed(other.presence, event.origin.jid.full(),
+                                                  other.jid.full()))
         return True
+
+    def _available(self, session, stanza: domish.Element):
+        initial = not session.available
+        session.available = True
+        session.presence = stanza
+        session.priority = _priority(stanza)
+        d = self._roster(session.bare)
+        d.addCallback(self._broadcast_available, session, stanza, initial)
+        return d.addCallback(lambda _: True)
+
+    def _broadcast_available(self, roster, session, stanza: domish.Element, initial: bool) -> None:
+        full = session.jid.full()
+        if roster is not None:
+            for contact in roster.subscribers():
+                self.router.route(readdressed(stanza, contact), session)
+        # §4.2.2: the user's own resources, including the one that sent it.
+        for other in list(self.router.resources(session.bare).values()):
+            if other.available or other is session:
+                other.send(readdressed(stanza, other.jid.full()))
+        if not initial:
+            return
+        for other in self.router.resources(session.bare).values():
+            if other is not session and other.available and other.presence is not None:
+                session.send(readdressed(other.presence, full, other.jid.full()))
+        if roster is not None:
+            for contact in roster.subscriptions():
+                self.router.route(presence(full, contact, "probe"))
+            for item in roster.pending_requests():  # §3.1.3: requests wait for this
+                session.send(self._pending_request(item, session))
+        self.router.fire("presence/initial", session)
+
+    def _pending_request(self, item, session) -> domish.Element:
+        request = None
+        if item.pending_in:
+            try:
+                request = parse_element(item.pending_in)
+            except ValueError:
+                request = None
+        if request is None:
+            request = presence(item.jid, session.bare, "subscribe")
+        request["to"] = session.bare
+        return request
+
+    def _unavailable(self, session, stanza: domish.Element):
+        if not session.available:
+            return True
+        session.available = False
+        session.presence = None
+        d = self._roster(session.bare)
+        d.addCallback(self._broadcast_unavailable, session, stanza)
+        return d.addCallback(lambda _: True)
+
+    def _broadcast_unavailable(self, roster, session, stanza: domish.Element) -> None:
+        full = session.jid.full()
+        told = set()
+        if roster is not None:
+            for contact in roster.subscribers():
+                told.add(contact)
+                self.router.route(readdressed(stanza, contact, full), session)
+        for other in list(self.router.resources(session.bare).values()):
+            if other.available or other is session:
+                other.send(readdressed(stanza, other.jid.full(), full))
+        # §4.6.3: everyone who got directed presence hears it ended.
+        for target in self._directed.pop(full, ()):
+            if target not in told and target.split("/", 1)[0] not in told:
+                self.router.route(readdressed(stanza, target, full), session)
 
     @handles("resource-unbind")
     def gone(self, session):
+        """A session closed or its connection dropped: RFC 6121 §4.5.2 says the
+        server broadcasts unavailable presence on its behalf."""
+        if session.available and getattr(session, "jid", None) is not None:
+            stanza = presence(session.jid.full(), session.bare, "unavailable")
+            del stanza.attributes["to"]
+            self._unavailable(session, stanza)
+        elif getattr(session, "jid", None) is not None:
+            self._directed.pop(session.jid.full(), None)
         session.available = False
         return False
+
+    # -- outbound: what a local client sends to someone (RFC 6121 §3, §4.6) ------------
+
+    @handles("pre-presence")
+    def outbound(self, event):
+        if event.to is None or event.stanza.getAttribute("to") is None:
+            return False
+        stype = event.type
+        if stype in SUBSCRIPTION_TYPES:
+            return self._outbound_subscription(event, stype)
+        if stype in (None, "unavailable"):
+            self._track_directed(event)
+        return False
+
+    def _track_directed(self, event) -> None:
+        session = event.origin
+        target = event.to.full()
+        bare = event.to.userhost()
+        if bare == session.bare:
+            return
+        rosters = self.rosters
+        roster = rosters.cached(session.bare) if rosters is not None else None
+        if roster is not None and roster.is_subscribed_from(bare):
+            return  # a subscriber hears the broadcasts anyway
+        full = session.jid.full()
+        if event.type is None:
+            self._directed.setdefault(full, set()).add(target)
+        else:
+            targets = self._directed.get(full)
+            if targets is not None:
+                targets.discard(target)
+
+    @defer.inlineCallbacks
+    def _outbound_subscription(self, event, stype: str):
+        session = event.origin
+        user, contact = session.bare, event.to.userhost()
+        if contact == user:
+            return True
+        if stype == "subscribe" and not self._allow_request(user):
+            self.log.info("subscription request from {user} to {contact} refused: rate limit",
+                          user=user, contact=contact)
+            return event.error("resource-constraint", "wait",
+                               "too many subscription requests; try again later")
+        rosters = self.rosters
+        if rosters is None:
+            self.router.route(readdressed(event.stanza, contact, user))
+            return True
+        roster = yield rosters.load(user)
+        if stype == "subscribe" and roster.items.get(contact) is None \
+                and roster.size() >= rosters.config["max_items"]:
+            return event.error("not-allowed", text="your roster is full")
+        before = roster.state(contact)
+        outcome = subscription.outbound(before, stype)
+        approved = True if outcome.pre_approved else (False if stype == "unsubscribed" else None)
+        yield rosters.apply(roster, contact, outcome.state, approved=approved)
+        if not outcome.forward:
+            return True
+        # §3.1.2: stamped with the user's bare JID, addressed to the contact's.
+        self.router.route(readdressed(event.stanza, contact, user))
+        if stype == "subscribed":
+            # §3.1.5: the new subscriber hears the user's current presence.
+            self._send_current_presence(user, contact)
+        elif stype == "unsubscribed" and before.from_:
+            # §3.2.2: and hears the user go away.
+            self._send_unavailable(user, contact)
+        return True
+
+    def _allow_request(self, user: str) -> bool:
+        now = time.monotonic()
+        period = self.config["subscription_rate_period"]
+        recent = self._requests.setdefault(user, collections.deque())
+        while recent and recent[0] < now - period:
+            recent.popleft()
+        if len(recent) >= self.config["subscription_rate_limit"]:
+            return False
+        recent.append(now)
+        if len(self._requests) > 10000:  # forget users whose window has passed
+            for known in [u for u, r in self._requests.items() if not r or r[-1] < now - period]:
+                del self._requests[known]
+        return True
+
+    def _send_current_presence(self, user: str, contact: str) -> None:
+        for session in list(self.router.resources(user).values()):
+            if session.available and session.presence is not None:
+                self.router.route(readdressed(session.presence, contact, session.jid.full()),
+                                  session)
+
+    def _send_unavailable(self, user: str, contact: str) -> None:
+        for session in list(self.router.resources(user).values()):
+            if session.available:
+                self.router.route(presence(session.jid.full(), contact, "unavailable"), session)
+
+    # -- inbound: presence addressed to a local user (RFC 6121 §3, §4.3, §4.6) ----------
+
+    @handles("presence/bare")
+    @handles("presence/full")
+    def inbound(self, event):
+        stype = event.type
+        if stype in SUBSCRIPTION_TYPES:
+            return self._inbound_subscription(event, stype)
+        if stype == "probe":
+            return self._probe(event)
+        user = event.to.userhost()
+        if stype in (None, "unavailable"):
+            if event.to.resource is not None:
+                session = self.router.resources(user).get(event.to.resource)
+                if session is not None:
+                    session.send(event.stanza)
+            else:
+                for session in list(self.router.resources(user).values()):
+                    if session.available:
+                        session.send(event.stanza)
+            return True
+        if stype == "error" and event.to.resource is not None:
+            session = self.router.resources(user).get(event.to.resource)
+            if session is not None:
+                session.send(event.stanza)
+        return True
+
+    @defer.inlineCallbacks
+    def _inbound_subscription(self, event, stype: str):
+        if event.from_ is None:
+            return True
+        user, contact = event.to.userhost(), event.from_.userhost()
+        rosters = self.rosters
+        exists = yield self.server.accounts.exists(user)
+        if not exists or rosters is None:
+            if stype == "subscribe":  # §3.1.3: no such contact
+                self.router.route(presence(user, contact, "unsubscribed"))
+            return True
+        roster = yield rosters.load(user)
+        item = roster.items.get(contact)
+        if stype == "subscribe" and item is None and roster.size() >= rosters.config["max_items"]:
+            self.log.info("subscription request from {contact} to {user} refused: roster full",
+                          contact=contact, user=user)
+            self.router.route(stanza_error(event.stanza, "resource-constraint",
+                                           text="the contact's roster is full"))
+            return True
+        before = roster.state(contact)
+        outcome = subscription.inbound(before, stype, approved=bool(item and item.approved))
+        request = None
+        if stype == "subscribe":
+            request = readdressed(event.stanza, user, contact)
+        yield rosters.apply(roster, contact, outcome.state,
+                            pending_stanza=request.toXml() if request is not None else None)
+        if outcome.forward:
+            delivered = readdressed(event.stanza, user, contact)
+            for session in list(self.router.resources(user).values()):
+                if session.available:
+                    session.send(delivered)
+        if outcome.auto_reply:
+            self.router.route(presence(user, contact, outcome.auto_reply))
+            if not before.from_:  # a pre-approval was used: presence follows
+                self._send_current_presence(user, contact)
+        if stype == "unsubscribe" and before.from_:
+            self._send_unavailable(user, contact)  # §3.3.3
+        return True
+
+    @defer.inlineCallbacks
+    def _probe(self, event):
+        """§4.3.2: answer a probe with each available resource's presence, if the
+        prober may see it; unsubscribed if it may not."""
+        if event.from_ is None:
+            return True
+        user, prober = event.to.userhost(), event.from_
+        prober_bare = prober.userhost()
+        exists = yield self.server.accounts.exists(user)
+        roster = (yield self._roster(user)) if exists else None
+        allowed = prober_bare == user or (roster is not None and
+                                          roster.is_subscribed_from(prober_bare))
+        if not allowed:
+            self.router.route(presence(user, prober_bare, "unsubscribed"))
+            return True
+        sessions = [s for s in self.router.resources(user).values()
+                    if s.available and s.presence is not None]
+        for session in sessions:
+            self.router.route(readdressed(session.presence, prober.full(), session.jid.full()),
+                              session)
+        if not sessions:
+            self.router.route(presence(user, prober.full(), "unavailable"))
+        return True
+
+
+def _priority(stanza: domish.Element) -> int:
+    """The presence's ``<priority/>``, clamped to a signed byte; 0 if absent or bad."""
+    element = next(stanza.elements(ns.CLIENT, "priority"), None)
+    try:
+        value = int(str(element).strip() or 0) if element is not None else 0
+    except ValueError:
+        value = 0
+    return max(-128, min(127, value))
+

@@ -13,6 +13,17 @@ the stanza, an element to send as the reply, or a Deferred firing with one.
 What nobody handles gets the RFC's treatment here: an iq get/set is answered
 ``service-unavailable``, a message is bounced or delivered to the full JID's
 session, everything else is dropped.
+
+Two more events frame the destination event, for features that act on every
+stanza whatever its payload:
+
+``pre-message``, ``pre-presence``, ``pre-iq``
+    fired first for a stanza a local client sent, wherever it goes (local or
+    remote): outbound subscription handling, carbons of sent messages, the
+    sender's blocklist. A handler that returns True stops the stanza.
+``inbound/bare``, ``inbound/full``
+    fired for a stanza addressed to a local user, before the destination
+    event: the recipient's blocklist. True stops the stanza.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ Handler = Callable[[StanzaEvent], Any]
 
 #: Stanza types whose failure must never produce another error (RFC 6120 §8.3.1).
 _NO_BOUNCE = frozenset(("error", "result"))
+#: Event names built once, not per stanza.
+_PRE = {"message": "pre-message", "presence": "pre-presence", "iq": "pre-iq"}
+_INBOUND = {"bare": "inbound/bare", "full": "inbound/full"}
 
 
 class Session(Protocol):
@@ -157,7 +171,12 @@ class Router:
     # -- routing -----------------------------------------------------------------
 
     def route(self, stanza: domish.Element, origin: Session | None = None) -> None:
-        """Find where ``stanza`` goes and fire its event (the one hot path)."""
+        """Find where ``stanza`` goes and fire its events (the one hot path).
+
+        ``origin`` is the local session the stanza came from; stanzas the server
+        itself makes (replies, broadcasts, re-routed subscriptions) have none and
+        skip the ``pre-`` events.
+        """
         kind = stanza.name
         to_text = stanza.getAttribute("to")
         from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
@@ -174,10 +193,8 @@ class Router:
                 self.bounce(stanza, "jid-malformed", origin)
                 return
             if to.host not in self.hosts:
-                if self.remote is None or not self.remote(stanza, to):
-                    self.bounce(stanza, "remote-server-not-found", origin)
-                return
-            if to.user is None:
+                dest = "remote"
+            elif to.user is None:
                 dest = "host"
             elif to.resource is not None:
                 dest = "full"
@@ -195,6 +212,15 @@ class Router:
                 self.bounce(stanza, "bad-request", origin)
                 return
         event = StanzaEvent(stanza, origin, self, to, from_, payload)
+        if origin is not None and getattr(origin, "bare", None) \
+                and self.fire(_PRE[kind], event):
+            return
+        if dest == "remote":
+            if self.remote is None or not self.remote(stanza, to):
+                self.bounce(stanza, "remote-server-not-found", origin)
+            return
+        if dest in _INBOUND and self.fire(_INBOUND[dest], event):
+            return
         if self._dispatch(kind, stype, dest, payload, event):
             return
         if dest == "self" and self._dispatch(kind, stype, "bare", payload, event):
@@ -227,10 +253,13 @@ class Router:
             if session is not None:
                 session.send(stanza)
                 return
-            # RFC 6121 §8.5.3.2: the resource is gone.
-            if stanza.name == "message" and event.type in (None, "normal", "chat", "headline"):
+            # RFC 6121 §8.5.3.2.1: the resource is gone. normal and chat are
+            # handled as if sent to the bare JID; a headline is dropped.
+            if stanza.name == "message" and event.type in (None, "normal", "chat"):
                 if self.fire("message/bare", event):
                     return
+            elif stanza.name == "message" and event.type == "headline":
+                return
         if stanza.name == "iq":
             if event.type in ("get", "set"):
                 self.bounce(stanza, "service-unavailable", event.origin)

@@ -246,3 +246,22 @@ class XMPPStream(protocol.Protocol):
         self.transport.write(b"</stream:stream>")
         self.closed = True
         self.transport.loseConnection()
+
+
+def parse_element(xml: str | bytes, max_size: int = 1 << 20) -> domish.Element:
+    """Parse one stanza stored as text (default namespace ``jabber:client``).
+
+    For XML the server wrote itself (offline messages, private storage): it goes
+    through the same restricted parser as the wire, so a damaged store cannot
+    smuggle in what a client could not.
+    """
+    result: list[domish.Element] = []
+    stream = HardenedElementStream(max_size)
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = result.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>".encode())
+    stream.parse(xml.encode("utf-8") if isinstance(xml, str) else xml)
+    if len(result) != 1:
+        raise ValueError(f"expected one element, got {len(result)}")
+    return result[0]
