@@ -1,0 +1,220 @@
+"""RFC 6121 end to end with slixmpp: rosters, subscriptions, presence, and the
+IM extensions (offline, blocking, carbons, private storage, last activity).
+
+Three users with several resources each talk to one real server process over
+real sockets. Each test uses its own accounts, so tests do not see each
+other's presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+pytest.importorskip("slixmpp")
+from slixmpp.exceptions import IqError  # noqa: E402
+
+from slixclient import (IMClient, close_all, message, presence,  # noqa: E402
+                        roster_push, ROSTER)
+
+COMPONENTS = "disco ping roster presence messaging"
+
+
+@pytest.fixture(scope="module")
+def server(make_xmppd_module):
+    return make_xmppd_module({"server": {"components": COMPONENTS}}, users=())
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+def people(server, *names):
+    """Fresh accounts for one test: name → bare JID."""
+    tag = uuid.uuid4().hex[:6]
+    jids = {name: f"{name}{tag}@localhost" for name in names}
+    server.addusers(jids.values())
+    return jids
+
+
+async def connect(server, *full_jids, plugins=()):
+    """Log in every resource, fetch its roster, send initial presence."""
+    clients = [await IMClient.login(server, jid, plugins=plugins) for jid in full_jids]
+    for client in clients:
+        await client.fetch_roster()
+        await client.online()
+    return clients
+
+
+async def subscribe(asker, asker_others, contact, contact_others):
+    """A complete one-way handshake: ``asker`` gets ``contact``'s presence."""
+    a, c = asker.boundjid.bare, contact.boundjid.bare
+    asker.send_presence(pto=c, ptype="subscribe")
+    for client in (asker, *asker_others):
+        await client.expect(roster_push(c, ask="subscribe"))
+    for client in (contact, *contact_others):
+        await client.expect(presence(a, "subscribe"))
+    contact.send_presence(pto=a, ptype="subscribed")
+    for client in (contact, *contact_others):
+        await client.expect(roster_push(a, ask=None))
+    for client in (asker, *asker_others):
+        await client.expect(roster_push(c, ask=None))
+        await client.expect(presence(c, "subscribed"))
+
+
+def test_subscription_handshake_with_several_resources_each(server):
+    """Pushes reach every interested resource of both users, presence flows
+    once subscribed, and the third user sees none of it."""
+    who = people(server, "alice", "bob", "carol")
+
+    async def main():
+        phone, laptop, pc, tablet, carol = await connect(
+            server, who["alice"] + "/phone", who["alice"] + "/laptop",
+            who["bob"] + "/pc", who["bob"] + "/tablet", who["carol"] + "/home")
+        try:
+            await subscribe(phone, [laptop], pc, [tablet])
+            # alice now receives bob's presence: each of bob's resources, at each of hers.
+            for client in (phone, laptop):
+                await client.expect(presence(pc.boundjid.full))
+                await client.expect(presence(tablet.boundjid.full))
+            roster = await laptop.fetch_roster()
+            item = roster.find(f"{ROSTER}query/{ROSTER}item")
+            assert item.get("jid") == who["bob"] and item.get("subscription") == "to"
+            # and the other way round: mutual.
+            await subscribe(pc, [tablet], phone, [laptop])
+            for client in (pc, tablet):
+                await client.expect(presence(phone.boundjid.full))
+            roster = await tablet.fetch_roster()
+            item = roster.find(f"{ROSTER}query/{ROSTER}item")
+            assert item.get("subscription") == "both" and item.get("ask") is None
+            # A status change reaches bob's resources; carol saw nothing at all.
+            phone.send_presence(pstatus="in a meeting", pshow="dnd")
+            for client in (pc, tablet):
+                got = await client.expect(presence(phone.boundjid.full))
+                assert got.findtext("{jabber:client}status") == "in a meeting"
+            await carol.settle()
+            assert carol.received(presence(who["alice"])) == []
+            assert carol.received(presence(who["bob"])) == []
+        finally:
+            await close_all(phone, laptop, pc, tablet, carol)
+    run(main())
+
+
+def test_dropped_connection_broadcasts_unavailable(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        alice, bob = await connect(server, who["alice"] + "/phone", who["bob"] + "/pc")
+        try:
+            await subscribe(alice, [], bob, [])
+            await alice.expect(presence(bob.boundjid.full))
+            bob.transport.abort()  # the TCP connection just drops: no </stream>, no presence
+            await alice.expect(presence(bob.boundjid.full, "unavailable"))
+        finally:
+            await close_all(alice, bob)
+    run(main())
+
+
+def test_initial_presence_probes_contacts(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        alice, bob = await connect(server, who["alice"] + "/phone", who["bob"] + "/pc")
+        try:
+            await subscribe(alice, [], bob, [])
+            bob.send_presence(pstatus="here")
+            await alice.expect(presence(bob.boundjid.full))
+            late = await IMClient.login(server, who["alice"] + "/late")
+            late.send_presence()
+            probed = await late.expect(presence(bob.boundjid.full, to=late.boundjid.full))
+            assert probed.findtext("{jabber:client}status") == "here"
+            # The new resource also hears alice's other resource.
+            await late.expect(presence(alice.boundjid.full, to=late.boundjid.full))
+            await late.close()
+        finally:
+            await close_all(alice, bob)
+    run(main())
+
+
+def test_subscription_request_waits_for_an_offline_contact(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        alice, = await connect(server, who["alice"] + "/phone")
+        try:
+            alice.send_presence(pto=who["bob"], ptype="subscribe")
+            await alice.expect(roster_push(who["bob"], ask="subscribe"))
+            bob = await IMClient.login(server, who["bob"] + "/pc")
+            bob.send_presence()
+            await bob.expect(presence(who["alice"], "subscribe"))
+            bob.send_presence(pto=who["alice"], ptype="subscribed")
+            await alice.expect(roster_push(who["bob"], subscription="to", ask=None))
+            await alice.expect(presence(bob.boundjid.full))
+            await bob.close()
+        finally:
+            await close_all(alice)
+    run(main())
+
+
+def test_roster_set_and_remove_push_to_every_interested_resource(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        phone, laptop = await connect(server, who["alice"] + "/phone", who["alice"] + "/laptop")
+        try:
+            await phone.iq("set", f"<query xmlns='jabber:iq:roster'><item jid='{who['bob']}' "
+                                  "name='Bob'><group>Friends</group></item></query>")
+            for client in (phone, laptop):
+                push = await client.expect(roster_push(who["bob"], subscription="none"))
+                item = push.find(f"{ROSTER}query/{ROSTER}item")
+                assert item.get("name") == "Bob"
+                assert item.findtext(f"{ROSTER}group") == "Friends"
+            ver = push.find(f"{ROSTER}query").get("ver")
+            await phone.iq("set", f"<query xmlns='jabber:iq:roster'><item jid='{who['bob']}' "
+                                  "subscription='remove'/></query>")
+            for client in (phone, laptop):
+                await client.expect(roster_push(who["bob"], subscription="remove"))
+            # XEP-0237: from the older version, an empty result and the removal as a push.
+            result = await laptop.fetch_roster(ver=ver)
+            assert result.find(f"{ROSTER}query") is None
+            await laptop.expect(roster_push(who["bob"], subscription="remove"))
+        finally:
+            await close_all(phone, laptop)
+    run(main())
+
+
+def test_invalid_roster_set_is_refused_and_changes_nothing(server):
+    who = people(server, "alice")
+
+    async def main():
+        alice, = await connect(server, who["alice"] + "/phone")
+        try:
+            with pytest.raises(IqError) as refused:
+                await alice.iq("set", "<query xmlns='jabber:iq:roster'>"
+                                      "<item jid='not a jid@@localhost'/></query>")
+            assert refused.value.condition == "jid-malformed"
+            with pytest.raises(IqError) as refused:
+                await alice.iq("set", "<query xmlns='jabber:iq:roster'>"
+                                      "<item jid='x@localhost' subscription='both'/></query>")
+            assert refused.value.condition == "not-allowed"
+            roster = await alice.fetch_roster()
+            assert roster.find(f"{ROSTER}query/{ROSTER}item") is None
+        finally:
+            await close_all(alice)
+    run(main())
+
+
+def test_message_between_subscribed_users_keeps_id_and_type(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        alice, bob = await connect(server, who["alice"] + "/phone", who["bob"] + "/pc")
+        try:
+            alice.send_message(mto=who["bob"], mbody="hi", mtype="chat")
+            got = await bob.expect(message(alice.boundjid.full, type="chat"))
+            assert got.findtext("{jabber:client}body") == "hi"
+        finally:
+            await close_all(alice, bob)
+    run(main())
