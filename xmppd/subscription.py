@@ -46,7 +46,7 @@ class State(NamedTuple):
     def __str__(self) -> str:  # the RFC's own names, for messages and tests
         name = self.subscription.capitalize()
         pending = [w for w, on in (("Out", self.pending_out), ("In", self.pending_in)) if on]
-        return name + (" + Pending " + "/".join(pending) if pending else "")
+        return name + (" + Pending " + "+".join(pending) if pending else "")
 
 
 def _make(to: bool, from_: bool, pending_out: bool, pending_in: bool) -> State:
@@ -78,7 +78,8 @@ def outbound(state: State, stype: str) -> Outcome:
     """The user sends ``stype`` to the contact (RFC 6121 Appendix A.2).
 
     Every outbound stanza is routed on except a ``subscribed`` with no request
-    pending: that is a pre-approval, recorded and kept back (§3.4).
+    pending — a pre-approval, recorded and kept back (§3.4) — and an
+    ``unsubscribed`` with nothing to cancel (§3.2.2).
     """
     to, from_, out, in_ = state.to, state.from_, state.pending_out, state.pending_in
     if stype == "subscribe":
@@ -90,6 +91,10 @@ def outbound(state: State, stype: str) -> Outcome:
             return Outcome(state, forward=False, pre_approved=not from_)
         new = _make(to, True, out, False)
     elif stype == "unsubscribed":
+        if not from_ and not in_:
+            # Nothing to cancel but perhaps a pre-approval (the caller drops it):
+            # §3.2.2 says not to route it.
+            return Outcome(state, forward=False)
         new = _make(to, False, out, False)
     else:
         raise ValueError(f"not a subscription type: {stype!r}")
@@ -102,6 +107,10 @@ def inbound(state: State, stype: str, approved: bool = False) -> Outcome:
     The stanza is delivered to the user only when it changes the state. A
     ``subscribe`` from a contact who already has the user's presence is
     answered ``subscribed`` at once, as is one the user pre-approved.
+
+    An ``unsubscribe`` is not answered ``unsubscribed`` automatically, though
+    Table 7's footnote says SHOULD: as in Prosody, the user's client decides,
+    and an automatic answer can cancel a new request crossing it in flight.
     """
     to, from_, out, in_ = state.to, state.from_, state.pending_out, state.pending_in
     if stype == "subscribe":

@@ -1,0 +1,473 @@
+"""XEP-0160: offline messages are stored, counted against a quota, and delivered
+once, with an XEP-0203 delay, to the next resource sending initial presence.
+
+Recipients log in unavailable and the test fires ``presence/initial`` itself
+(after setting what the presence component would set), so these tests pin
+the offline component and not the presence component's internals.
+"""
+
+import calendar
+import time
+
+from twisted.internet import defer
+
+from xmppd import ns
+from xmppd.testing import Harness, error_condition, only, result_of
+
+BOB = "bob@localhost"
+HINTS = "urn:xmpp:hints"
+CHATSTATES = "http://jabber.org/protocol/chatstates"
+DELAY = "urn:xmpp:delay"
+
+
+def harness(**options):
+    opts = {"component:offline": options} if options else None
+    return Harness(["presence", "messaging", "offline"], options=opts)
+
+
+def sender(h):
+    alice = h.login("alice@localhost/phone", available=False)
+    alice.available = True
+    return alice
+
+
+def come_online(h, full_jid, priority=0):
+    """A session that sends initial presence, as the presence component would report it."""
+    session = h.login(full_jid, available=False)
+    session.available, session.priority = True, priority
+    h.router.fire("presence/initial", session)
+    return session
+
+
+def send(alice, to=BOB, mid="m1", mtype="chat", body="hello", extra=""):
+    type_attr = f" type='{mtype}'" if mtype is not None else ""
+    body_xml = f"<body>{body}</body>" if body is not None else ""
+    alice.feed(f"<message to='{to}' id='{mid}'{type_attr}>{body_xml}{extra}</message>")
+
+
+def stored(h, user=BOB):
+    """What the store holds for ``user`` (read past any Gate the test put in)."""
+    return result_of(h.server.storage.archive("offline").query(user))
+
+
+def delay_of(stanza):
+    delays = [c for c in stanza.elements() if c.uri == DELAY and c.name == "delay"]
+    assert len(delays) == 1, stanza.toXml()
+    return delays[0]
+
+
+class Gate:
+    """Wraps a store so that the named calls wait until the test releases them:
+    a slow disk, to look at what happens while a write or read is in flight."""
+
+    def __init__(self, store, *held):
+        self.store, self.held, self.waiting = store, set(held), []
+
+    def __getattr__(self, name):
+        method = getattr(self.store, name)
+        if name not in self.held:
+            return method
+
+        def held(*args, **kwargs):
+            d = defer.Deferred()
+            self.waiting.append((d, method, args, kwargs))
+            return d
+        return held
+
+    def release(self):
+        """Let everything waiting run (and whatever that starts), in order."""
+        while self.waiting:
+            d, method, args, kwargs = self.waiting.pop(0)
+            method(*args, **kwargs).chainDeferred(d)
+
+
+def gate(h, *held):
+    component = h.component("offline")
+    g = Gate(component.store["offline"], *held)
+    component.store["offline"] = g
+    return g
+
+
+# -- storing ---------------------------------------------------------------------
+
+def test_chat_to_offline_user_is_stored_not_bounced():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="s1", body="are you there?")
+    assert alice.take() == []
+    (item,) = stored(h)
+    assert item.with_ == "alice@localhost"
+    assert "are you there?" in item.value and "id='s1'" in item.value
+
+
+def test_normal_message_without_type_is_stored():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mtype=None)
+    send(alice, mid="m2", mtype="normal")
+    assert alice.take() == []
+    assert len(stored(h)) == 2
+
+
+def test_message_to_online_user_is_delivered_not_stored():
+    h = harness()
+    alice = sender(h)
+    bob = come_online(h, "bob@localhost/pc")
+    send(alice)
+    assert len(bob.take()) == 1
+    assert stored(h) == []
+
+
+def test_message_to_unknown_user_gets_service_unavailable():
+    h = harness()
+    alice = sender(h)
+    send(alice, to="ghost@localhost", mid="g1")
+    bounce = only(alice)
+    assert bounce["id"] == "g1" and bounce["from"] == "ghost@localhost"
+    assert error_condition(bounce) == "service-unavailable"
+    assert stored(h, "ghost@localhost") == []
+
+
+def test_headline_groupchat_and_error_are_not_stored():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mtype="headline", mid="h")
+    send(alice, mtype="error", mid="e")
+    assert alice.take() == []
+    send(alice, mtype="groupchat", mid="gc")
+    assert error_condition(only(alice)) == "service-unavailable"
+    assert stored(h) == []
+
+
+def test_no_store_hint_is_honoured_silently():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, extra=f"<no-store xmlns='{HINTS}'/>")
+    assert stored(h) == []
+    assert alice.take() == []  # no error: it would reveal that bob is offline
+
+
+def test_no_permanent_store_hint_still_allows_offline_storage():
+    # XEP-0334 §3: such a sender "may be happy for it to be stored temporarily
+    # as a normal part of delivery (e.g. if the recipient is offline)".
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, extra=f"<no-permanent-store xmlns='{HINTS}'/>")
+    assert alice.take() == []
+    assert len(stored(h)) == 1
+
+
+def test_chat_state_only_message_is_not_stored():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, body=None, extra=f"<composing xmlns='{CHATSTATES}'/><thread>t1</thread>")
+    assert alice.take() == []
+    assert stored(h) == []
+
+
+def test_chat_state_with_a_body_is_stored():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, extra=f"<active xmlns='{CHATSTATES}'/>")
+    assert len(stored(h)) == 1
+
+
+def test_store_hint_keeps_a_chat_state_only_message():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, body=None, extra=f"<gone xmlns='{CHATSTATES}'/><store xmlns='{HINTS}'/>")
+    assert len(stored(h)) == 1
+
+
+def test_message_to_gone_full_jid_lands_offline():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, to="bob@localhost/gone", mid="fb")
+    assert alice.take() == []
+    (item,) = stored(h)
+    assert "to='bob@localhost/gone'" in item.value
+
+
+def test_message_to_user_with_only_negative_priority_is_stored():
+    h = harness()
+    alice = sender(h)
+    shy = come_online(h, "bob@localhost/shy", priority=-1)
+    send(alice)
+    assert shy.take() == []
+    assert alice.take() == []
+    assert len(stored(h)) == 1
+
+
+# -- quota -------------------------------------------------------------------------
+
+def test_full_storage_answers_service_unavailable_and_stores_nothing():
+    h = harness(max_messages="2")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="1")
+    send(alice, mid="2")
+    assert alice.take() == []
+    send(alice, mid="3", body="one too many")
+    bounce = only(alice)
+    assert bounce["id"] == "3" and bounce["from"] == BOB
+    assert error_condition(bounce) == "service-unavailable"
+    error = next(bounce.elements(ns.CLIENT, "error"))
+    text = next(error.elements(ns.STANZA_ERRORS, "text"))
+    assert "full" in str(text)
+    assert [("id='1'" in i.value, "id='2'" in i.value) for i in stored(h)] == \
+        [(True, False), (False, True)]
+
+
+def test_quota_is_per_user():
+    h = harness(max_messages="1")
+    alice = sender(h)
+    h.add_user(BOB)
+    h.add_user("carol@localhost")
+    send(alice, to=BOB)
+    send(alice, to="carol@localhost")
+    assert alice.take() == []
+    assert len(stored(h)) == 1 and len(stored(h, "carol@localhost")) == 1
+
+
+def test_delivery_frees_the_quota():
+    h = harness(max_messages="1")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="1")
+    come_online(h, "bob@localhost/pc").logout()
+    send(alice, mid="2")
+    assert alice.take() == []
+    assert len(stored(h)) == 1
+
+
+def test_quota_holds_when_two_messages_race_for_the_last_place():
+    h = harness(max_messages="1")
+    slow = gate(h, "count", "append")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="a")
+    send(alice, mid="b")
+    slow.release()
+    (bounce,) = alice.take()
+    assert bounce["id"] == "b" and error_condition(bounce) == "service-unavailable"
+    (item,) = stored(h)
+    assert "id='a'" in item.value
+
+
+# -- delivery ------------------------------------------------------------------------
+
+def test_initial_presence_delivers_stored_messages_in_order_with_delay():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    before = int(time.time())
+    send(alice, mid="first", body="one")
+    send(alice, to="bob@localhost/old", mid="second", mtype=None, body="two")
+    after = int(time.time()) + 1
+    bob = come_online(h, "bob@localhost/pc")
+    first, second = bob.take()
+
+    assert first["id"] == "first" and first["type"] == "chat"
+    assert first["from"] == "alice@localhost/phone" and first["to"] == BOB
+    assert [str(b) for b in first.elements(ns.CLIENT, "body")] == ["one"]
+    assert second["id"] == "second" and second.getAttribute("type") is None
+    assert second["to"] == "bob@localhost/old"
+    assert [str(b) for b in second.elements(ns.CLIENT, "body")] == ["two"]
+
+    for stanza in (first, second):
+        delay = delay_of(stanza)
+        assert delay["from"] == "localhost"
+        assert str(delay) == "Offline Storage"
+        stamp = delay["stamp"]
+        assert stamp.endswith("Z")
+        when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+        assert before <= when <= after
+
+
+def test_delay_stamp_is_the_time_the_message_was_stored():
+    h = harness()
+    h.add_user(BOB)
+    h.component("offline").store["offline"].append(
+        BOB, "<message from='alice@localhost/phone' to='bob@localhost' id='old'/>",
+        with_="alice@localhost", when=1031699305.0)
+    bob = come_online(h, "bob@localhost/pc")
+    assert delay_of(only(bob))["stamp"] == "2002-09-10T23:08:25Z"
+
+
+def test_attributes_and_payload_survive_storage_exactly():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    alice.feed("<message to='bob@localhost' id='x&amp;y&lt;1' type='chat' xml:lang='fr'>"
+               "<body>a &lt;b&gt; &amp; c</body><thread>t-42</thread>"
+               "<x xmlns='urn:example:extra' k='v'><y/></x></message>")
+    bob = come_online(h, "bob@localhost/pc")
+    got = only(bob)
+    assert got["id"] == "x&y<1"
+    assert got.getAttribute((ns.XML, "lang")) == "fr"
+    assert [str(b) for b in got.elements(ns.CLIENT, "body")] == ["a <b> & c"]
+    assert [str(t) for t in got.elements(ns.CLIENT, "thread")] == ["t-42"]
+    (extra,) = list(got.elements("urn:example:extra", "x"))
+    assert extra["k"] == "v" and [c.name for c in extra.elements()] == ["y"]
+
+
+def test_negative_priority_initial_presence_gets_nothing():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice)
+    shy = come_online(h, "bob@localhost/shy", priority=-5)
+    assert shy.take() == []
+    assert len(stored(h)) == 1
+
+
+def test_delivered_messages_are_deleted_so_the_next_login_gets_nothing():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice)
+    first = come_online(h, "bob@localhost/pc")
+    assert len(first.take()) == 1
+    assert stored(h) == []
+    first.logout()
+    second = come_online(h, "bob@localhost/pc")
+    assert second.take() == []
+
+
+def test_messages_are_deleted_only_after_they_were_handed_over():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice)
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.available, bob.priority = True, 0
+    seen = []
+    bob.send = lambda stanza: seen.append(len(stored(h)))
+    h.router.fire("presence/initial", bob)
+    assert seen == [1]  # still stored while being sent: a crash now loses nothing
+    assert stored(h) == []
+
+
+def test_same_session_firing_initial_presence_twice_gets_each_message_once():
+    h = harness()
+    slow = gate(h, "query")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice)
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.available, bob.priority = True, 0
+    h.router.fire("presence/initial", bob)
+    h.router.fire("presence/initial", bob)
+    slow.release()
+    h.router.fire("presence/initial", bob)
+    slow.release()
+    assert len(bob.take()) == 1
+    assert stored(h) == []
+
+
+def test_message_arriving_during_delivery_is_neither_lost_nor_duplicated():
+    h = harness()
+    slow = gate(h, "query")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="old")
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.available, bob.priority = True, 0
+    h.router.fire("presence/initial", bob)  # reading the store...
+    send(alice, mid="new")  # ...bob is available: this one goes straight to him
+    assert [m["id"] for m in bob.take()] == ["new"]
+    slow.release()
+    assert [m["id"] for m in bob.take()] == ["old"]
+    assert stored(h) == []
+    assert alice.take() == []
+
+
+def test_message_being_stored_when_delivery_starts_is_part_of_it():
+    h = harness()
+    slow = gate(h, "append")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="in-flight")  # the write has not finished...
+    assert alice.take() == []
+    bob = come_online(h, "bob@localhost/pc")  # ...when bob comes online
+    assert bob.take() == []
+    slow.release()
+    assert [m["id"] for m in bob.take()] == ["in-flight"]
+    assert stored(h) == []
+
+
+def test_session_gone_before_delivery_keeps_the_messages():
+    h = harness()
+    slow = gate(h, "query")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice)
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.available, bob.priority = True, 0
+    h.router.fire("presence/initial", bob)
+    bob.logout()
+    bob.available = False
+    slow.release()
+    assert bob.take() == []
+    assert len(stored(h)) == 1
+    again = come_online(h, "bob@localhost/pc")
+    slow.release()
+    assert len(again.take()) == 1
+
+
+def test_large_queue_is_delivered_in_batches_completely():
+    h = harness()
+    h.component("offline").batch = 3
+    alice = sender(h)
+    h.add_user(BOB)
+    for i in range(8):
+        send(alice, mid=f"m{i}")
+    bob = come_online(h, "bob@localhost/pc")
+    assert [m["id"] for m in bob.take()] == [f"m{i}" for i in range(8)]
+    assert stored(h) == []
+
+
+def test_stored_message_is_not_acknowledged_before_the_write_fires():
+    h = harness(max_messages="1")
+    slow = gate(h, "append")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="1")
+    assert stored(h) == []  # not yet durable...
+    send(alice, mid="2")  # ...and the quota already counts it
+    assert alice.take() == []
+    slow.release()
+    assert len(stored(h)) == 1
+    assert [error_condition(e) for e in alice.take()] == ["service-unavailable"]
+
+
+def test_offline_feature_is_announced():
+    h = Harness(["disco", "presence", "messaging", "offline"])
+    alice = sender(h)
+    alice.feed(f"<iq type='get' id='d1' to='localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>")
+    reply = only(alice)
+    query = next(reply.elements(ns.DISCO_INFO, "query"))
+    assert "msgoffline" in [f["var"] for f in query.elements(ns.DISCO_INFO, "feature")]
+
+
+def test_initial_presence_sent_by_the_client_brings_the_stored_messages():
+    # End to end through the presence component, which fires presence/initial.
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="waiting")
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.feed("<presence><priority>1</priority></presence>")
+    messages = [s for s in bob.take() if s.name == "message"]
+    assert [m["id"] for m in messages] == ["waiting"]
+    assert delay_of(messages[0])["from"] == "localhost"
+    assert stored(h) == []

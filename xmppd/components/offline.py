@@ -1,0 +1,240 @@
+"""XEP-0160: offline message storage, delivered at the next initial presence.
+
+When a chat or normal message reaches a user with no available resource of
+non-negative priority, the messaging component offers it to
+``message/offline`` (RFC 6121 §8.5.2.2.1). This component keeps it in the
+``offline`` archive store, as the stanza's XML text, and hands it to the next
+resource that sends initial presence with a non-negative priority (XEP-0160
+§2), each message marked with an XEP-0203 ``<delay/>`` whose stamp is the time
+it was stored.
+
+Durability: a message counts as stored only once the archive's ``append``
+Deferred has fired (a committed write), and stored messages are deleted only
+after they were handed to the session, so a ``kill -9`` at any point loses
+nothing; at worst a message is delivered twice.
+
+Everything one user's storage does — storing, checking the quota, delivering —
+runs one operation at a time under a per-user lock, in arrival order. That is
+what keeps the quota exact and makes sure a message stored while a delivery is
+starting is either part of that delivery or still in storage afterwards, never
+lost and never sent twice.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.words.xish import domish
+
+from xmppd import ns
+from xmppd.component import Component, Option, handles
+from xmppd.config import integer
+from xmppd.router.events import StanzaEvent
+from xmppd.xml.stream import parse_element
+
+#: Message types XEP-0160 §3 says SHOULD be stored; headline, groupchat and
+#: error SHOULD NOT (the messaging component never offers them anyway).
+STORED_TYPES = frozenset((None, "normal", "chat"))
+
+#: The text XEP-0160 §2 (Example 3) puts in the delay element.
+DELAY_TEXT = "Offline Storage"
+
+#: What the sender reads when the recipient's storage is full.
+FULL_TEXT = "The recipient's offline message storage is full"
+
+
+def delay_stamp(when: float) -> str:
+    """An XEP-0082 DateTime in UTC (``2002-09-10T23:08:25Z``), as XEP-0203 wants."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _hint(stanza: domish.Element, name: str) -> bool:
+    """Does ``stanza`` carry the XEP-0334 hint ``name``?"""
+    return any(child.uri == ns.HINTS and child.name == name for child in stanza.elements())
+
+
+def chat_state_only(stanza: domish.Element) -> bool:
+    """True for a "standalone" XEP-0085 notification: a chat state and nothing a
+    person would read (hints and ``<thread/>`` are bookkeeping, not content)."""
+    state = False
+    for child in stanza.elements():
+        if child.uri == ns.CHATSTATES:
+            state = True
+        elif child.uri == ns.HINTS or (child.uri == ns.CLIENT and child.name == "thread"):
+            continue
+        else:
+            return False
+    return state
+
+
+def worth_storing(stanza: domish.Element) -> bool:
+    """Whether a chat/normal message for an offline user goes into storage.
+
+    - XEP-0334 §4.2: ``<no-store/>`` forbids even temporary storage "for later
+      delivery to an offline client". ``<no-permanent-store/>`` does not: §3
+      says such a sender "may be happy for it to be stored temporarily as a
+      normal part of delivery (e.g. if the recipient is offline at the time of
+      sending)", so those are stored (archives like MAM are what it rules out).
+    - XEP-0160 §3: chat messages that contain only XEP-0085 chat state
+      notifications SHOULD NOT be stored offline — a "composing" read hours
+      later is noise.
+    - XEP-0334 §4.4: ``<store/>`` asks for storage a message would not otherwise
+      get, so it overrides the chat-state rule (not ``<no-store/>``).
+    """
+    if _hint(stanza, "no-store"):
+        return False
+    if chat_state_only(stanza):
+        return _hint(stanza, "store")
+    return True
+
+
+class OfflineComponent(Component):
+    """XEP-0160 offline messages: stored per user up to a quota, delivered once."""
+
+    name = "offline"
+    features = [ns.OFFLINE]
+    options = [
+        Option("max_messages", integer(1), "1000",
+               "offline messages kept per user; beyond that senders get service-unavailable"),
+    ]
+    stores = {"offline": "archive"}
+
+    #: Messages read from the store per query while delivering, so a full
+    #: queue of large stanzas is never all in memory at once.
+    batch = 100
+
+    def __init__(self, server: Any, config: dict[str, Any]):
+        super().__init__(server, config)
+        #: bare JID → the lock its storage operations queue on (dropped when idle)
+        self._locks: dict[str, defer.DeferredLock] = {}
+        #: sessions whose delivery is under way, so a repeated event is ignored
+        self._delivering: weakref.WeakSet = weakref.WeakSet()
+
+    # -- storing -------------------------------------------------------------------
+
+    @handles("message/offline", priority=-100)
+    def store_message(self, event: StanzaEvent):
+        """Take a message for a user who has no available resource.
+
+        Runs last (priority -100) so that components that only want to observe
+        the event (push notifications, an archive) see it first.
+        """
+        if event.type not in STORED_TYPES or event.to is None:
+            return False
+        user = event.to.userhost()
+        # Read now: the element may be changed by others once we return.
+        text = event.stanza.toXml()
+        keep = worth_storing(event.stanza)
+        sender = event.from_.userhost() if event.from_ is not None else None
+        d = self._serialised(user, self._store, event, user, text, keep, sender)
+        d.addErrback(self._store_failed, event, user)
+        return d
+
+    @defer.inlineCallbacks
+    def _store(self, event: StanzaEvent, user: str, text: str, keep: bool, sender: str | None):
+        # RFC 6121 §8.5.1: no such account — the same answer as without storage.
+        if not (yield self.server.accounts.exists(user)):
+            return event.error("service-unavailable")
+        if not keep:
+            # Dropped without an error: an error here (and only here) would tell
+            # any sender, subscribed or not, that the user is offline (RFC 6121
+            # §8.5.2.2.1 makes store-or-bounce a SHOULD for chat and normal).
+            return True
+        store = self.store["offline"]
+        limit = self.config["max_messages"]
+        if (yield store.count(user)) >= limit:
+            # XEP-0160 §2: a full offline queue is answered service-unavailable.
+            self.log.info("offline storage of {user} is full ({limit} messages): "
+                          "refused a message from {sender}",
+                          user=user, limit=limit, sender=sender)
+            return event.error("service-unavailable", text=FULL_TEXT)
+        yield store.append(user, text, with_=sender)
+        return True
+
+    def _store_failed(self, failure, event: StanzaEvent, user: str):
+        """The message is not stored: say so rather than let it vanish."""
+        self.log.failure("cannot store an offline message for {user}", failure=failure, user=user)
+        return event.error("internal-server-error")
+
+    # -- delivering ----------------------------------------------------------------
+
+    @handles("presence/initial", priority=-100)
+    def initial_presence(self, session: Any) -> bool:
+        """XEP-0160 §2: deliver stored messages to the resource that sent initial
+        presence, if its priority is non-negative (a negative priority means
+        "never send me messages addressed to my bare JID", RFC 6121 §4.7.2.3).
+
+        Always returns False: other components act on initial presence too.
+        """
+        if not getattr(session, "available", False) or session.priority < 0:
+            return False
+        if session in self._delivering:
+            return False
+        self._delivering.add(session)
+        d = self._serialised(session.bare, self._deliver, session)
+        d.addErrback(lambda failure: self.log.failure(
+            "cannot deliver offline messages to {jid}", failure=failure, jid=session.jid.full()))
+        d.addBoth(lambda _: self._delivering.discard(session))
+        return False
+
+    @defer.inlineCallbacks
+    def _deliver(self, session: Any):
+        store = self.store["offline"]
+        user, host = session.bare, session.jid.host
+        delivered = 0
+        after = None
+        while True:
+            items = yield store.query(user, after=after, limit=self.batch)
+            if not items:
+                break
+            sent = []
+            for item in items:
+                if not self._still_there(session):
+                    break
+                try:
+                    stanza = parse_element(item.value)
+                except Exception:
+                    # Written by us, so this is damage; keeping it would block the
+                    # queue for good.
+                    self.log.failure("dropping a damaged offline message {id} of {user}",
+                                     id=item.id, user=user)
+                else:
+                    delay = stanza.addElement((ns.DELAY, "delay"), content=DELAY_TEXT)
+                    delay["from"] = host
+                    delay["stamp"] = delay_stamp(item.when)
+                    self.router.deliver(stanza, session)
+                    delivered += 1
+                sent.append(item.id)
+            if sent:
+                # Only now: what was handed over goes, nothing else.
+                yield store.delete(user, sent)
+            if len(sent) < len(items) or len(items) < self.batch:
+                break
+            after = items[-1].id
+        if delivered:
+            self.log.info("delivered {count} offline message(s) to {jid}",
+                          count=delivered, jid=session.jid.full())
+
+    def _still_there(self, session: Any) -> bool:
+        """Is ``session`` still the bound, available resource it was? (It may
+        have gone while the store was being read; then the rest waits.)"""
+        return bool(session.available) and \
+            self.router.resources(session.bare).get(session.resource) is session
+
+    # -- one operation at a time per user --------------------------------------------
+
+    def _serialised(self, user: str, func: Callable, *args: Any) -> defer.Deferred:
+        """Run ``func(*args)`` once ``user``'s earlier operations have finished."""
+        lock = self._locks.get(user)
+        if lock is None:
+            lock = self._locks[user] = defer.DeferredLock()
+        d = lock.run(func, *args)
+
+        def forget(result):
+            if not lock.locked and not lock.waiting and self._locks.get(user) is lock:
+                del self._locks[user]
+            return result
+        return d.addBoth(forget)
