@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("slixmpp")
 
-from slixclient import IMClient, ROSTER, close_all, presence, roster_push  # noqa: E402
+from slixclient import IMClient, ROSTER, close_all, message, presence, roster_push  # noqa: E402
 
-COMPONENTS = "disco ping roster presence messaging"
+COMPONENTS = "disco ping roster presence messaging offline"
 
 
 def run(coro):
@@ -75,3 +75,52 @@ def test_rosters_subscriptions_and_pending_requests_survive_kill_9(make_xmppd):
     run(before_crash())
     server.start()
     run(after_restart())
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def test_offline_messages_survive_a_restart_between_send_and_login(make_xmppd, how):
+    server = make_xmppd({"server": {"components": COMPONENTS}},
+                        users=("alice@localhost", "bob@localhost"))
+
+    async def send():
+        alice = await IMClient.login(server, "alice@localhost/phone")
+        await alice.online()
+        for n in range(3):
+            alice.send_message(mto="bob@localhost", mbody=f"note {n}", mtype="chat")
+            alice.send_message(mto="bob@localhost", mbody=f"plain {n}")
+        sent = [m for m in (await alice.settle(), alice.inbox)[1]]
+        assert not [e for e in sent if e.get("type") == "error"]
+        # The store commits within milliseconds of the stanza; there is no
+        # acknowledgement to wait for in plain XMPP, so give it a second.
+        await asyncio.sleep(1)
+        if how == "restart":
+            server.stop()
+        else:
+            server.kill()
+        await alice.close()
+
+    async def login():
+        bob = await IMClient.login(server, "bob@localhost/pc")
+        try:
+            bob.send_presence()
+            got = [await bob.expect(message("alice@localhost/phone")) for _ in range(6)]
+            assert [m.findtext("{jabber:client}body") for m in got] == \
+                [f"{kind} {n}" for n in range(3) for kind in ("note", "plain")]
+            assert [m.get("type") for m in got] == ["chat", None] * 3
+            assert all(m.find("{urn:xmpp:delay}delay") is not None for m in got)
+            await bob.settle()
+            assert bob.received(message("alice@localhost/phone")) == []  # no duplicates
+        finally:
+            await bob.close()
+        # Delivered means gone: a second login gets nothing.
+        again = await IMClient.login(server, "bob@localhost/tablet")
+        try:
+            again.send_presence()
+            await again.settle()
+            assert again.received(message("alice@localhost/phone")) == []
+        finally:
+            await again.close()
+
+    run(send())
+    server.start()
+    run(login())

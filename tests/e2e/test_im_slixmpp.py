@@ -19,7 +19,7 @@ from slixmpp.exceptions import IqError  # noqa: E402
 from slixclient import (IMClient, close_all, message, presence,  # noqa: E402
                         roster_push, ROSTER)
 
-COMPONENTS = "disco ping roster presence messaging"
+COMPONENTS = "disco ping roster presence messaging offline carbons"
 
 
 @pytest.fixture(scope="module")
@@ -217,4 +217,55 @@ def test_message_between_subscribed_users_keeps_id_and_type(server):
             assert got.findtext("{jabber:client}body") == "hi"
         finally:
             await close_all(alice, bob)
+    run(main())
+
+
+def test_carbons_copy_sent_and_received_messages_to_the_other_resource(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        phone, laptop, bob = await connect(server, who["alice"] + "/phone",
+                                           who["alice"] + "/laptop", who["bob"] + "/pc",
+                                           plugins=("xep_0280",))
+        try:
+            for client in (phone, laptop):
+                await client.plugin["xep_0280"].enable()
+            phone.send_message(mto=who["bob"], mbody="sent from the phone", mtype="chat")
+            await bob.expect(message(phone.boundjid.full, type="chat"))
+            sent = await laptop.expect(message(who["alice"], type="chat"))
+            inner = sent.find("{urn:xmpp:carbons:2}sent/{urn:xmpp:forward:0}forwarded/"
+                              "{jabber:client}message")
+            assert inner is not None and inner.findtext("{jabber:client}body") == "sent from the phone"
+            assert inner.get("to") == who["bob"]
+            bob.send_message(mto=phone.boundjid.full, mbody="to the phone", mtype="chat")
+            await phone.expect(message(bob.boundjid.full, type="chat"))
+            received = await laptop.expect(message(who["alice"], type="chat"))
+            inner = received.find("{urn:xmpp:carbons:2}received/{urn:xmpp:forward:0}forwarded/"
+                                  "{jabber:client}message")
+            assert inner is not None and inner.findtext("{jabber:client}body") == "to the phone"
+            assert inner.get("from") == bob.boundjid.full
+        finally:
+            await close_all(phone, laptop, bob)
+    run(main())
+
+
+def test_message_to_an_offline_user_is_delivered_at_login_with_delay(server):
+    who = people(server, "alice", "bob")
+
+    async def main():
+        alice, = await connect(server, who["alice"] + "/phone")
+        try:
+            alice.send_message(mto=who["bob"], mbody="while you were out", mtype="chat")
+            await alice.settle()
+            bob = await IMClient.login(server, who["bob"] + "/pc")
+            bob.send_presence()
+            got = await bob.expect(message(alice.boundjid.full, type="chat"))
+            assert got.findtext("{jabber:client}body") == "while you were out"
+            delay = got.find("{urn:xmpp:delay}delay")
+            assert delay is not None and delay.get("from") == "localhost"
+            assert delay.get("stamp", "").endswith("Z")
+            await bob.close()
+            assert alice.received(message(type="error")) == []
+        finally:
+            await close_all(alice)
     run(main())

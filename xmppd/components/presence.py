@@ -133,7 +133,8 @@ class PresenceComponent(Component):
                 session.send(readdressed(other.presence, full, other.jid.full()))
         if roster is not None:
             for contact in roster.subscriptions():
-                self.router.route(presence(full, contact, "probe"))
+                # From the session, so the user's blocklist applies to probes too.
+                self.router.route(presence(full, contact, "probe"), session)
             for item in roster.pending_requests():  # §3.1.3: requests wait for this
                 session.send(self._pending_request(item, session))
         self.router.fire("presence/initial", session)
