@@ -22,14 +22,6 @@ from conftest import PASSWORD  # noqa: E402
 
 TIMEOUT = 10
 
-#: Server bug: in xmppd/components/register.py, _field() and the <remove/> check use
-#: ``query.elements(None, name)``; Twisted's domish then matches only children with
-#: *no* namespace, but parsed children of <query xmlns='jabber:iq:register'> carry
-#: that namespace. So <username/>, <password/> and <remove/> are never seen: every
-#: registration and password change is refused with not-acceptable ("username and
-#: password are required" / "a password of at least 6 characters is required") and
-#: a removal request is treated as a password change.
-
 
 @pytest.fixture(scope="module")
 def server(make_xmppd_module):
