@@ -185,6 +185,7 @@ class Harness:
             self.server.accounts.create(session.bare, "secret").addErrback(lambda f: None)
         old = self.router.bind(session)
         if old is not None:
+            self.server.session_closed(old)
             old.stream_error("conflict")
         self.server.session_bound(session)
         if available:

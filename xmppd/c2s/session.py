@@ -260,6 +260,10 @@ class C2SSession(XMPPStream):
         if old is not None:
             self.log.info("c2s {jid}: replacing the older session from {peer}",
                           jid=full.full(), peer=getattr(old, "peer", "?"))
+            # RFC 6120 §7.7.2.2 ends the old session: its unavailable presence
+            # (RFC 6121 §4.5.2) and the rest of its clean-up happen now, since
+            # its later unbind finds the new session in its place.
+            self.server.session_closed(old)
             old.stream_error("conflict", "replaced by a new connection")
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()

@@ -244,14 +244,15 @@ class PresenceComponent(Component):
         yield rosters.apply(roster, contact, outcome.state, approved=approved)
         if not outcome.forward:
             return True
+        if stype == "unsubscribed" and before.from_:
+            # §3.2.2: the contact hears the user go away while still subscribed,
+            # i.e. before the unsubscribed reaches it.
+            self._send_unavailable(user, contact)
         # §3.1.2: stamped with the user's bare JID, addressed to the contact's.
         self.router.route(readdressed(event.stanza, contact, user))
         if stype == "subscribed":
             # §3.1.5: the new subscriber hears the user's current presence.
             self._send_current_presence(user, contact)
-        elif stype == "unsubscribed" and before.from_:
-            # §3.2.2: and hears the user go away.
-            self._send_unavailable(user, contact)
         return True
 
     def _allow_request(self, user: str) -> bool:

@@ -179,10 +179,13 @@ class RosterComponent(Component):
             return defer.succeed(roster)
         waiter: defer.Deferred = defer.Deferred()
         waiters = self._loading.get(user)
-        if waiters is None:
-            waiters = self._loading[user] = []
-            self.store["roster"].items(user).addBoth(self._loaded, user)
-        waiters.append(waiter)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        # Register before reading: a store that answers at once (memory) runs
+        # _loaded inside this call, and a waiter added after it never fires.
+        self._loading[user] = [waiter]
+        self.store["roster"].items(user).addBoth(self._loaded, user)
         return waiter
 
     def cached(self, user: str) -> Roster | None:
@@ -261,7 +264,9 @@ class RosterComponent(Component):
         iq["from"] = roster.user
         iq["to"] = session.jid.full()
         query = iq.addElement((ns.ROSTER, "query"))
-        query["ver"] = roster.ver
+        # RFC 6121 §2.6.3: each push carries the version of its own change, so
+        # interim pushes count up to the current version in order.
+        query["ver"] = f"{roster.epoch}-{item.ver}"
         query.addChild(item.to_element(removed=not item.listed))
         return iq
 
@@ -414,6 +419,15 @@ class RosterComponent(Component):
         user = roster.user
         if item.subscription in ("to", "both") or item.ask:
             self._send_presence(user, contact, "unsubscribe")
+        if item.subscription in ("from", "both"):
+            # §3.2.2: the contact hears each available resource go away while
+            # still subscribed, i.e. before the unsubscribed.
+            for session in list(self.router.resources(user).values()):
+                if session.available:
+                    gone = domish.Element((ns.CLIENT, "presence"))
+                    gone["from"], gone["to"] = session.jid.full(), contact
+                    gone["type"] = "unavailable"
+                    self.router.route(gone, session)
         if item.subscription in ("from", "both") or item.pending_in is not None:
             self._send_presence(user, contact, "unsubscribed")
         was_listed = item.listed
