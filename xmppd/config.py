@@ -115,7 +115,8 @@ CORE_OPTIONS: dict[str, list[Option]] = {
         Option("certificate", path, "",
                "PEM certificate (chain); empty: a self-signed one in data_dir/certs, made on first start"),
         Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
-        Option("components", words, "disco ping version time presence messaging register",
+        Option("components", words, "disco ping version time roster presence messaging offline "
+               "carbons blocking private last register",
                "the components to enable, by name"),
         Option("max_stanza_size", integer(1024), "262144",
                "largest stanza accepted, in bytes (policy-violation beyond)"),

@@ -49,8 +49,9 @@ def test_defaults(ini):
     server, c2s = config.server, config.c2s
     assert config.domains == ["localhost"]
     assert server["storage"] == "sqlite:xmppd.sqlite3"
-    assert server["components"] == ["disco", "ping", "version", "time", "presence", "messaging",
-                                    "register"]
+    assert server["components"] == ["disco", "ping", "version", "time", "roster", "presence",
+                                    "messaging", "offline", "carbons", "blocking", "private",
+                                    "last", "register"]
     assert server["max_stanza_size"] == 262144
     assert server["scram_iterations"] == 10000
     assert server["certificate"] == "" and server["private_key"] == ""
