@@ -365,7 +365,8 @@ def test_oversize_after_complete_stanza_in_same_write(small_server):
     chunk = 500
     with login_as(small_server, "alice", unique()) as alice:
         head = b"<message to='bob@localhost'><body>"
-        alice.send(b"<presence/>" + head + b"y" * (SMALL_STANZA_LIMIT - 1000))
+        # Directed presence to the server: complete, and answered by nothing.
+        alice.send(b"<presence to='localhost'/>" + head + b"y" * (SMALL_STANZA_LIMIT - 1000))
         sent = SMALL_STANZA_LIMIT - 1000 + len(head)
         while sent < 4 * SMALL_STANZA_LIMIT and not alice.eof and not alice.stanzas:
             if not alice.try_send(b"y" * chunk):
