@@ -130,3 +130,33 @@ def test_offline_messages_survive_a_restart_between_send_and_login(make_xmppd, h
     run(send())
     server.start()
     run(login())
+
+
+def test_a_blocklist_survives_kill_9(make_xmppd):
+    server = make_xmppd({"server": {"components": COMPONENTS + " blocking"}},
+                        users=("alice@localhost", "mallory@localhost"))
+
+    async def block():
+        alice = await IMClient.login(server, "alice@localhost/phone", plugins=("xep_0191",))
+        await alice.plugin["xep_0191"].block(["mallory@localhost", "spam.example"])
+        server.kill()  # the result came after the write was durable
+        await alice.close()
+
+    async def after_restart():
+        alice = await IMClient.login(server, "alice@localhost/phone", plugins=("xep_0191",))
+        mallory = await IMClient.login(server, "mallory@localhost/x")
+        try:
+            await alice.online()
+            blocked = await alice.plugin["xep_0191"].get_blocked()
+            assert {i.get("jid") for i in blocked.xml.iter("{urn:xmpp:blocking}item")} == {
+                "mallory@localhost", "spam.example"}
+            mallory.send_message(mto="alice@localhost", mbody="hello?", mtype="chat")
+            await mallory.expect(message("alice@localhost", type="error"))
+            await alice.settle()
+            assert alice.received(message("mallory@localhost/x")) == []
+        finally:
+            await close_all(alice, mallory)
+
+    run(block())
+    server.start()
+    run(after_restart())

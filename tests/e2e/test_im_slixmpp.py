@@ -19,12 +19,18 @@ from slixmpp.exceptions import IqError  # noqa: E402
 from slixclient import (IMClient, close_all, message, presence,  # noqa: E402
                         roster_push, ROSTER)
 
-COMPONENTS = "disco ping roster presence messaging offline carbons"
+COMPONENTS = "disco ping roster presence messaging offline carbons blocking private last"
+RATE_LIMIT = 5
+MAX_ROSTER = 12
 
 
 @pytest.fixture(scope="module")
 def server(make_xmppd_module):
-    return make_xmppd_module({"server": {"components": COMPONENTS}}, users=())
+    return make_xmppd_module({
+        "server": {"components": COMPONENTS},
+        "component:presence": {"subscription_rate_limit": RATE_LIMIT},
+        "component:roster": {"max_items": MAX_ROSTER},
+    }, users=())
 
 
 def run(coro):
@@ -268,4 +274,151 @@ def test_message_to_an_offline_user_is_delivered_at_login_with_delay(server):
             assert alice.received(message(type="error")) == []
         finally:
             await close_all(alice)
+    run(main())
+
+
+def error_of(stanza):
+    """(condition, application condition namespace) of an error stanza."""
+    error = stanza.find("{jabber:client}error")
+    assert error is not None, stanza
+    children = [c.tag for c in error]
+    condition = next(t.split("}")[1] for t in children
+                     if t.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}") and not t.endswith("}text"))
+    return condition, [t for t in children if not t.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}")]
+
+
+def test_blocking_stops_messages_both_ways_until_unblocked(server):
+    who = people(server, "alice", "carol")
+
+    async def main():
+        phone, laptop, carol = await connect(server, who["alice"] + "/phone",
+                                             who["alice"] + "/laptop", who["carol"] + "/home",
+                                             plugins=("xep_0191",))
+        try:
+            blocked = await laptop.plugin["xep_0191"].get_blocked()  # laptop now gets pushes
+            assert not blocked["blocklist"]["items"]
+            await phone.plugin["xep_0191"].block([who["carol"]])
+            push = await laptop.expect(lambda e: e.find("{urn:xmpp:blocking}block") is not None)
+            assert push.find("{urn:xmpp:blocking}block/{urn:xmpp:blocking}item").get("jid") == who["carol"]
+            carol.send_message(mto=who["alice"], mbody="let me in", mtype="chat")
+            refused = await carol.expect(message(who["alice"], type="error"))
+            assert error_of(refused)[0] == "service-unavailable"
+            phone.send_message(mto=who["carol"], mbody="no", mtype="chat")
+            refused = await phone.expect(message(who["carol"], type="error"))
+            assert error_of(refused) == ("not-acceptable", ["{urn:xmpp:blocking:errors}blocked"])
+            await phone.plugin["xep_0191"].unblock([who["carol"]])
+            carol.send_message(mto=who["alice"], mbody="better now?", mtype="chat")
+            for client in (phone, laptop):  # to the bare JID: both resources, priority 0
+                got = await client.expect(message(carol.boundjid.full, type="chat"))
+                assert got.findtext("{jabber:client}body") == "better now?"
+            await laptop.settle()
+            for client in (phone, laptop):  # and "let me in" never came
+                assert client.received(message(carol.boundjid.full)) == []
+        finally:
+            await close_all(phone, laptop, carol)
+    run(main())
+
+
+def test_private_xml_storage_round_trip_between_resources(server):
+    who = people(server, "alice")
+
+    async def main():
+        phone, laptop = await connect(server, who["alice"] + "/phone", who["alice"] + "/laptop")
+        try:
+            await phone.iq("set", "<query xmlns='jabber:iq:private'><prefs xmlns='urn:example:prefs'>"
+                                  "<color>blue</color></prefs></query>")
+            reply = await laptop.iq("get", "<query xmlns='jabber:iq:private'>"
+                                           "<prefs xmlns='urn:example:prefs'/></query>")
+            assert reply.findtext("{jabber:iq:private}query/{urn:example:prefs}prefs/"
+                                  "{urn:example:prefs}color") == "blue"
+        finally:
+            await close_all(phone, laptop)
+    run(main())
+
+
+def test_last_activity_of_an_offline_contact_and_of_the_server(server):
+    who = people(server, "alice", "bob", "carol")
+
+    async def main():
+        alice, bob, carol = await connect(server, who["alice"] + "/phone", who["bob"] + "/pc",
+                                          who["carol"] + "/home", plugins=("xep_0012",))
+        try:
+            await subscribe(bob, [], alice, [])  # bob may see alice's presence
+            alice.send_presence(ptype="unavailable", pstatus="gone fishing")
+            await bob.expect(presence(alice.boundjid.full, "unavailable"))
+            await alice.close()
+            await asyncio.sleep(1.1)
+            last = await bob.iq("get", "<query xmlns='jabber:iq:last'/>", to=who["alice"])
+            query = last.find("{jabber:iq:last}query")
+            assert int(query.get("seconds")) >= 1
+            assert query.text == "gone fishing"
+            with pytest.raises(IqError) as refused:
+                await carol.iq("get", "<query xmlns='jabber:iq:last'/>", to=who["alice"])
+            assert refused.value.condition == "forbidden"
+            uptime = await carol.iq("get", "<query xmlns='jabber:iq:last'/>", to="localhost")
+            assert int(uptime.find("{jabber:iq:last}query").get("seconds")) >= 0
+        finally:
+            await close_all(alice, bob, carol)
+    run(main())
+
+
+def test_a_flood_of_subscription_requests_is_rate_limited(server):
+    who = people(server, "alice")
+
+    async def main():
+        alice, = await connect(server, who["alice"] + "/phone")
+        try:
+            for n in range(RATE_LIMIT + 3):
+                alice.send_presence(pto=f"contact{n}@elsewhere.example", ptype="subscribe")
+            errors = [await alice.expect(presence(f"contact{n}@elsewhere.example", "error"))
+                      for n in range(RATE_LIMIT, RATE_LIMIT + 3)]
+            assert {error_of(e)[0] for e in errors} == {"resource-constraint"}
+            roster = await alice.fetch_roster()
+            asked = {i.get("jid") for i in roster.iterfind(f"{ROSTER}query/{ROSTER}item")}
+            assert asked == {f"contact{n}@elsewhere.example" for n in range(RATE_LIMIT)}
+        finally:
+            await close_all(alice)
+    run(main())
+
+
+def test_a_roster_beyond_the_cap_is_refused(server):
+    who = people(server, "alice")
+
+    async def main():
+        alice, = await connect(server, who["alice"] + "/phone")
+        try:
+            for n in range(MAX_ROSTER):
+                await alice.iq("set", f"<query xmlns='jabber:iq:roster'>"
+                                      f"<item jid='friend{n}@localhost'/></query>")
+            with pytest.raises(IqError) as refused:
+                await alice.iq("set", "<query xmlns='jabber:iq:roster'>"
+                                      "<item jid='one-too-many@localhost'/></query>")
+            assert refused.value.condition == "not-allowed"
+            roster = await alice.fetch_roster()
+            assert len(roster.findall(f"{ROSTER}query/{ROSTER}item")) == MAX_ROSTER
+        finally:
+            await close_all(alice)
+    run(main())
+
+
+def test_a_forged_from_on_a_subscription_approval_closes_the_stream_and_changes_nothing(server):
+    who = people(server, "mallory", "bob", "carol")
+
+    async def main():
+        mallory, bob = await connect(server, who["mallory"] + "/x", who["bob"] + "/pc")
+        try:
+            # bob asked carol; mallory pretends to be carol approving it.
+            bob.send_presence(pto=who["carol"], ptype="subscribe")
+            await bob.expect(roster_push(who["carol"], ask="subscribe"))
+            mark = len(server.log_text())
+            mallory.send_raw(f"<presence type='subscribed' to='{who['bob']}' from='{who['carol']}'/>")
+            await asyncio.wait_for(mallory.closed, 10)
+            assert "invalid-from" in server.log_text()[mark:]
+            await bob.settle()
+            assert bob.received(presence(who["carol"], "subscribed")) == []
+            roster = await bob.fetch_roster()
+            item = roster.find(f"{ROSTER}query/{ROSTER}item")
+            assert item.get("subscription") == "none" and item.get("ask") == "subscribe"
+        finally:
+            await close_all(mallory, bob)
     run(main())
