@@ -47,6 +47,8 @@ CARBONS = "urn:xmpp:carbons:2"
 FORWARD = "urn:xmpp:forward:0"
 # XEP-0334 message processing hints
 HINTS = "urn:xmpp:hints"
+# XEP-0172 user nickname
+NICK = "http://jabber.org/protocol/nick"
 # XEP-0085 chat states
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 # XEP-0049 private XML storage

@@ -102,9 +102,15 @@ class XMPPServer(service.MultiService):
         for port in self.ports:
             yield port.stopListening()
         self.ports.clear()
+        # Sessions end while the components still run, so each one's logout is
+        # handled as usual (unavailable presence, last activity), and the work
+        # handlers started is finished before the storage closes.
         for resources in list(self.router.sessions.values()):
             for session in list(resources.values()):
+                if self.router.unbind(session):
+                    self.session_closed(session)
                 session.stream_error("system-shutdown", "the server is stopping")
+        yield self.router.drain()
         yield super().stopService()
         yield self.storage.stop()
 

@@ -115,18 +115,20 @@ def test_a_dropped_connection_counts_as_logout_without_status():
     assert seconds <= 1 and text == ""
 
 
-def test_logout_is_recorded_only_when_the_last_resource_goes():
+def test_last_activity_is_recorded_when_the_last_available_resource_goes():
     h = harness()
     allow(h, "bob@localhost", "alice@localhost")
     pc = h.login("bob@localhost/pc")
     phone = h.login("bob@localhost/phone")
-    pc.feed("<presence type='unavailable'><status>Heading Home</status></presence>")
-    pc.logout()
-    assert record(h, "bob@localhost") is None
+    pc.feed("<presence type='unavailable'><status>Popping out</status></presence>")
+    assert record(h, "bob@localhost") is None  # the phone is still available
     alice = h.login("alice@localhost/phone")
     assert answer(ask(alice, "bob@localhost")) == (0, "")
+    phone.feed("<presence type='unavailable'><status>Heading Home</status></presence>")
+    assert record(h, "bob@localhost")["status"] == "Heading Home"
     phone.logout()
-    # the last unavailable presence the user sent is the one remembered
+    pc.logout()
+    # logging out after saying unavailable keeps the moment and status of that
     assert record(h, "bob@localhost")["status"] == "Heading Home"
 
 
@@ -191,14 +193,16 @@ def test_the_record_survives_a_restart():
 
 # -- an online user (§3: seconds='0') -------------------------------------------------
 
-def test_a_user_with_a_connected_resource_is_reported_as_zero_seconds():
+def test_a_connected_but_unavailable_user_is_not_given_away_as_online():
+    """XEP-0012 §3: '0' means available; an invisible client stays invisible."""
     h = harness()
     allow(h, "bob@localhost", "alice@localhost")
     store = h.component("last").store["lastactivity"]
     result_of(store.set("bob@localhost", {"when": time.time() - 903, "status": "old"}))
-    h.login("bob@localhost/pc", available=False)  # connected, not even available
+    h.login("bob@localhost/pc", available=False)  # connected, not available
     alice = h.login("alice@localhost/phone")
-    assert answer(ask(alice, "bob@localhost")) == (0, "")
+    seconds, status = answer(ask(alice, "bob@localhost"))
+    assert seconds >= 903 and status == "old"
 
 
 def test_a_user_asking_about_themselves_is_allowed_and_online():
@@ -326,7 +330,7 @@ def test_a_full_jid_query_is_delivered_when_the_roster_must_be_read_from_storage
     h = harness()
     allow(h, "bob@localhost", "alice@localhost")
     bob = h.login("bob@localhost/pc")
-    h.component("roster")._cache.pop("bob@localhost", None)  # force the storage path
+    h.component("roster").forget("bob@localhost")  # force the storage path
     alice = h.login("alice@localhost/phone")
     bob.take()
     alice.feed(f"<iq type='get' id='f3' to='bob@localhost/pc'><query xmlns='{LAST}'/></iq>")

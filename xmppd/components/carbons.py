@@ -254,6 +254,8 @@ class CarbonsComponent(Component):
         if not targets or not eligible(event.stanza, inbound=True):
             return False
         addressed = self._addressees(event)
+        if not addressed and (event.type or "normal") in ("chat", "normal"):
+            return False  # nobody gets it now: offline storage keeps it (XEP-0160), one copy
         self._copy("received", event.stanza, bare,
                    [s for s in targets if s not in addressed and s is not origin])
         return False

@@ -78,8 +78,8 @@ class LastActivityComponent(Component):
 
     def __init__(self, server, config: dict[str, Any]):
         super().__init__(server, config)
-        #: bare JID → status text of its last unavailable presence, until it logs out
-        self._status: dict[str, str | None] = {}
+        #: users whose last unavailable presence is already recorded (not again at logout)
+        self._recorded: set[str] = set()
 
     # -- the server (§5) ---------------------------------------------------------
 
@@ -97,7 +97,9 @@ class LastActivityComponent(Component):
         allowed = yield self.may_see_presence(user, event.from_)
         if not allowed:
             return event.error("forbidden")
-        if self.router.resources(user):
+        if any(s.available for s in self.router.resources(user).values()):
+            # §3: '0' means available now; a connected but unavailable
+            # (invisible) client must not be given away.
             return event.reply(last_query(0))
         record = yield self.store["lastactivity"].get(user)
         if not record:
@@ -155,22 +157,37 @@ class LastActivityComponent(Component):
 
     @handles("presence/self", priority=10)
     def unavailable(self, event: StanzaEvent):
-        """Remember the status text of a broadcast unavailable presence; the
-        presence component (lower priority) still handles the stanza."""
-        if event.type == "unavailable" and event.stanza.getAttribute("to") is None \
-                and event.from_ is not None:
-            status = next((str(c) for c in event.stanza.elements(ns.CLIENT, "status")), None)
-            self._status[event.from_.userhost()] = status or None
+        """Record the moment the user's last available resource says unavailable
+        (and its status text); the presence component (lower priority) still
+        handles the stanza."""
+        if event.stanza.getAttribute("to") is not None or event.from_ is None:
+            return False
+        bare = event.from_.userhost()
+        if event.type is None:
+            self._recorded.discard(bare)
+        elif event.type == "unavailable":
+            others = [s for s in self.router.resources(bare).values()
+                      if s.available and s is not event.origin]
+            if not others and getattr(event.origin, "available", False):
+                status = next((str(c) for c in event.stanza.elements(ns.CLIENT, "status")), None)
+                self._record(bare, status or None)
+                self._recorded.add(bare)
         return False
 
     @handles("resource-unbind")
     def logged_out(self, session: Any):
-        """The user's last session went: that is the logout §3 counts from.
-        Fires after the router forgot the session."""
+        """The user's last session went: that is the logout §3 counts from,
+        unless the user already said unavailable (recorded then, with its
+        status). Fires after the router forgot the session."""
         bare = getattr(session, "bare", None)
         if not bare or self.router.resources(bare):
             return False
-        record = {"when": time.time(), "status": self._status.pop(bare, None)}
-        self.store["lastactivity"].set(bare, record).addErrback(
-            lambda f: self.log.failure("recording the last activity of {user}", f, user=bare))
+        if bare in self._recorded:
+            self._recorded.discard(bare)
+            return False
+        self._record(bare, None)
         return False
+
+    def _record(self, bare: str, status: str | None) -> None:
+        self.store["lastactivity"].set(bare, {"when": time.time(), "status": status}).addErrback(
+            lambda f: self.log.failure("recording the last activity of {user}", f, user=bare))

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.words.xish import domish
 
+from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
@@ -180,6 +181,13 @@ class OfflineComponent(Component):
         d.addBoth(lambda _: self._delivering.discard(session))
         return False
 
+    def _blocked(self, user: str, sender: str | None) -> bool:
+        blocking = self.server.components.get("blocking")
+        if blocking is None or not sender:
+            return False
+        parsed = jidlib.parse_or_none(sender)
+        return parsed is not None and blocking.is_blocked(user, parsed)
+
     @defer.inlineCallbacks
     def _deliver(self, session: Any):
         store = self.store["offline"]
@@ -202,6 +210,9 @@ class OfflineComponent(Component):
                     self.log.failure("dropping a damaged offline message {id} of {user}",
                                      id=item.id, user=user)
                 else:
+                    if self._blocked(user, item.with_):
+                        sent.append(item.id)  # XEP-0191: blocked since it was stored
+                        continue
                     delay = stanza.addElement((ns.DELAY, "delay"), content=DELAY_TEXT)
                     delay["from"] = host
                     delay["stamp"] = delay_stamp(item.when)

@@ -28,6 +28,7 @@ import time
 from twisted.internet import defer
 from twisted.words.xish import domish
 
+from xmppd import jid as jidlib
 from xmppd import ns, subscription
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
@@ -47,10 +48,11 @@ def presence(from_: str, to: str, stype: str | None = None) -> domish.Element:
 
 
 def readdressed(stanza: domish.Element, to: str, from_: str | None = None) -> domish.Element:
-    """A copy of ``stanza`` addressed elsewhere; the payload is shared, not copied."""
+    """A copy of ``stanza`` addressed elsewhere; the payload elements are shared,
+    not copied (adding a child to one copy does not change the others)."""
     copy = domish.Element((stanza.uri, stanza.name), stanza.defaultUri)
     copy.attributes = dict(stanza.attributes)
-    copy.children = stanza.children
+    copy.children = list(stanza.children)
     copy["to"] = to
     if from_ is not None:
         copy["from"] = from_
@@ -135,7 +137,11 @@ class PresenceComponent(Component):
             for contact in roster.subscriptions():
                 # From the session, so the user's blocklist applies to probes too.
                 self.router.route(presence(full, contact, "probe"), session)
+            blocking = self.server.components.get("blocking")
             for item in roster.pending_requests():  # §3.1.3: requests wait for this
+                if blocking is not None and blocking.is_blocked(session.bare,
+                                                                jidlib.parse(item.jid)):
+                    continue  # XEP-0191: nothing from a blocked JID reaches the user
                 session.send(self._pending_request(item, session))
         self.router.fire("presence/initial", session)
 
@@ -153,6 +159,11 @@ class PresenceComponent(Component):
 
     def _unavailable(self, session, stanza: domish.Element):
         if not session.available:
+            # Never broadcast, but it may have sent directed presence (to a
+            # chat room, say): §4.6.3, those targets hear it end.
+            full = session.jid.full()
+            for target in self._directed.pop(full, ()):
+                self.router.route(readdressed(stanza, target, full), session)
             return True
         session.available = False
         session.presence = None
@@ -179,12 +190,13 @@ class PresenceComponent(Component):
     def gone(self, session):
         """A session closed or its connection dropped: RFC 6121 §4.5.2 says the
         server broadcasts unavailable presence on its behalf."""
-        if session.available and getattr(session, "jid", None) is not None:
+        if getattr(session, "jid", None) is not None:
             stanza = presence(session.jid.full(), session.bare, "unavailable")
             del stanza.attributes["to"]
-            self._unavailable(session, stanza)
-        elif getattr(session, "jid", None) is not None:
-            self._directed.pop(session.jid.full(), None)
+            result = self._unavailable(session, stanza)
+            if isinstance(result, defer.Deferred):
+                result.addErrback(lambda f: self.log.failure(
+                    "unavailable presence for {jid}", f, jid=session.jid.full()))
         session.available = False
         return False
 
@@ -330,7 +342,7 @@ class PresenceComponent(Component):
         outcome = subscription.inbound(before, stype, approved=bool(item and item.approved))
         request = None
         if stype == "subscribe":
-            request = readdressed(event.stanza, user, contact)
+            request = _kept_request(event.stanza, user, contact)
         yield rosters.apply(roster, contact, outcome.state,
                             pending_stanza=request.toXml() if request is not None else None)
         if outcome.forward:
@@ -369,6 +381,22 @@ class PresenceComponent(Component):
         if not sessions:
             self.router.route(presence(user, prober.full(), "unavailable"))
         return True
+
+
+#: What of a subscription request is kept for later delivery: the status text
+#: and the XEP-0172 nickname, each at most this many characters.
+_KEPT = {(ns.CLIENT, "status"), (ns.NICK, "nick")}
+_KEPT_LENGTH = 1024
+
+
+def _kept_request(stanza: domish.Element, user: str, contact: str) -> domish.Element:
+    """The part of a subscribe worth storing until the user answers it: a
+    waiting request costs a few hundred bytes, not a whole stanza's worth."""
+    request = presence(contact, user, "subscribe")
+    for child in stanza.elements():
+        if (child.uri, child.name) in _KEPT:
+            request.addElement((child.uri, child.name), content=str(child)[:_KEPT_LENGTH])
+    return request
 
 
 def _priority(stanza: domish.Element) -> int:

@@ -156,6 +156,9 @@ class RosterComponent(Component):
 
     def __init__(self, server, config):
         super().__init__(server, config)
+        #: rosters of users with a bound session: always in memory
+        self._online: dict[str, Roster] = {}
+        #: rosters of offline users, least recently used first (cache_size of them)
         self._cache: collections.OrderedDict[str, Roster] = collections.OrderedDict()
         self._loading: dict[str, list[defer.Deferred]] = {}
         #: bare JID → resources that asked for the roster (RFC 6121 §2.1.6 "interested")
@@ -173,9 +176,12 @@ class RosterComponent(Component):
         Concurrent loads of one roster share one read and one object, so
         changes made while a load is in flight are never lost.
         """
-        roster = self._cache.get(user)
+        roster = self._online.get(user)
+        if roster is None:
+            roster = self._cache.get(user)
+            if roster is not None:
+                self._cache.move_to_end(user)
         if roster is not None:
-            self._cache.move_to_end(user)
             return defer.succeed(roster)
         waiter: defer.Deferred = defer.Deferred()
         waiters = self._loading.get(user)
@@ -190,7 +196,11 @@ class RosterComponent(Component):
 
     def cached(self, user: str) -> Roster | None:
         """``user``'s roster if it is in memory (always, while the user is online)."""
-        return self._cache.get(user)
+        return self._online.get(user) or self._cache.get(user)
+
+    def forget(self, user: str) -> None:
+        """Drop an offline user's roster from memory (the next load reads the store)."""
+        self._cache.pop(user, None)
 
     def _loaded(self, result: Any, user: str) -> None:
         waiters = self._loading.pop(user)
@@ -199,16 +209,17 @@ class RosterComponent(Component):
             items = {jid: RosterItem.from_dict(jid, data) for jid, data in result.items()}
             result = Roster(user, items, int(meta.get("version", 0)), meta.get("epoch"),
                             int(meta.get("oldest", 0)))
-            self._cache[user] = result
-            self._trim()
+            if self.router.resources(user):
+                self._online[user] = result
+            else:
+                self._cache[user] = result
+                self._trim()
         for waiter in waiters:
             waiter.callback(result)  # a Failure goes down each waiter's errbacks
 
     def _trim(self) -> None:
-        limit = self.config["cache_size"]
-        offline = [u for u in self._cache if not self.router.resources(u)]
-        for user in offline[:max(0, len(offline) - limit)]:
-            del self._cache[user]
+        while len(self._cache) > self.config["cache_size"]:
+            self._cache.popitem(last=False)
 
     def apply(self, roster: Roster, contact: str, state: State, *,
               pending_stanza: str | None = None, approved: bool | None = None,
@@ -298,7 +309,11 @@ class RosterComponent(Component):
 
     @handles("resource-bind")
     def bound(self, session):
-        self.load(session.bare).addErrback(
+        user = session.bare
+        roster = self._cache.pop(user, None)
+        if roster is not None:
+            self._online[user] = roster  # kept while the user is online
+        self.load(user).addErrback(
             lambda f: self.log.failure("loading the roster of {user}", f, user=session.bare))
         return False
 
@@ -310,7 +325,10 @@ class RosterComponent(Component):
             if not interested:
                 del self._interested[session.bare]
         if not self.router.resources(session.bare):
-            self._trim()
+            roster = self._online.pop(session.bare, None)
+            if roster is not None:
+                self._cache[session.bare] = roster
+                self._trim()
         return False
 
     # -- RFC 6121 §2: iq get/set ----------------------------------------------------

@@ -76,6 +76,8 @@ class Router:
         #: The seam for destinations outside this process (s2s, other workers):
         #: ``remote(stanza, to_jid) -> bool``; None means "not reachable".
         self.remote: Callable[[domish.Element, Any], bool] | None = None
+        #: Deferreds handlers returned that have not fired yet (see :meth:`drain`).
+        self._pending: set[defer.Deferred] = set()
 
     # -- handlers ----------------------------------------------------------------
 
@@ -114,12 +116,25 @@ class Router:
                 continue
             if result is not True:
                 if isinstance(result, defer.Deferred):
+                    self._pending.add(result)
                     result.addCallbacks(self._deferred_reply, self._deferred_failure,
                                         callbackArgs=(event,), errbackArgs=(event, handler))
+                    result.addBoth(self._settled, result)
                 else:
                     self.reply(event, result)
             return True
         return False
+
+    def _settled(self, _: Any, d: defer.Deferred) -> None:
+        self._pending.discard(d)
+
+    @defer.inlineCallbacks
+    def drain(self):
+        """Fire once every handler's unfinished work (a store write, a chain of
+        them) has finished, including work that work started: a graceful
+        shutdown waits for this before it closes the storage."""
+        while self._pending:
+            yield defer.DeferredList(list(self._pending), consumeErrors=True)
 
     def _deferred_reply(self, result: Any, event: StanzaEvent) -> None:
         if result is not None and result is not True and result is not False:
