@@ -471,3 +471,20 @@ def test_initial_presence_sent_by_the_client_brings_the_stored_messages():
     assert [m["id"] for m in messages] == ["waiting"]
     assert delay_of(messages[0])["from"] == "localhost"
     assert stored(h) == []
+
+
+def test_messages_from_a_sender_blocked_since_are_dropped_not_delivered():
+    """XEP-0191 §3.3: once blocked, nothing from that JID reaches the user, not
+    even what waited in offline storage from before the block."""
+    h = Harness(["presence", "messaging", "offline", "blocking"])
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="before")
+    assert len(stored(h)) == 1
+    bob = h.login(BOB + "/pc", available=False)
+    bob.feed("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'>"
+             "<item jid='alice@localhost'/></block></iq>")
+    bob.take()
+    bob.feed("<presence/>")
+    assert [s for s in bob.take() if s.name == "message"] == []
+    assert stored(h) == []

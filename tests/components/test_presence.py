@@ -1008,3 +1008,62 @@ def test_presence_error_changes_no_subscription_state():
     # presence keeps flowing both ways
     s["bob/pc"].feed("<presence><show>away</show></presence>")
     assert presences(s["alice/phone"].take()) == [(f"{BOB}/pc", None)]
+
+
+# -- found in review ------------------------------------------------------------------------
+
+
+def test_directed_presence_of_a_never_available_session_ends_when_it_leaves():
+    """§4.6.3: a session that only ever sent directed presence (joined a room,
+    say) still tells that entity it is gone."""
+    h = world()
+    alice = connect(h, ALICE + "/phone", available=False)
+    carol = connect(h, CAROL + "/home")
+    alice.feed(f"<presence to='{CAROL}/home'/>")
+    assert presences(carol.take()) == [(ALICE + "/phone", None)]
+    alice.logout()
+    assert presences(carol.take()) == [(ALICE + "/phone", "unavailable")]
+
+
+def test_directed_presence_ends_on_explicit_unavailable_without_a_broadcast():
+    h = world()
+    alice = connect(h, ALICE + "/phone", available=False)
+    carol = connect(h, CAROL + "/home")
+    alice.feed(f"<presence to='{CAROL}/home'/>")
+    carol.take()
+    alice.feed("<presence type='unavailable'/>")
+    assert presences(carol.take()) == [(ALICE + "/phone", "unavailable")]
+
+
+def test_a_kept_subscription_request_is_trimmed_to_status_and_nick():
+    """A waiting request is stored until answered: only what a client shows
+    (status, XEP-0172 nick) is kept, each capped, not the whole stanza."""
+    h = world()
+    connect(h, BOB + "/pc")
+    alice = connect(h, ALICE + "/phone")
+    h.router.resources(BOB)["pc"].logout()
+    alice.feed(f"<presence type='subscribe' to='{BOB}'><status>{'s' * 5000}</status>"
+               f"<nick xmlns='http://jabber.org/protocol/nick'>Al</nick>"
+               f"<junk xmlns='urn:example:junk'>{'j' * 5000}</junk></presence>")
+    kept = parse(stored(h, BOB)[ALICE]["pending_in"])
+    assert [(c.uri, c.name) for c in kept.elements()] == [
+        (ns.CLIENT, "status"), ("http://jabber.org/protocol/nick", "nick")]
+    assert len(str(next(kept.elements(ns.CLIENT, "status")))) == 1024
+    bob = h.login(BOB + "/pc", available=False)
+    bob.feed("<presence/>")
+    request = [p for p in bob.take() if p.getAttribute("type") == "subscribe"]
+    assert len(request) == 1 and request[0].getAttribute("from") == ALICE
+
+
+def test_a_pending_request_from_a_blocked_jid_is_not_redelivered():
+    """XEP-0191 §3.3: nothing from a blocked JID reaches the user, including a
+    subscription request that waited for them."""
+    h = Harness(["roster", "presence", "messaging", "blocking"])
+    alice = connect(h, ALICE + "/phone")
+    alice.feed(f"<presence type='subscribe' to='{BOB}'/>")  # bob is offline
+    bob = h.login(BOB + "/pc", available=False)
+    bob.feed(f"<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='{ALICE}'/>"
+             "</block></iq>")
+    bob.take()
+    bob.feed("<presence/>")
+    assert [p for p in bob.take() if p.getAttribute("type") == "subscribe"] == []
