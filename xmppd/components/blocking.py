@@ -73,6 +73,7 @@ from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
+from xmppd.locks import KeyedLock
 
 #: Outbound presence types that only end a subscription; never blocked (see above).
 _ENDING = frozenset(("unsubscribe", "unsubscribed"))
@@ -108,7 +109,7 @@ class BlockingComponent(Component):
         self._interested: dict[str, dict[str, Any]] = {}
         #: stanzas waiting for the lists to load, as (stanza, origin); None once loaded
         self._held: list[tuple[domish.Element, Any]] | None = []
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._locks = KeyedLock()
 
     # -- start-up: every list into memory ----------------------------------------------
 
@@ -217,19 +218,7 @@ class BlockingComponent(Component):
         if blocking and not jids:
             return event.error("bad-request", "modify", "a block command needs at least one item")
         user = event.from_.userhost()
-        return self._serialised(user, self._apply, event, user, jids, blocking)
-
-    def _serialised(self, user: str, function, *args) -> defer.Deferred:
-        """Run ``function`` for ``user`` after any edit of theirs still in flight."""
-        lock = self._locks.get(user)
-        if lock is None:
-            lock = self._locks[user] = defer.DeferredLock()
-
-        def forget(result):
-            if not lock.locked and not lock.waiting and self._locks.get(user) is lock:
-                del self._locks[user]
-            return result
-        return lock.run(function, *args).addBoth(forget)
+        return self._locks.run(user, self._apply, event, user, jids, blocking)
 
     @defer.inlineCallbacks
     def _apply(self, event, user: str, jids: list[str], blocking: bool):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.words.xish import domish
@@ -33,6 +33,7 @@ from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
+from xmppd.locks import KeyedLock
 from xmppd.router.events import StanzaEvent
 from xmppd.xml.stream import parse_element
 
@@ -110,7 +111,7 @@ class OfflineComponent(Component):
     def __init__(self, server: Any, config: dict[str, Any]):
         super().__init__(server, config)
         #: bare JID → the lock its storage operations queue on (dropped when idle)
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._locks = KeyedLock()
         #: sessions whose delivery is under way, so a repeated event is ignored
         self._delivering: weakref.WeakSet = weakref.WeakSet()
 
@@ -130,7 +131,7 @@ class OfflineComponent(Component):
         text = event.stanza.toXml()
         keep = worth_storing(event.stanza)
         sender = event.from_.userhost() if event.from_ is not None else None
-        d = self._serialised(user, self._store, event, user, text, keep, sender)
+        d = self._locks.run(user, self._store, event, user, text, keep, sender)
         d.addErrback(self._store_failed, event, user)
         return d
 
@@ -175,7 +176,7 @@ class OfflineComponent(Component):
         if session in self._delivering:
             return False
         self._delivering.add(session)
-        d = self._serialised(session.bare, self._deliver, session)
+        d = self._locks.run(session.bare, self._deliver, session)
         d.addErrback(lambda failure: self.log.failure(
             "cannot deliver offline messages to {jid}", failure=failure, jid=session.jid.full()))
         d.addBoth(lambda _: self._delivering.discard(session))
@@ -234,18 +235,3 @@ class OfflineComponent(Component):
         have gone while the store was being read; then the rest waits.)"""
         return bool(session.available) and \
             self.router.resources(session.bare).get(session.resource) is session
-
-    # -- one operation at a time per user --------------------------------------------
-
-    def _serialised(self, user: str, func: Callable, *args: Any) -> defer.Deferred:
-        """Run ``func(*args)`` once ``user``'s earlier operations have finished."""
-        lock = self._locks.get(user)
-        if lock is None:
-            lock = self._locks[user] = defer.DeferredLock()
-        d = lock.run(func, *args)
-
-        def forget(result):
-            if not lock.locked and not lock.waiting and self._locks.get(user) is lock:
-                del self._locks[user]
-            return result
-        return d.addBoth(forget)

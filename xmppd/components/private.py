@@ -49,6 +49,7 @@ from twisted.words.xish import domish
 from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
+from xmppd.locks import KeyedLock
 from xmppd.router.events import StanzaEvent
 from xmppd.xml.stream import parse_element
 
@@ -94,7 +95,7 @@ class PrivateComponent(Component):
     def __init__(self, server, config: dict[str, Any]):
         super().__init__(server, config)
         #: per user: sets run one at a time, so the size check sees every write
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._locks = KeyedLock()
 
     # -- another user's storage: refused (XEP-0049 §2.3, §4) --------------------
 
@@ -139,15 +140,7 @@ class PrivateComponent(Component):
             return problem
         changes = {storage_key(e): None if is_empty(e) else e.toXml() for e in elements}
         user = event.from_.userhost()
-        lock = self._locks.setdefault(user, defer.DeferredLock())
-        d = lock.run(self._write, event, user, changes)
-        d.addBoth(self._release, user, lock)
-        return d
-
-    def _release(self, result: Any, user: str, lock: defer.DeferredLock) -> Any:
-        if not lock.locked and not lock.waiting and self._locks.get(user) is lock:
-            del self._locks[user]
-        return result
+        return self._locks.run(user, self._write, event, user, changes)
 
     @defer.inlineCallbacks
     def _write(self, event: StanzaEvent, user: str, changes: dict[str, str | None]):
