@@ -34,6 +34,7 @@ from twisted.words.xish import domish
 
 from xmppd import ns
 from xmppd.component import Component, handles
+from xmppd.components.messaging import bare_recipients
 from xmppd.router.events import StanzaEvent
 
 # Namespaces §6.1 names that xmppd/ns.py does not define yet (nothing else in
@@ -186,20 +187,17 @@ class CarbonsComponent(Component):
 
         A bound full JID gets it; an unbound one, or the bare JID, means the
         available resources of highest non-negative priority for chat and
-        normal (RFC 6121 §8.5.2.1.1, §8.5.3.2.1). This mirrors
-        ``MessagingComponent.to_bare``; the two must change together.
+        normal (RFC 6121 §8.5.2.1.1, §8.5.3.2.1): the messaging component's
+        own rule, :func:`~xmppd.components.messaging.bare_recipients`.
         """
         to = event.to
         resources = self.router.resources(to.userhost())
         if to.resource is not None and to.resource in resources:
             return [resources[to.resource]]
-        if (event.type or "normal") not in ("chat", "normal"):
+        stype = event.type or "normal"
+        if stype not in ("chat", "normal"):
             return []
-        sessions = [s for s in resources.values() if s.available and s.priority >= 0]
-        if not sessions:
-            return []
-        top = max(s.priority for s in sessions)
-        return [s for s in sessions if s.priority == top]
+        return bare_recipients(resources.values(), stype)
 
     # -- sent copies (§8) ------------------------------------------------------------
 

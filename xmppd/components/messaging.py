@@ -7,10 +7,26 @@ message is offered to ``message/offline`` (XEP-0160 storage hooks it); if
 nobody takes it the sender gets service-unavailable.
 """
 
+from typing import Any, Iterable
+
 from xmppd.component import Component, handles
 
 
+def bare_recipients(sessions: Iterable[Any], stype: str) -> list[Any]:
+    """Which of a user's sessions get a message of type ``stype`` sent to the
+    bare JID (RFC 6121 §8.5.2.1): the available ones of non-negative priority;
+    all of them for a headline, else only those of the highest priority.
+    Carbons asks the same question to know who already has the message."""
+    eligible = [s for s in sessions if s.available and s.priority >= 0]
+    if stype != "headline" and eligible:
+        top = max(s.priority for s in eligible)
+        return [s for s in eligible if s.priority == top]
+    return eligible
+
+
 class MessagingComponent(Component):
+    """Delivery of messages addressed to a local user's bare JID."""
+
     name = "messaging"
 
     @handles("message/bare", priority=-100)
@@ -20,11 +36,7 @@ class MessagingComponent(Component):
             return True
         if stype == "groupchat":
             return event.error("service-unavailable")
-        sessions = [s for s in self.router.resources(event.to.userhost()).values()
-                    if s.available and s.priority >= 0]
-        if stype != "headline" and sessions:
-            top = max(s.priority for s in sessions)
-            sessions = [s for s in sessions if s.priority == top]
+        sessions = bare_recipients(self.router.resources(event.to.userhost()).values(), stype)
         for session in sessions:
             session.send(event.stanza)
         if sessions or stype == "headline":
