@@ -19,6 +19,10 @@ from xmppd.router import Router
 from xmppd.storage import open_storage
 
 
+#: Seconds a graceful stop waits for handlers' unfinished work (store writes).
+DRAIN_TIMEOUT = 10
+
+
 class XMPPServer(service.MultiService):
     """An xmppd server: a :class:`MultiService` of its components.
 
@@ -110,9 +114,23 @@ class XMPPServer(service.MultiService):
                 if self.router.unbind(session):
                     self.session_closed(session)
                 session.stream_error("system-shutdown", "the server is stopping")
-        yield self.router.drain()
+        yield self._drain(DRAIN_TIMEOUT)
         yield super().stopService()
         yield self.storage.stop()
+
+    @defer.inlineCallbacks
+    def _drain(self, timeout: float):
+        """Wait for the handlers' unfinished work, but not for ever: a stuck
+        handler must not keep the process from stopping."""
+        drained = self.router.drain()
+        timer: defer.Deferred = defer.Deferred()
+        call = reactor.callLater(timeout, timer.callback, None)
+        yield defer.DeferredList([drained, timer], fireOnOneCallback=True, consumeErrors=True)
+        if call.active():
+            call.cancel()
+        else:
+            self.log.warn("stopping with handler work unfinished after {timeout} s",
+                          timeout=timeout)
 
     # -- what components contribute ------------------------------------------------
 

@@ -346,3 +346,23 @@ def test_hooks_with_equal_priority_run_in_registration_order():
     router.hook("custom", lambda e: calls.append("first") and False, priority=5)
     assert router.fire("custom", object()) is False
     assert calls == ["first", "a", "b"]
+
+
+def test_drain_waits_for_work_handlers_left_unfinished():
+    """A graceful stop waits for handlers' Deferreds (store writes) before the
+    storage closes; drain fires once they, and what they started, are done."""
+    from twisted.internet import defer
+    h = Harness([])
+    alice = h.login("alice@localhost/phone")
+    gate, second = defer.Deferred(), defer.Deferred()
+    # the first handler's work goes on to route another stanza before it ends
+    first = gate.addCallback(lambda _: alice.feed("<presence to='localhost'/>"))
+    h.router.hook("message/host", lambda event: first)
+    h.router.hook("presence/host", lambda event: second)
+    alice.feed("<message to='localhost' id='m'/>")
+    drained = h.router.drain()
+    assert not drained.called
+    gate.callback(None)
+    assert not drained.called  # the work the first started is still running
+    second.callback(True)
+    assert drained.called
