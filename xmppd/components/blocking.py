@@ -74,6 +74,7 @@ from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
 from xmppd.locks import KeyedLock
+from xmppd.router.events import presence, readdressed
 
 #: Outbound presence types that only end a subscription; never blocked (see above).
 _ENDING = frozenset(("unsubscribe", "unsubscribed"))
@@ -287,14 +288,9 @@ class BlockingComponent(Component):
                     continue
                 full = session.jid.full()
                 if now_blocked:
-                    presence = domish.Element((ns.CLIENT, "presence"))
-                    presence["type"] = "unavailable"
+                    self.router.route(presence(full, target, "unavailable"))
                 elif session.presence is not None:
-                    presence = _copy(session.presence)
-                else:
-                    continue
-                presence["from"], presence["to"] = full, target
-                self.router.route(presence)
+                    self.router.route(readdressed(session.presence, target, full))
 
     # -- enforcement -------------------------------------------------------------------------
 
@@ -349,11 +345,3 @@ def _changed_targets(subscribers: set[str], before: frozenset[str],
                if matches(before, jidlib.parse(address)) != matches(after, jidlib.parse(address))}
     # A full JID whose bare JID is told already needs no second stanza.
     return sorted(a for a in changed if "/" not in a or a.split("/", 1)[0] not in changed)
-
-
-def _copy(stanza: domish.Element) -> domish.Element:
-    """A shallow copy to re-address (the payload children are shared)."""
-    copy = domish.Element((stanza.uri, stanza.name), stanza.defaultUri)
-    copy.attributes = dict(stanza.attributes)
-    copy.children = list(stanza.children)
-    return copy

@@ -32,31 +32,10 @@ from xmppd import jid as jidlib
 from xmppd import ns, subscription
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
-from xmppd.router.events import stanza_error
+from xmppd.router.events import presence, readdressed, stanza_error
 from xmppd.xml.stream import parse_element
 
 SUBSCRIPTION_TYPES = frozenset(subscription.TYPES)
-
-
-def presence(from_: str, to: str, stype: str | None = None) -> domish.Element:
-    """A bare ``<presence/>`` the server sends on someone's behalf."""
-    element = domish.Element((ns.CLIENT, "presence"))
-    element["from"], element["to"] = from_, to
-    if stype is not None:
-        element["type"] = stype
-    return element
-
-
-def readdressed(stanza: domish.Element, to: str, from_: str | None = None) -> domish.Element:
-    """A copy of ``stanza`` addressed elsewhere; the payload elements are shared,
-    not copied (adding a child to one copy does not change the others)."""
-    copy = domish.Element((stanza.uri, stanza.name), stanza.defaultUri)
-    copy.attributes = dict(stanza.attributes)
-    copy.children = list(stanza.children)
-    copy["to"] = to
-    if from_ is not None:
-        copy["from"] = from_
-    return copy
 
 
 class PresenceComponent(Component):

@@ -28,6 +28,7 @@ from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
+from xmppd.router.events import presence
 from xmppd.subscription import State
 
 #: Longest item name or group name accepted (bytes of UTF-8), as for JID parts.
@@ -442,10 +443,8 @@ class RosterComponent(Component):
             # still subscribed, i.e. before the unsubscribed.
             for session in list(self.router.resources(user).values()):
                 if session.available:
-                    gone = domish.Element((ns.CLIENT, "presence"))
-                    gone["from"], gone["to"] = session.jid.full(), contact
-                    gone["type"] = "unavailable"
-                    self.router.route(gone, session)
+                    self.router.route(presence(session.jid.full(), contact, "unavailable"),
+                                      session)
         if item.subscription in ("from", "both") or item.pending_in is not None:
             self._send_presence(user, contact, "unsubscribed")
         was_listed = item.listed
@@ -457,9 +456,7 @@ class RosterComponent(Component):
         return event.reply()
 
     def _send_presence(self, user: str, contact: str, stype: str) -> None:
-        presence = domish.Element((ns.CLIENT, "presence"))
-        presence["from"], presence["to"], presence["type"] = user, contact, stype
-        self.router.route(presence)
+        self.router.route(presence(user, contact, stype))
 
     # -- another user's roster ---------------------------------------------------------
 

@@ -50,6 +50,27 @@ def iq_result(stanza: domish.Element, child: domish.Element | None = None) -> do
     return reply
 
 
+def presence(from_: str, to: str, stype: str | None = None) -> domish.Element:
+    """A bare ``<presence/>`` the server sends on someone's behalf."""
+    element = domish.Element((ns.CLIENT, "presence"))
+    element["from"], element["to"] = from_, to
+    if stype is not None:
+        element["type"] = stype
+    return element
+
+
+def readdressed(stanza: domish.Element, to: str, from_: str | None = None) -> domish.Element:
+    """A copy of ``stanza`` addressed elsewhere; the payload elements are shared,
+    not copied (adding a child to one copy does not change the others)."""
+    copy = domish.Element((stanza.uri, stanza.name), stanza.defaultUri)
+    copy.attributes = dict(stanza.attributes)
+    copy.children = list(stanza.children)
+    copy["to"] = to
+    if from_ is not None:
+        copy["from"] = from_
+    return copy
+
+
 class StanzaEvent:
     """One stanza on its way through the router, as handlers see it.
 
