@@ -1,0 +1,268 @@
+"""The load generator: many XMPP client connections in one asyncio process.
+
+It speaks just enough XMPP to log in the way real clients do (stream header,
+STARTTLS, SCRAM-SHA-1, resource binding, initial presence) and then sends and
+counts stanzas as raw bytes: it never builds an XML tree. That keeps it cheap
+enough that the server, not the generator, is what a benchmark measures; every
+run prints the generator's own CPU share beside the server's to show it.
+
+Both servers under test get exactly the same bytes from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import ssl
+import time
+
+#: SCRAM-SHA-1 is the mechanism both servers verify (Prosody 0.12 stores only
+#: SHA-1 keys). The salted password depends only on password, salt and
+#: iteration count, and a real client caches it too, so it is derived once.
+_salted_cache: dict[tuple[bytes, bytes, int], bytes] = {}
+
+_FEATURES_END = re.compile(rb"</stream:features>|<stream:features\s*/>")
+_CHALLENGE = re.compile(rb"<challenge[^>]*>([^<]*)</challenge>")
+_SUCCESS = re.compile(rb"<success[^>]*(?:/>|>([^<]*)</success>)")
+_FAILURE = re.compile(rb"<failure[^>]*>.*?</failure>|<failure[^>]*/>", re.S)
+_BIND_JID = re.compile(rb"<jid>([^<]+)</jid>")
+_ID = re.compile(rb"""\sid=(?:'([^']*)'|"([^"]*)")""")
+_STREAM_ERROR = re.compile(rb"<stream:error>.*?</stream:error>", re.S)
+
+
+class LoginFailed(Exception):
+    pass
+
+
+def _salted(password: bytes, salt: bytes, iterations: int) -> bytes:
+    key = (password, salt, iterations)
+    if key not in _salted_cache:
+        _salted_cache[key] = hashlib.pbkdf2_hmac("sha1", password, salt, iterations)
+    return _salted_cache[key]
+
+
+def client_tls_context() -> ssl.SSLContext:
+    """Certificates are not checked: both servers use the same self-signed one."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_TLS = None
+
+
+class Connection(asyncio.Protocol):
+    """One client connection. Login is a coroutine; after it, received stanzas
+    are cut out of the byte stream at their end tags and passed to ``on_stanza``."""
+
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future | None = None
+        self.pattern: re.Pattern | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.on_stanza = None  # callable(bytes) once logged in
+        self.jid = ""
+
+    # -- asyncio protocol ----------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_stanza is not None:
+            self._stanzas(data)
+            return
+        self.buffer += data
+        self._check()
+
+    def connection_lost(self, exc):
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(LoginFailed(f"connection lost: {exc!r}; got {self.buffer[-300:]!r}"))
+
+    # -- login ---------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.waiter is None or self.waiter.done():
+            return
+        error = _STREAM_ERROR.search(self.buffer)
+        if error:
+            self.waiter.set_exception(LoginFailed(error.group(0).decode(errors="replace")))
+            return
+        match = self.pattern.search(self.buffer)
+        if match:
+            self.buffer = self.buffer[match.end():]
+            self.waiter.set_result(match)
+
+    async def expect(self, pattern: re.Pattern, timeout: float = 60.0) -> re.Match:
+        self.pattern = pattern
+        self.waiter = asyncio.get_running_loop().create_future()
+        self._check()
+        return await asyncio.wait_for(self.waiter, timeout)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _header(self, domain: str) -> None:
+        self.write(f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' "
+                   f"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".encode())
+
+    async def login(self, domain: str, user: str, password: str, resource: str,
+                    starttls: bool, presence: bool = True) -> None:
+        """Log in as ``user@domain/resource``; with ``presence`` send initial
+        presence and wait for the server's echo of it (RFC 6121 §4.2.2)."""
+        global _TLS
+        self._header(domain)
+        features = await self.expect(_FEATURES_END)
+        if starttls:
+            self.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            await self.expect(re.compile(rb"<proceed[^>]*>"))
+            if _TLS is None:
+                _TLS = client_tls_context()
+            loop = asyncio.get_running_loop()
+            self.buffer = b""
+            self.transport = await loop.start_tls(self.transport, self, _TLS, server_hostname=domain)
+            self._header(domain)
+            features = await self.expect(_FEATURES_END)
+        del features
+        # SCRAM-SHA-1 (RFC 5802), no channel binding.
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n={user},r={nonce}"
+        self.write(("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>"
+                    + base64.b64encode(f"n,,{first_bare}".encode()).decode() + "</auth>").encode())
+        challenge = base64.b64decode((await self.expect(_CHALLENGE)).group(1))
+        fields = dict(item.split(b"=", 1) for item in challenge.split(b","))
+        salted = _salted(password.encode(), base64.b64decode(fields[b"s"]), int(fields[b"i"]))
+        final_bare = f"c=biws,r={fields[b'r'].decode()}"
+        auth_message = f"{first_bare},{challenge.decode()},{final_bare}".encode()
+        client_key = hmac.digest(salted, b"Client Key", "sha1")
+        signature = hmac.digest(hashlib.sha1(client_key).digest(), auth_message, "sha1")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        self.write(("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.b64encode(
+            f"{final_bare},p={base64.b64encode(proof).decode()}".encode()).decode()
+            + "</response>").encode())
+        match = await self.expect(re.compile(_SUCCESS.pattern + rb"|" + _FAILURE.pattern, re.S))
+        if not match.group(0).startswith(b"<success"):
+            raise LoginFailed(f"{user}: {match.group(0).decode(errors='replace')}")
+        self._header(domain)
+        await self.expect(_FEATURES_END)
+        self.write(f"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                   f"<resource>{resource}</resource></bind></iq>".encode())
+        self.jid = (await self.expect(_BIND_JID)).group(1).decode()
+        await self.expect(re.compile(rb"</iq>"))
+        if presence:
+            self.write(b"<presence/>")
+            await self.expect(re.compile(rb"<presence[^>]*(?:/>|>.*?</presence>)", re.S))
+
+    # -- after login -----------------------------------------------------------------
+
+    def stanzas(self, on_stanza) -> None:
+        """From now on, hand every complete top-level element to ``on_stanza``."""
+        self.on_stanza = on_stanza
+        rest, self.buffer = self.buffer, b""
+        if rest:
+            self._stanzas(rest)
+
+    def _stanzas(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        # Stanzas the generator receives are flat enough that the end tag of
+        # the outer element is the first one of its kind after it starts.
+        while True:
+            if buffer.startswith(b"<message", start):
+                end = buffer.find(b"</message>", start)
+                size = 10
+            elif buffer.startswith(b"<presence", start) or buffer.startswith(b"<iq", start):
+                tag = b"</presence>" if buffer[start + 1] == 112 else b"</iq>"
+                close = buffer.find(b">", start)
+                if close == -1:
+                    break
+                if buffer[close - 1] == 47:  # self-closing
+                    self.on_stanza(buffer[start:close + 1])
+                    start = close + 1
+                    continue
+                end = buffer.find(tag, start)
+                size = len(tag)
+            elif start < len(buffer):
+                nxt = buffer.find(b"<", start)
+                if nxt == -1:
+                    start = len(buffer)
+                    break
+                if nxt == start:
+                    # something else (stream end, error): deliver up to the next '>'
+                    close = buffer.find(b">", start)
+                    if close == -1:
+                        break
+                    self.on_stanza(buffer[start:close + 1])
+                    start = close + 1
+                else:
+                    start = nxt
+                continue
+            else:
+                break
+            if end == -1:
+                break
+            self.on_stanza(buffer[start:end + size])
+            start = end + size
+        self.buffer = buffer[start:]
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"</stream:stream>")
+            self.transport.close()
+
+
+def stanza_id(stanza: bytes) -> bytes | None:
+    match = _ID.search(stanza, 0, stanza.find(b">"))
+    if match is None:
+        return None
+    return match.group(1) if match.group(1) is not None else match.group(2)
+
+
+async def connect(host: str, port: int) -> Connection:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(Connection, host, port)
+    return protocol
+
+
+async def login(host: str, port: int, domain: str, user: str, password: str,
+                resource: str = "bench", starttls: bool = True,
+                presence: bool = True) -> Connection:
+    conn = await connect(host, port)
+    try:
+        await conn.login(domain, user, password, resource, starttls, presence)
+    except BaseException:
+        conn.transport.abort()
+        raise
+    return conn
+
+
+class CPUMeter:
+    """This process's CPU seconds over a stretch of wall time."""
+
+    def __init__(self):
+        self.wall = time.monotonic()
+        t = os.times()
+        self.cpu = t.user + t.system
+
+    def share(self) -> float:
+        t = os.times()
+        wall = time.monotonic() - self.wall
+        return (t.user + t.system - self.cpu) / wall if wall > 0 else 0.0
+
+
+def install_fast_loop() -> str:
+    """uvloop when installed (``pip install '.[bench]'``), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Run the benchmark: xmppd beside Prosody, same load, same run, one table.
+
+    python bench/run.py                    # every scenario, 3 repeats each
+    python bench/run.py -s messages-plain -r 5
+    python bench/run.py --only xmppd --quick -s messages-plain   # the CI guard's run
+
+For each scenario and repeat, each server is started fresh (new data
+directory, same accounts), driven by the load generator in this process, and
+stopped; repeats interleave the servers (A, B, B, A, A, B …) so drift in a
+shared machine's speed falls on both. The table gives medians over repeats,
+the ratio xmppd/Prosody against its target, and each server's min–max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import math
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen  # noqa: E402
+import scenarios  # noqa: E402
+import servers  # noqa: E402
+
+BOOKKEEPING = ("lost", "dup", "sent", "server CPU", "generator CPU")
+
+
+def run_once(scenario: scenarios.Scenario, name: str, workdir: Path, cert, quick: bool,
+             profile: Path | None = None) -> dict:
+    server = servers.SERVERS[name](workdir, cert, scenario.tls)
+    server.start(scenario.users)
+    spy = None
+    if profile is not None and name == "xmppd":
+        # py-spy samples the running twistd; collapsed stacks, one file per run.
+        profile.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
+                                "-o", str(profile / f"{scenario.name}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    try:
+        ctx = scenarios.Context(server, quick=quick, tls=scenario.tls)
+        result = asyncio.run(scenario.run(ctx))
+        result.update(ctx.measured)
+        alive = server.process.poll() is None
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        server.stop()
+    if not alive:
+        raise RuntimeError(f"{name} died during {scenario.name}:\n{server.log_tail()}")
+    return result
+
+
+def fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table(results: dict, chosen: list[scenarios.Scenario], names: list[str]) -> str:
+    both = len(names) == 2
+    header = ["scenario", "metric"] + [f"{n} median" for n in names]
+    if both:
+        header += ["ratio", "target", "met"]
+    header += [f"{n} min–max" for n in names] + ["lost/dup", "CPU srv/gen (max)"]
+    rows = [header]
+    for sc in chosen:
+        runs = results[sc.name]
+        for i, metric in enumerate(sc.metrics):
+            meds = [statistics.median(r[metric.key] for r in runs[n]) for n in names]
+            row = [sc.name if i == 0 else "", metric.key] + [fmt(m) for m in meds]
+            if both:
+                ratio = meds[0] / meds[1] if meds[1] else float("nan")
+                ok = ratio >= metric.target if metric.better == "higher" else ratio <= metric.target
+                row += [f"{ratio:.2f}×", ("≥" if metric.better == "higher" else "≤")
+                        + f"{metric.target:.1f}×", "yes" if ok else "NO"]
+            row += [f"{fmt(min(r[metric.key] for r in runs[n]))}–{fmt(max(r[metric.key] for r in runs[n]))}"
+                    for n in names]
+            if i == 0:
+                lost = "/".join(f"{sum(r.get('lost', 0) for r in runs[n])}"
+                                f"+{sum(r.get('dup', 0) for r in runs[n])}" for n in names)
+                cpu = "/".join(f"{max(r.get('server CPU', 0) for r in runs[n]):.0%}"
+                               f" {max(r.get('generator CPU', 0) for r in runs[n]):.0%}" for n in names)
+            else:
+                lost = cpu = ""
+            rows.append(row + [lost, cpu])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-s", "--scenario", action="append", choices=sorted(scenarios.SCENARIOS),
+                        help="run only these (repeatable); default: all")
+    parser.add_argument("-r", "--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=sorted(servers.SERVERS), help="run one server alone")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample xmppd with py-spy during each run (collapsed stacks in DIR)")
+    args = parser.parse_args(argv)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    loop_name = loadgen.install_fast_loop()
+    names = [args.only] if args.only else ["xmppd", "prosody"]
+    chosen = [scenarios.SCENARIOS[n] for n in (args.scenario or scenarios.SCENARIOS)]
+    workdir = Path(tempfile.mkdtemp(prefix="xmppd-bench-"))
+    workdir.chmod(0o755)  # Prosody runs as its own user
+    cert = servers.make_certificate(workdir)
+    print(f"# {platform.node()}: {platform.processor() or platform.machine()}, "
+          f"{_cpus()} CPUs, Python {platform.python_version()}, generator on {loop_name}; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}", file=sys.stderr)
+    results: dict[str, dict[str, list[dict]]] = {}
+    failures = 0
+    for sc in chosen:
+        results[sc.name] = {n: [] for n in names}
+        for rep in range(args.repeats):
+            order = names if rep % 2 == 0 else names[::-1]
+            for name in order:
+                r = run_once(sc, name, workdir, cert, args.quick, args.profile)
+                results[sc.name][name].append(r)
+                failures += r.get("lost", 0) + r.get("dup", 0)
+                shown = ", ".join(f"{k} {fmt(v) if k not in ('server CPU', 'generator CPU') else f'{v:.0%}'}"
+                                  for k, v in r.items())
+                print(f"  {sc.name} #{rep + 1} {name}: {shown}", file=sys.stderr, flush=True)
+    print()
+    print(f"Features in both servers: {servers.FEATURES}. Repeats: {args.repeats}"
+          f"{' (quick sizes)' if args.quick else ''}. Ratio = xmppd / Prosody.")
+    print()
+    print(table(results, chosen, names))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if failures:
+        print(f"\n{failures} stanzas lost or duplicated", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cpus() -> int:
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The benchmark scenarios, each one async function registered with :func:`scenario`.
+
+A scenario gets a :class:`Context` (the running server and helpers to log
+clients in) and returns its figures as a dict. Adding one is a function and a
+decorator naming its metrics; the runner, the interleaving and the table
+come for free::
+
+    @scenario("muc-fanout", users=200, tls=False,
+              metrics=[Metric("delivered/s", "higher", 1.0)])
+    async def muc_fanout(ctx: Context) -> dict[str, float]:
+        ...
+        return {"delivered/s": n / wall, "lost": lost}
+
+Every scenario also reports ``lost`` and ``dup`` (stanzas that never arrived,
+or arrived twice) and the CPU shares of the server and of the generator over
+its measured stretch, so a table shows when the generator was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import loadgen
+from servers import DOMAIN, PASSWORD, Server, user_name
+
+
+@dataclass
+class Metric:
+    """One row of the table. ``target`` is the xmppd/Prosody ratio to reach:
+    at least ``target`` when higher is better, at most when lower is."""
+    key: str
+    better: str  # "higher" or "lower"
+    target: float
+
+
+@dataclass
+class Scenario:
+    name: str
+    users: int
+    tls: bool
+    metrics: list[Metric]
+    run: Callable[["Context"], Awaitable[dict[str, float]]]
+    about: str = ""
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, users: int, tls: bool, metrics: list[Metric]):
+    def register(fn):
+        SCENARIOS[name] = Scenario(name, users, tls, metrics, fn, (fn.__doc__ or "").strip())
+        return fn
+    return register
+
+
+@dataclass
+class Context:
+    server: Server
+    quick: bool = False
+    tls: bool = True
+    measured: dict[str, float] = field(default_factory=dict)
+
+    async def login(self, i: int, presence: bool = True, resource: str = "bench"):
+        return await loadgen.login("127.0.0.1", self.server.port, DOMAIN, user_name(i),
+                                   PASSWORD, resource, starttls=self.tls, presence=presence)
+
+    async def login_many(self, indexes, concurrency: int = 50, presence: bool = True):
+        """Log in the given users, ``concurrency`` logins at a time; returns the
+        connections and each login's seconds."""
+        semaphore = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+
+        async def one(i):
+            async with semaphore:
+                t0 = time.perf_counter()
+                conn = await self.login(i, presence)
+                latencies.append(time.perf_counter() - t0)
+                return conn
+        conns = await asyncio.gather(*(one(i) for i in indexes))
+        return conns, latencies
+
+    def measure(self):
+        """A stretch of measured time: CPU shares of server and generator."""
+        return _Stretch(self)
+
+
+class _Stretch:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def __enter__(self):
+        self.gen = loadgen.CPUMeter()
+        self.server_cpu = self.ctx.server.cpu_seconds()
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.monotonic() - self.t0
+        self.wall = wall
+        self.ctx.measured["server CPU"] = (self.ctx.server.cpu_seconds() - self.server_cpu) / wall
+        self.ctx.measured["generator CPU"] = self.gen.share()
+        return False
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+class Collector:
+    """Keeps what a connection receives, and the ids of the iqs among it."""
+
+    def __init__(self):
+        self.stanzas: list[bytes] = []
+        self.iq_ids: set[bytes] = set()
+
+    def __call__(self, stanza: bytes) -> None:
+        self.stanzas.append(stanza)
+        if stanza.startswith(b"<iq"):
+            self.iq_ids.add(loadgen.stanza_id(stanza))
+
+    async def iq(self, ident: bytes, timeout: float = 60.0) -> bytes:
+        """Wait for the answer to the iq with id ``ident`` and return it."""
+        deadline = time.monotonic() + timeout
+        while ident not in self.iq_ids:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer to iq {ident!r}")
+            await asyncio.sleep(0.002)
+        return next(s for s in reversed(self.stanzas)
+                    if s.startswith(b"<iq") and loadgen.stanza_id(s) == ident)
+
+
+# -- login storm ------------------------------------------------------------------------
+
+
+def _login_storm(tls: bool):
+    async def run(ctx: Context) -> dict[str, float]:
+        """Users log in at once, 50 at a time: TCP, stream, (STARTTLS), SCRAM-SHA-1,
+        bind, initial presence and its echo; each closes its stream when done."""
+        n = 200 if ctx.quick else 1000
+        semaphore = asyncio.Semaphore(50)
+        latencies: list[float] = []
+        failed = 0
+
+        async def one(i):
+            nonlocal failed
+            async with semaphore:
+                t0 = time.perf_counter()
+                try:
+                    conn = await ctx.login(i)
+                except Exception:
+                    failed += 1
+                    return
+                latencies.append(time.perf_counter() - t0)
+                conn.close()
+        with ctx.measure() as m:
+            await asyncio.gather(*(one(i) for i in range(n)))
+        return {"logins/s": len(latencies) / m.wall, "login p99 ms": percentile(latencies, 99) * 1e3,
+                "lost": failed}
+    return run
+
+
+scenario("login-tls", users=1000, tls=True, metrics=[
+    Metric("logins/s", "higher", 1.0), Metric("login p99 ms", "lower", 1.5)])(_login_storm(True))
+scenario("login-plain", users=1000, tls=False, metrics=[
+    Metric("logins/s", "higher", 1.0), Metric("login p99 ms", "lower", 1.5)])(_login_storm(False))
+
+
+# -- 1:1 message throughput ---------------------------------------------------------------
+
+
+def _messages(tls: bool):
+    async def run(ctx: Context) -> dict[str, float]:
+        """100 sender→receiver pairs, each keeping 10 chat messages in flight to
+        the receiver's bare JID; figures over 10 s after 2 s of warm-up."""
+        pairs, window = 50 if ctx.quick else 100, 10
+        duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
+        conns, _ = await ctx.login_many(range(2 * pairs))
+        senders, receivers = conns[:pairs], conns[pairs:]
+        targets = [f"{user_name(pairs + i)}@{DOMAIN}" for i in range(pairs)]
+        in_flight: dict[bytes, tuple[float, int]] = {}
+        seen: set[bytes] = set()
+        latencies: list[float] = []
+        counters = {"delivered": 0, "dup": 0, "sent": 0, "other": 0}
+        state = {"running": True, "counting": False}
+        seq = [0] * pairs
+        now = time.perf_counter
+
+        def send(s: int) -> None:
+            seq[s] += 1
+            ident = f"{s}-{seq[s]}"
+            in_flight[ident.encode()] = (now(), s)
+            counters["sent"] += 1
+            senders[s].transport.write(
+                f"<message to='{targets[s]}' type='chat' id='{ident}'><body>benchmark message "
+                f"{ident}</body></message>".encode())
+
+        def received(stanza: bytes) -> None:
+            if not stanza.startswith(b"<message"):
+                counters["other"] += 1
+                return
+            ident = loadgen.stanza_id(stanza)
+            entry = in_flight.pop(ident, None)
+            if entry is None:
+                counters["dup"] += 1
+                return
+            seen.add(ident)
+            if state["counting"]:
+                counters["delivered"] += 1
+                latencies.append(now() - entry[0])
+            if state["running"]:
+                send(entry[1])
+
+        for conn in receivers:
+            conn.stanzas(received)
+        for conn in senders:
+            conn.stanzas(lambda stanza: None)
+        for s in range(pairs):
+            for _ in range(window):
+                send(s)
+        await asyncio.sleep(warmup)
+        state["counting"] = True
+        with ctx.measure() as m:
+            await asyncio.sleep(duration)
+            state["counting"] = False
+            delivered = counters["delivered"]
+        state["running"] = False
+        deadline = time.monotonic() + 15
+        while in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in conns:
+            conn.close()
+        return {"delivered/s": delivered / m.wall,
+                "msg p50 ms": percentile(latencies, 50) * 1e3,
+                "msg p99 ms": percentile(latencies, 99) * 1e3,
+                "lost": len(in_flight), "dup": counters["dup"], "sent": counters["sent"]}
+    return run
+
+
+_MESSAGE_METRICS = [Metric("delivered/s", "higher", 1.0), Metric("msg p50 ms", "lower", 1.5),
+                    Metric("msg p99 ms", "lower", 1.5)]
+scenario("messages-plain", users=200, tls=False, metrics=_MESSAGE_METRICS)(_messages(False))
+scenario("messages-tls", users=200, tls=True, metrics=_MESSAGE_METRICS)(_messages(True))
+
+
+# -- idle connections ---------------------------------------------------------------------
+
+
+@scenario("idle", users=5000, tls=True, metrics=[
+    Metric("KiB/conn @1000", "lower", 1.5), Metric("KiB/conn @5000", "lower", 1.5)])
+async def idle(ctx: Context) -> dict[str, float]:
+    """Logged-in users (TLS, bound, available) that then say nothing: the growth of
+    the server's resident memory from before the first to after the last login,
+    per connection, at 1 000 and at 5 000 connections."""
+    small, large = (200, 1000) if ctx.quick else (1000, 5000)
+    warm, _ = await ctx.login_many(range(5))
+    for conn in warm:
+        conn.close()
+    await asyncio.sleep(1.0)
+    base = ctx.server.rss_kib()
+    with ctx.measure():
+        first, _ = await ctx.login_many(range(small), concurrency=100)
+        await asyncio.sleep(2.0)
+        at_small = ctx.server.rss_kib()
+        rest, _ = await ctx.login_many(range(small, large), concurrency=100)
+        await asyncio.sleep(2.0)
+        at_large = ctx.server.rss_kib()
+    conns = first + rest
+    lost = sum(1 for c in conns if c.closed.done())  # dropped while idle
+    for conn in conns:
+        conn.close()
+    gc.collect()
+    return {"KiB/conn @1000": (at_small - base) / small, "KiB/conn @5000": (at_large - base) / large,
+            "lost": lost}
+
+
+# -- roster of 1000 items ---------------------------------------------------------------------
+
+
+@scenario("roster-1000", users=2, tls=True, metrics=[
+    Metric("roster fetch ms", "lower", 1.5), Metric("login+roster/s", "higher", 1.0)])
+async def roster_1000(ctx: Context) -> dict[str, float]:
+    """A user with 1 000 roster items logs in 20 times (no presence) and
+    fetches the roster: the time from the request to the complete result."""
+    items, logins = (200, 5) if ctx.quick else (1000, 20)
+    conn = await ctx.login(0, presence=False)
+    received = Collector()
+    conn.stanzas(received)
+    for start in range(0, items, 100):
+        for i in range(start, min(items, start + 100)):
+            conn.write(f"<iq type='set' id='s{i}'><query xmlns='jabber:iq:roster'>"
+                       f"<item jid='contact{i}@example.org' name='Contact {i}'><group>Bench</group>"
+                       f"</item></query></iq>".encode())
+        await received.iq(f"s{min(items, start + 100) - 1}".encode())
+    conn.close()
+    fetches: list[float] = []
+    lost = 0
+    with ctx.measure() as m:
+        for _ in range(logins):
+            c = await ctx.login(0, presence=False, resource="fetch")
+            got = Collector()
+            c.stanzas(got)
+            t0 = time.perf_counter()
+            c.write(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+            result = await got.iq(b"roster")
+            fetches.append(time.perf_counter() - t0)
+            lost += max(0, items - result.count(b"<item "))
+            c.close()
+            await c.closed
+    return {"roster fetch ms": statistics.median(fetches) * 1e3, "login+roster/s": logins / m.wall,
+            "lost": lost}
+
+
+# -- offline storage ------------------------------------------------------------------------------
+
+
+@scenario("offline-10000", users=2, tls=True, metrics=[
+    Metric("offline stored/s", "higher", 1.0), Metric("offline delivered/s", "higher", 1.0)])
+async def offline_10000(ctx: Context) -> dict[str, float]:
+    """10 000 messages to a user who is offline (sent 100 at a time, each batch
+    followed by a ping), then the user logs in: the time from its initial
+    presence to the last of them arriving."""
+    total = 1000 if ctx.quick else 10000
+    sender = await ctx.login(0)
+    received = Collector()
+    sender.stanzas(received)
+    to = f"{user_name(1)}@{DOMAIN}"
+    t0 = time.perf_counter()
+    for start in range(0, total, 100):
+        sender.write(b"".join(
+            f"<message to='{to}' type='chat' id='o{i}'><body>offline message {i}</body></message>"
+            .encode() for i in range(start, start + 100)))
+        sender.write(f"<iq type='get' id='p{start}'><ping xmlns='urn:xmpp:ping'/></iq>".encode())
+        await received.iq(f"p{start}".encode())
+    stored_rate = total / (time.perf_counter() - t0)
+    bounced = sum(1 for s in received.stanzas if s.startswith(b"<message"))
+    sender.close()
+    await asyncio.sleep(0.5)
+    receiver = await ctx.login(1, presence=False)
+    ids: set[bytes] = set()
+    dup = 0
+    done = asyncio.get_running_loop().create_future()
+
+    def got(stanza: bytes) -> None:
+        nonlocal dup
+        if stanza.startswith(b"<message"):
+            ident = loadgen.stanza_id(stanza)
+            if ident in ids:
+                dup += 1
+            ids.add(ident)
+            if len(ids) == total and not done.done():
+                done.set_result(time.perf_counter())
+    receiver.stanzas(got)
+    with ctx.measure():
+        t0 = time.perf_counter()
+        receiver.write(b"<presence/>")
+        try:
+            t1 = await asyncio.wait_for(done, 120)
+        except asyncio.TimeoutError:
+            t1 = time.perf_counter()
+    receiver.close()
+    return {"offline stored/s": stored_rate, "offline delivered/s": len(ids) / (t1 - t0),
+            "lost": total - len(ids) + bounced, "dup": dup}

@@ -1,0 +1,257 @@
+"""The servers under test: xmppd and Prosody, each a private instance.
+
+Each gets a fresh directory, loopback ports only, the same certificate, the
+same accounts (same salt and SCRAM iteration count, written straight into its
+storage so thousands of accounts take a second), and the same feature set:
+rosters, presence, offline storage, carbons, blocking, private storage, last
+activity, disco, ping, version, time. Neither archives messages (MAM): xmppd
+has no archive yet, and Prosody's file-backed archive alone changes its
+message rate about tenfold. Both log at info level to a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN = "localhost"
+PASSWORD = "benchpassword"
+ITERATIONS = 10000
+#: One salt for every bench account (a real server picks one per account; the
+#: work a login costs is the same), so the keys are derived once.
+SALT = "bench-salt-0b5e6a43-3c1f-4d55-9a2f"
+FEATURES = "offline+carbons on, archive (MAM) off"
+
+
+def user_name(i: int) -> str:
+    return f"u{i}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scram_sha1_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, iterations)
+    stored = hashlib.sha1(hmac.digest(salted, b"Client Key", "sha1")).digest()
+    server = hmac.digest(salted, b"Server Key", "sha1")
+    return stored, server
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """One self-signed P-256 certificate for ``localhost``, shared by both servers."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+                        "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+class Server:
+    """A server process under test: start, stop, and read its memory and CPU."""
+
+    name = "?"
+
+    def __init__(self, workdir: Path, cert: tuple[Path, Path], starttls_required: bool):
+        self.dir = workdir / self.name
+        self.cert = cert
+        self.tls = starttls_required
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def start(self, users: int) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.prepare(users)
+        self.process = self.spawn()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on {self.port}:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def prepare(self, users: int) -> None:
+        raise NotImplementedError
+
+    def spawn(self) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def log_tail(self) -> str:
+        return ""
+
+    # -- measurements ----------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Xmppd(Server):
+    name = "xmppd"
+
+    def prepare(self, users: int) -> None:
+        cert, key = self.cert
+        data = self.dir / "data"
+        data.mkdir()
+        (self.dir / "xmppd.ini").write_text(f"""\
+[server]
+domains = {DOMAIN}
+data_dir = {data}
+storage = sqlite:xmppd.sqlite3
+certificate = {cert}
+private_key = {key}
+scram_iterations = {ITERATIONS}
+
+[c2s]
+interfaces = 127.0.0.1
+port = {self.port}
+direct_tls_port = 0
+require_encryption = {"true" if self.tls else "false"}
+
+[component:offline]
+max_messages = 20000
+""")
+        stored, server = _scram_sha1_keys(PASSWORD, SALT.encode(), ITERATIONS)
+        entry = [base64.b64encode(x).decode() for x in (SALT.encode(), stored, server)] + [ITERATIONS]
+        record = json.dumps({"SCRAM-SHA-1": entry}, separators=(",", ":"))
+        db = sqlite3.connect(data / "xmppd.sqlite3")
+        # The schema is xmppd's own (xmppd/storage/sqlite.py); it creates the
+        # rest itself at start.
+        db.execute("CREATE TABLE IF NOT EXISTS kv (store TEXT NOT NULL, user TEXT NOT NULL,"
+                   " value TEXT NOT NULL, PRIMARY KEY (store, user))")
+        db.executemany("INSERT INTO kv VALUES ('accounts', ?, ?)",
+                       ((f"{user_name(i)}@{DOMAIN}", record) for i in range(users)))
+        db.commit()
+        db.close()
+
+    def spawn(self) -> subprocess.Popen:
+        twistd = Path(sys.executable).with_name("twistd")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        return subprocess.Popen(
+            [str(twistd), "-n", "--pidfile=", "--logfile", str(self.dir / "xmppd.log"),
+             "xmppd", "-c", str(self.dir / "xmppd.ini")],
+            cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def log_tail(self) -> str:
+        path = self.dir / "xmppd.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+
+class Prosody(Server):
+    name = "prosody"
+
+    def prepare(self, users: int) -> None:
+        cert, key = self.cert
+        data = self.dir / "data"
+        host = data / DOMAIN.replace(".", "%2e")
+        (host / "accounts").mkdir(parents=True)
+        stored, server = _scram_sha1_keys(PASSWORD, SALT.encode(), ITERATIONS)
+        account = (f'return {{ ["iteration_count"] = {ITERATIONS}; ["salt"] = "{SALT}"; '
+                   f'["stored_key"] = "{stored.hex()}"; ["server_key"] = "{server.hex()}"; }};\n')
+        for i in range(users):
+            (host / "accounts" / f"{user_name(i)}.dat").write_text(account)
+        for name in ("cert.pem", "key.pem"):
+            shutil.copy(cert if name == "cert.pem" else key, self.dir / name)
+        tls = "true" if self.tls else "false"
+        (self.dir / "prosody.cfg.lua").write_text(f"""\
+daemonize = false
+data_path = "{data}"
+plugin_paths = {{}}
+interfaces = {{ "127.0.0.1" }}
+local_interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {self.port} }}
+legacy_ssl_ports = {{}}
+c2s_direct_tls_ports = {{}}
+s2s_ports = {{}}
+http_ports = {{}}
+https_ports = {{}}
+http_interfaces = {{ "127.0.0.1" }}
+network_backend = "epoll"
+-- Nagle's algorithm off: Prosody writes a large result in pieces, and with
+-- Nagle on, the last piece waits for the client's delayed ACK (40 ms here).
+network_settings = {{ nagle = false }}
+log = {{ info = "{self.dir}/prosody.log" }}
+admin = {{}}
+authentication = "internal_hashed"
+default_iteration_count = {ITERATIONS}
+storage = "internal"
+c2s_require_encryption = {tls}
+allow_unencrypted_plain_auth = false
+allow_registration = false
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "disco"; "carbons"; "private"; "blocklist";
+    "lastactivity"; "version"; "uptime"; "time"; "ping";
+}}
+modules_disabled = {{ "s2s" }}
+ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; }}
+VirtualHost "{DOMAIN}"
+""")
+        user = pwd.getpwnam("prosody")
+        for path in [self.dir, *self.dir.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def spawn(self) -> subprocess.Popen:
+        prosody = shutil.which("prosody")
+        if prosody is None:
+            raise RuntimeError("prosody is not installed (apt-get install prosody)")
+        user = pwd.getpwnam("prosody")
+        return subprocess.Popen([prosody, "--config", str(self.dir / "prosody.cfg.lua")],
+                                cwd=self.dir, user=user.pw_uid, group=user.pw_gid,
+                                extra_groups=[], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+
+    def log_tail(self) -> str:
+        path = self.dir / "prosody.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+
+SERVERS = {"xmppd": Xmppd, "prosody": Prosody}
