@@ -322,11 +322,13 @@ async def roster_1000(ctx: Context) -> dict[str, float]:
 
 
 @scenario("offline-10000", users=2, tls=True, metrics=[
-    Metric("offline stored/s", "higher", 1.0), Metric("offline delivered/s", "higher", 1.0)])
+    Metric("offline accepted/s", "higher", 1.0), Metric("offline delivered/s", "higher", 1.0)])
 async def offline_10000(ctx: Context) -> dict[str, float]:
-    """10 000 messages to a user who is offline (sent 100 at a time, each batch
-    followed by a ping), then the user logs in: the time from its initial
-    presence to the last of them arriving."""
+    """10 000 messages to a user who is offline, sent 100 at a time, each batch
+    followed by a ping ("accepted/s": the server answered the ping after the
+    batch). The moment the last ping is answered the user logs in; "delivered/s"
+    counts from its initial presence to the last message arriving, so a
+    server still writing its backlog pays for it there."""
     total = 1000 if ctx.quick else 10000
     sender = await ctx.login(0)
     received = Collector()
@@ -342,7 +344,6 @@ async def offline_10000(ctx: Context) -> dict[str, float]:
     stored_rate = total / (time.perf_counter() - t0)
     bounced = sum(1 for s in received.stanzas if s.startswith(b"<message"))
     sender.close()
-    await asyncio.sleep(0.5)
     receiver = await ctx.login(1, presence=False)
     ids: set[bytes] = set()
     dup = 0
@@ -366,5 +367,5 @@ async def offline_10000(ctx: Context) -> dict[str, float]:
         except asyncio.TimeoutError:
             t1 = time.perf_counter()
     receiver.close()
-    return {"offline stored/s": stored_rate, "offline delivered/s": len(ids) / (t1 - t0),
+    return {"offline accepted/s": stored_rate, "offline delivered/s": len(ids) / (t1 - t0),
             "lost": total - len(ids) + bounced, "dup": dup}

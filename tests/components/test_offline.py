@@ -39,6 +39,13 @@ def come_online(h, full_jid, priority=0):
     return session
 
 
+def restart_offline(h):
+    """Stop and start the component: it reads who has messages waiting again."""
+    offline = h.component("offline")
+    offline.stopService()
+    offline.startService()
+
+
 def send(alice, to=BOB, mid="m1", mtype="chat", body="hello", extra=""):
     type_attr = f" type='{mtype}'" if mtype is not None else ""
     body_xml = f"<body>{body}</body>" if body is not None else ""
@@ -299,6 +306,7 @@ def test_delay_stamp_is_the_time_the_message_was_stored():
     h.component("offline").store["offline"].append(
         BOB, "<message from='alice@localhost/phone' to='bob@localhost' id='old'/>",
         with_="alice@localhost", when=1031699305.0)
+    restart_offline(h)  # written behind its back: as if stored before a restart
     bob = come_online(h, "bob@localhost/pc")
     assert delay_of(only(bob))["stamp"] == "2002-09-10T23:08:25Z"
 
@@ -443,11 +451,27 @@ def test_stored_message_is_not_acknowledged_before_the_write_fires():
     h.add_user(BOB)
     send(alice, mid="1")
     assert stored(h) == []  # not yet durable...
-    send(alice, mid="2")  # ...and the quota already counts it
-    assert alice.take() == []
+    send(alice, mid="2")  # ...and the quota already counts it: refused at once
+    assert [error_condition(e) for e in alice.take()] == ["service-unavailable"]
+    assert stored(h) == []
     slow.release()
     assert len(stored(h)) == 1
-    assert [error_condition(e) for e in alice.take()] == ["service-unavailable"]
+    assert alice.take() == []
+
+
+def test_a_failed_write_gives_its_place_in_the_quota_back():
+    h = harness(max_messages="1")
+    alice = sender(h)
+    h.add_user(BOB)
+    store = h.server.storage.archive("offline")
+    original = store.append
+    store.append = lambda *a, **k: defer.fail(OSError("disk full"))
+    send(alice, mid="1")
+    assert [error_condition(e) for e in alice.take()] == ["internal-server-error"]
+    store.append = original
+    send(alice, mid="2")  # the quota is free again
+    assert alice.take() == []
+    assert len(stored(h)) == 1
 
 
 def test_offline_feature_is_announced():
@@ -488,3 +512,33 @@ def test_messages_from_a_sender_blocked_since_are_dropped_not_delivered():
     bob.feed("<presence/>")
     assert [s for s in bob.take() if s.name == "message"] == []
     assert stored(h) == []
+
+
+def test_a_login_with_nothing_stored_asks_the_storage_nothing():
+    h = harness()
+    h.add_user(BOB)
+    store = h.server.storage.archive("offline")
+    queries = []
+    original = store.query
+    store.query = lambda *a, **k: (queries.append(a), original(*a, **k))[1]
+    bob = come_online(h, "bob@localhost/pc")
+    assert bob.take() == [] and queries == []
+    bob.logout()
+    alice = sender(h)
+    send(alice, mid="1")
+    again = come_online(h, "bob@localhost/pc2")
+    assert [m["id"] for m in again.take()] == ["1"] and len(queries) == 1
+    again.logout()
+    come_online(h, "bob@localhost/pc3")  # all delivered: no query again
+    assert len(queries) == 1
+
+
+def test_messages_stored_before_a_restart_are_found_at_login():
+    h = harness()
+    h.add_user(BOB)
+    h.server.storage.archive("offline").append(BOB, "<message xmlns='jabber:client' "
+                                                     "from='alice@localhost/pc' to='bob@localhost' "
+                                                     "id='old'><body>hi</body></message>")
+    restart_offline(h)  # reads who has messages waiting again
+    bob = come_online(h, "bob@localhost/pc")
+    assert [m["id"] for m in bob.take()] == ["old"]

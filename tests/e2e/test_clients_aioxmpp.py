@@ -174,8 +174,8 @@ def test_direct_tls_login_without_alpn(server):
         log = server.log_text()[mark:]
         connected = re.search(r"c2s (\S+) connected \(direct TLS\)", log)
         assert connected, log
-        assert f"c2s {connected.group(1)} bound alice@localhost/aio-noalpn" in log
-        assert f"c2s {connected.group(1)} started TLS" not in log
+        assert re.search(rf"c2s {re.escape(connected.group(1))} bound alice@localhost/aio-noalpn "
+                         r"\(SCRAM-SHA-\d+, direct TLS\)\n", log), log
     run(main())
 
 
@@ -254,8 +254,7 @@ def test_wrong_password_then_right_one_on_the_same_connection(server):
         assert failed, log
         connection = failed.group(1)
         # the same TCP connection then authenticated and bound
-        assert f"c2s {connection} authenticated as carol@localhost" in log
-        assert f"c2s {connection} bound carol@localhost/aio-retry" in log
+        assert f"c2s {connection} bound carol@localhost/aio-retry (SCRAM-SHA-" in log
         assert log.count(" connected\n") == 1
     run(main())
 

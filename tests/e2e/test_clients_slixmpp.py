@@ -157,8 +157,8 @@ def test_starttls_login(server):
             peer = client.sockname
             log = server_log_since(server, mark)
             assert f"c2s {peer} connected\n" in log
-            assert f"c2s {peer} started TLS" in log
-            assert f"c2s {peer} bound alice@localhost/starttls" in log
+            assert re.search(rf"c2s {re.escape(peer)} bound alice@localhost/starttls "
+                             rf"\(SCRAM-SHA-\d+, STARTTLS\)\n", log), log
         finally:
             await close(client)
     run(main())
@@ -175,8 +175,9 @@ def test_direct_tls_login(server):
             peer = client.sockname
             log = server_log_since(server, mark)
             assert f"c2s {peer} connected (direct TLS)" in log
-            assert f"c2s {peer} started TLS" not in log  # TLS from the first byte, no STARTTLS
-            assert f"c2s {peer} bound alice@localhost/direct" in log
+            # TLS from the first byte, no STARTTLS
+            assert re.search(rf"c2s {re.escape(peer)} bound alice@localhost/direct "
+                             rf"\(SCRAM-SHA-\d+, direct TLS\)\n", log), log
         finally:
             await close(client)
     run(main())
@@ -189,7 +190,7 @@ def test_scram_mechanism_chosen_by_client(server, mech):
         client = await login(server, f"bob@localhost/{mech}", mech=mech)
         try:
             assert client.plugin["feature_mechanisms"].mech.name == mech
-            assert f"c2s {client.sockname} authenticated as bob@localhost ({mech})" \
+            assert f"c2s {client.sockname} bound bob@localhost/{mech} ({mech}, STARTTLS)" \
                 in server_log_since(server, mark)
         finally:
             await close(client)

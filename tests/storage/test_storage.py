@@ -14,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from xmppd.storage import IStorage, open_storage, storage_url_problem
@@ -136,6 +137,17 @@ class StorageContract:
         self.assertEqual([item.value for item in items], [{"n": i} for i in range(10)])
         self.assertEqual(items[1].when, 1001.0)
         self.assertEqual(items[1].with_, BOB)
+
+    async def test_archive_users(self):
+        archive = self.storage.archive("offline")
+        self.assertEqual(await archive.users(), [])
+        await archive.append(BOB, "b")
+        await archive.append(ALICE, "a1")
+        await archive.append(ALICE, "a2")
+        await self.storage.archive("other").append("carol@example.org", "c")
+        self.assertEqual(await archive.users(), [ALICE, BOB])
+        await archive.delete(BOB)
+        self.assertEqual(await archive.users(), [ALICE])
 
     async def test_archive_default_time(self):
         import time
@@ -300,11 +312,12 @@ class SQLiteStorageTests(StorageContract, unittest.TestCase):
         return other
 
     async def test_pragmas(self):
-        pool = self.storage._pool
-        rows = await pool.runQuery("PRAGMA journal_mode")
-        self.assertEqual(rows[0][0], "wal")
-        self.assertEqual((await pool.runQuery("PRAGMA synchronous"))[0][0], 1)  # NORMAL
-        self.assertEqual((await pool.runQuery("PRAGMA busy_timeout"))[0][0], 5000)
+        def pragma(name):
+            return self.storage._worker.submit(
+                lambda cursor: cursor.execute(f"PRAGMA {name}").fetchone()[0])
+        self.assertEqual(await pragma("journal_mode"), "wal")
+        self.assertEqual(await pragma("synchronous"), 1)  # NORMAL
+        self.assertEqual(await pragma("busy_timeout"), 5000)
 
     async def test_reopen(self):
         await self.storage.keyvalue("kv").set(ALICE, {"a": 1})
@@ -419,3 +432,42 @@ class OpenStorageTests(unittest.TestCase):
             with self.assertRaises(ValueError) as e:
                 open_storage(bad)
             self.assertEqual(str(e.exception), problem)
+
+
+class SQLiteBatchTests(unittest.TestCase):
+    """Work queued together runs in one transaction, each operation in its own
+    savepoint: one failing operation must not undo or fail its neighbours."""
+
+    def setUp(self):
+        self.storage = SQLiteStorage(os.path.join(temp_dir(self), "batch.sqlite3"))
+        self.addCleanup(self.storage.stop)
+        return self.storage.start()
+
+    async def test_a_failure_in_a_batch_spares_the_others(self):
+        kv = self.storage.keyvalue("kv")
+
+        def broken(cursor):
+            cursor.execute("INSERT INTO kv (store, user, value) VALUES ('kv', 'x', 'half')")
+            cursor.execute("INSERT INTO no_such_table VALUES (1)")
+
+        first = kv.set(ALICE, 1)
+        bad = self.storage._worker.submit(broken)
+        last = kv.set(BOB, 2)
+        await first
+        with self.assertRaises(Exception):
+            await bad
+        await last
+        self.assertEqual(await kv.get(ALICE), 1)
+        self.assertEqual(await kv.get(BOB), 2)
+        self.assertIsNone(await kv.get("x"))  # the failed operation left nothing
+
+    async def test_many_writes_queued_at_once_all_commit(self):
+        archive = self.storage.archive("offline")
+        ids = await defer.gatherResults([archive.append(ALICE, i) for i in range(1200)])
+        self.assertEqual(len(set(ids)), 1200)
+        self.assertEqual([i.value for i in await archive.query(ALICE)], list(range(1200)))
+        await self.storage.stop()
+        reopened = SQLiteStorage(self.storage.path)
+        await reopened.start()
+        self.addCleanup(reopened.stop)
+        self.assertEqual(await reopened.archive("offline").count(ALICE), 1200)

@@ -3,8 +3,10 @@
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
+from twisted.words.protocols.jabber.jid import parse as twisted_parse
+
 from xmppd import jid
-from xmppd.jid import InvalidJID, parse, parse_or_none
+from xmppd.jid import InvalidJID, _ascii_parts, parse, parse_or_none
 
 
 @pytest.mark.parametrize("text, user, host, resource", [
@@ -148,3 +150,38 @@ def test_parse_either_returns_a_jid_or_raises_invalid_jid(text):
         return
     assert j.host
     assert parse(j.full()) == j
+
+
+# -- the ASCII fast path agrees with Twisted's stringprep --------------------------
+
+_ASCII_PIECES = st.sampled_from(
+    ["a", "Z", "0", "-", ".", "@", "/", " ", "\x00", "\x1f", "\x7f", "\"", "&", "'", ":", "<", ">",
+     "_", "~", "example", "ORG", "localhost", "x-y", "-x", "x-", "..", "é", "!"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_ASCII_PIECES, min_size=1, max_size=12).map("".join))
+def test_fast_path_agrees_with_stringprep(text):
+    """Where the fast path answers, Twisted's full preparation gives the same parts."""
+    fast = _ascii_parts(text)
+    if fast is None:
+        return
+    try:
+        slow = twisted_parse(text)
+    except Exception as e:  # the fast path accepted what stringprep refuses
+        raise AssertionError(f"{text!r}: fast {fast!r}, stringprep refuses: {e!r}")
+    assert fast == tuple(slow), text
+
+
+@pytest.mark.parametrize("text", ["alice@example.org", "Alice@Example.ORG/Phone 1",
+                                  "example.org", "x@localhost/r/with/slashes", "a.b-c@d-e.f."])
+def test_fast_path_takes_everyday_jids(text):
+    assert _ascii_parts(text) is not None
+    assert parse(text).full() == parse.__wrapped__(text).full()
+
+
+def test_strings_are_computed_once():
+    j = parse("alice@example.org/phone")
+    assert j.full() is j.full() and j.userhost() is j.userhost()
+    assert j == parse.__wrapped__("alice@example.org/phone")
+    assert {j: 1}[parse.__wrapped__("alice@example.org/phone")] == 1

@@ -38,6 +38,8 @@ class C2SSession(XMPPStream):
         self.server = server
         self.router = server.router
         self.secure = direct_tls
+        self.factory_direct_tls = direct_tls
+        self.mechanism = ""
         self.user: str | None = None  # authenticated bare JID
         self.jid = None  # full JID once bound
         self.bare: str | None = None
@@ -162,7 +164,6 @@ class C2SSession(XMPPStream):
         self.send(domish.Element((ns.TLS, "proceed")))
         self.transport.startTLS(self.server.tls_context)
         self.secure = True
-        self.log.info("c2s {peer} started TLS", peer=self.peer)
         self.reset()
 
     def _preauth_iq(self, element: domish.Element) -> None:
@@ -203,11 +204,10 @@ class C2SSession(XMPPStream):
         elif step.kind == "success":
             self.sasl = None
             self.user = step.user
+            self.mechanism = getattr(mechanism, "name", "PLAIN")
             success = domish.Element((ns.SASL, "success"))
             if step.data:
                 success.addContent(base64.b64encode(step.data).decode())
-            self.log.info("c2s {peer} authenticated as {user} ({mechanism})", peer=self.peer,
-                          user=self.user, mechanism=getattr(mechanism, "name", "PLAIN"))
             self.send(success)
             self.reset()
         else:
@@ -268,12 +268,19 @@ class C2SSession(XMPPStream):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
-        self.log.info("c2s {peer} bound {jid}", peer=self.peer, jid=full.full())
+        # One line per login, as Prosody writes: who, how, over what.
+        self.log.info("c2s {peer} bound {jid} ({mechanism}, {tls})", peer=self.peer, jid=full.full(),
+                      mechanism=self.mechanism, tls=self._tls_kind())
         result = iq_result(iq)
         result.attributes.pop("to", None)
         result.addElement((ns.BIND, "bind")).addElement("jid", content=full.full())
         self.send(result)
         self.server.session_bound(self)
+
+    def _tls_kind(self) -> str:
+        if not self.secure:
+            return "no TLS"
+        return "direct TLS" if self.factory_direct_tls else "STARTTLS"
 
     # -- bound: stanzas ------------------------------------------------------------
 

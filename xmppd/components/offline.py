@@ -13,11 +13,15 @@ Deferred has fired (a committed write), and stored messages are deleted only
 after they were handed to the session, so a ``kill -9`` at any point loses
 nothing; at worst a message is delivered twice.
 
-Everything one user's storage does — storing, checking the quota, delivering —
-runs one operation at a time under a per-user lock, in arrival order. That is
-what keeps the quota exact and makes sure a message stored while a delivery is
-starting is either part of that delivery or still in storage afterwards, never
-lost and never sent twice.
+Each user with stored messages has a small in-memory record (does the account
+exist, how many messages are stored), read from storage under a per-user lock
+the first time and trusted for :data:`STATE_TTL` seconds. With it, the quota
+check is a comparison on the reactor thread and a message's ``append`` is
+submitted at once: a burst of messages becomes one batch of writes for the
+storage worker instead of three round trips each. Storage runs work in
+submission order, so a message stored while a delivery is starting is either
+part of that delivery (its query was submitted later) or still in storage
+afterwards, never lost and never sent twice.
 """
 
 from __future__ import annotations
@@ -46,6 +50,21 @@ DELAY_TEXT = "Offline Storage"
 
 #: What the sender reads when the recipient's storage is full.
 FULL_TEXT = "The recipient's offline message storage is full"
+
+#: Seconds a user's cached record (the account exists, N messages stored) is
+#: trusted before it is read from storage again: an account deleted by the
+#: admin command in another process is noticed within this time.
+STATE_TTL = 60.0
+
+
+class _Queue:
+    """What the component knows of one user's stored messages."""
+
+    __slots__ = ("count", "loaded")
+
+    def __init__(self, count: int, loaded: float):
+        self.count = count
+        self.loaded = loaded
 
 
 def delay_stamp(when: float) -> str:
@@ -106,7 +125,7 @@ class OfflineComponent(Component):
 
     #: Messages read from the store per query while delivering, so a full
     #: queue of large stanzas is never all in memory at once.
-    batch = 100
+    batch = 500
 
     def __init__(self, server: Any, config: dict[str, Any]):
         super().__init__(server, config)
@@ -114,6 +133,31 @@ class OfflineComponent(Component):
         self._locks = KeyedLock()
         #: sessions whose delivery is under way, so a repeated event is ignored
         self._delivering: weakref.WeakSet = weakref.WeakSet()
+        #: bare JID → its record, for users whose account is known to exist
+        self._queues: dict[str, _Queue] = {}
+        #: Users who may have stored messages (bare JID → messages submitted
+        #: for them so far). Only this server stores offline messages, so once
+        #: the users with stored messages have been read at start
+        #: (``_waiting_known``), a login of anyone else needs no storage query.
+        self._waiting: dict[str, int] = {}
+        self._waiting_known = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._waiting_known = False
+        ready = getattr(self.server, "storage_ready", None) or defer.succeed(None)
+        ready.addCallback(self._storage_ready)
+
+    def _storage_ready(self, result: Any) -> Any:
+        # Not chained into storage_ready: other components wait on it too.
+        def loaded(users: list[str]) -> None:
+            for user in users:
+                self._waiting.setdefault(user, 0)
+            self._waiting_known = True
+            self.log.info("{count} users have offline messages waiting", count=len(users))
+        self.store["offline"].users().addCallbacks(loaded, lambda f: self.log.failure(
+            "cannot list the users with offline messages; every login will look", f))
+        return result
 
     # -- storing -------------------------------------------------------------------
 
@@ -131,30 +175,51 @@ class OfflineComponent(Component):
         text = event.stanza.toXml()
         keep = worth_storing(event.stanza)
         sender = event.from_.userhost() if event.from_ is not None else None
-        d = self._locks.run(user, self._store, event, user, text, keep, sender)
-        d.addErrback(self._store_failed, event, user)
-        return d
+        queue = self._queues.get(user)
+        if queue is not None and time.monotonic() - queue.loaded < STATE_TTL:
+            result = self._append(event, user, text, keep, sender, queue)
+        else:
+            result = self._locks.run(user, self._load_and_append, event, user, text, keep, sender)
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self._store_failed, event, user)
+        return result
 
     @defer.inlineCallbacks
-    def _store(self, event: StanzaEvent, user: str, text: str, keep: bool, sender: str | None):
-        # RFC 6121 §8.5.1: no such account — the same answer as without storage.
-        if not (yield self.server.accounts.exists(user)):
-            return event.error("service-unavailable")
+    def _load_and_append(self, event: StanzaEvent, user: str, text: str, keep: bool,
+                         sender: str | None):
+        queue = self._queues.get(user)
+        if queue is None or time.monotonic() - queue.loaded >= STATE_TTL:
+            # RFC 6121 §8.5.1: no such account — the same answer as without storage.
+            if not (yield self.server.accounts.exists(user)):
+                self._queues.pop(user, None)
+                return event.error("service-unavailable")
+            count = yield self.store["offline"].count(user)
+            queue = self._queues[user] = _Queue(count, time.monotonic())
+        result = yield self._append(event, user, text, keep, sender, queue)
+        return result
+
+    def _append(self, event: StanzaEvent, user: str, text: str, keep: bool, sender: str | None,
+                queue: _Queue):
         if not keep:
             # Dropped without an error: an error here (and only here) would tell
             # any sender, subscribed or not, that the user is offline (RFC 6121
             # §8.5.2.2.1 makes store-or-bounce a SHOULD for chat and normal).
             return True
-        store = self.store["offline"]
         limit = self.config["max_messages"]
-        if (yield store.count(user)) >= limit:
+        if queue.count >= limit:
             # XEP-0160 §2: a full offline queue is answered service-unavailable.
             self.log.info("offline storage of {user} is full ({limit} messages): "
                           "refused a message from {sender}",
                           user=user, limit=limit, sender=sender)
             return event.error("service-unavailable", text=FULL_TEXT)
-        yield store.append(user, text, with_=sender)
-        return True
+        queue.count += 1
+        self._waiting[user] = self._waiting.get(user, 0) + 1
+
+        def failed(failure):
+            queue.count -= 1
+            return failure
+        return self.store["offline"].append(user, text, with_=sender).addCallbacks(
+            lambda _: True, failed)
 
     def _store_failed(self, failure, event: StanzaEvent, user: str):
         """The message is not stored: say so rather than let it vanish."""
@@ -175,6 +240,8 @@ class OfflineComponent(Component):
             return False
         if session in self._delivering:
             return False
+        if self._waiting_known and session.bare not in self._waiting:
+            return False  # nothing stored: no need to ask the storage
         self._delivering.add(session)
         d = self._locks.run(session.bare, self._deliver, session)
         d.addErrback(lambda failure: self.log.failure(
@@ -195,9 +262,13 @@ class OfflineComponent(Component):
         user, host = session.bare, session.jid.host
         delivered = 0
         after = None
+        deletes: list[defer.Deferred] = []
+        complete = False
         while True:
+            submitted = self._waiting.get(user)
             items = yield store.query(user, after=after, limit=self.batch)
             if not items:
+                complete = True
                 break
             sent = []
             for item in items:
@@ -221,14 +292,29 @@ class OfflineComponent(Component):
                     delivered += 1
                 sent.append(item.id)
             if sent:
-                # Only now: what was handed over goes, nothing else.
-                yield store.delete(user, sent)
+                # Only now: what was handed over goes, nothing else. The next
+                # query need not wait for it: storage runs both in order.
+                deletes.append(store.delete(user, sent).addCallback(self._deleted, user))
             if len(sent) < len(items) or len(items) < self.batch:
+                complete = len(sent) == len(items)
                 break
             after = items[-1].id
+        if deletes:
+            yield defer.gatherResults(deletes, consumeErrors=True)
+        if complete and self._waiting.get(user) == submitted:
+            # Everything stored before the last query went out, and nothing was
+            # stored since: this user's next login needs no query.
+            self._waiting.pop(user, None)
         if delivered:
             self.log.info("delivered {count} offline message(s) to {jid}",
                           count=delivered, jid=session.jid.full())
+
+    def _deleted(self, count: int, user: str) -> None:
+        queue = self._queues.get(user)
+        if queue is not None:
+            queue.count = max(0, queue.count - count)
+            if not queue.count:
+                del self._queues[user]  # the next message reads storage again
 
     def _still_there(self, session: Any) -> bool:
         """Is ``session`` still the bound, available resource it was? (It may

@@ -98,6 +98,9 @@ class IArchiveStore(Interface):
     def delete(user, ids=None):
         """Delete the given ids (all the user's items if None); fires with the count."""
 
+    def users():
+        """Deferred firing with the sorted users that have at least one item."""
+
 
 class IStorage(Interface):
     """A storage backend: opens named stores, owns the connection."""

@@ -153,6 +153,9 @@ class MemoryArchiveStore:
             self._data.pop(user, None)
         return defer.succeed(deleted)
 
+    def users(self) -> defer.Deferred[list[str]]:
+        return defer.succeed(sorted(self._data))
+
     def _purge(self, user: str) -> None:
         self._data.pop(user, None)
 

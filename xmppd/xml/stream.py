@@ -191,8 +191,7 @@ class XMPPStream(protocol.Protocol):
 
     def _documentEnded(self) -> None:
         if not self.closed:
-            self.log.info("{peer} closed its stream", peer=self.peer)
-            self.close()
+            self.close()  # the disconnect is logged by the session
 
     def streamStarted(self, root: domish.Element) -> None:
         raise NotImplementedError
