@@ -232,3 +232,16 @@ def test_certificate_file_without_a_certificate(ini, tmp_path):
 def test_overrides_apply_on_top_of_the_file(ini):
     config = load(ini(""), overrides={"c2s": {"port": "0"}, "server": {"components": "disco"}})
     assert config.c2s["port"] == 0 and list(config.components) == ["disco"]
+
+
+def test_twistd_tunes_the_garbage_collector_of_its_own_process_only():
+    """`twistd xmppd` freezes start-up objects and collects less often; importing
+    or embedding the service changes nothing (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+    code = ("import gc; before = gc.get_threshold(); import xmppd.service as s; "
+            "assert gc.get_threshold() == before; s.tune_garbage_collector(); "
+            "assert gc.get_threshold() == s.GC_THRESHOLD, gc.get_threshold(); "
+            "assert gc.get_freeze_count() > 0; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

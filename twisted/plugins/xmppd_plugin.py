@@ -36,8 +36,13 @@ class XMPPDServiceMaker:
     options = Options
 
     def makeService(self, options: Options):
-        from xmppd.service import makeService
+        from twisted.internet import reactor
 
+        from xmppd.service import makeService, tune_garbage_collector
+
+        # The process is ours (an application embedding the service is not
+        # touched): tune the collector once everything has been imported.
+        reactor.callWhenRunning(tune_garbage_collector)
         return makeService(options.config)
 
 

@@ -55,6 +55,11 @@ class C2SSession(XMPPStream):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # Stanzas are small and each is written whole: Nagle's algorithm would
+        # only hold a reply back until the client's delayed ACK (up to 40 ms).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.log.info("c2s {peer} connected{tls}", peer=self.peer,
                       tls=" (direct TLS)" if self.secure else "")
         self._timeout = reactor.callLater(self.server.config.c2s["auth_timeout"], self._timed_out)
