@@ -21,6 +21,7 @@ import os
 import math
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -131,19 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, "
           f"{_cpus()} CPUs, Python {platform.python_version()}, generator on {loop_name}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}", file=sys.stderr)
-    results: dict[str, dict[str, list[dict]]] = {}
-    failures = 0
-    for sc in chosen:
-        results[sc.name] = {n: [] for n in names}
-        for rep in range(args.repeats):
-            order = names if rep % 2 == 0 else names[::-1]
-            for name in order:
-                r = run_once(sc, name, workdir, cert, args.quick, args.profile)
-                results[sc.name][name].append(r)
-                failures += r.get("lost", 0) + r.get("dup", 0)
-                shown = ", ".join(f"{k} {fmt(v) if k not in ('server CPU', 'generator CPU') else f'{v:.0%}'}"
-                                  for k, v in r.items())
-                print(f"  {sc.name} #{rep + 1} {name}: {shown}", file=sys.stderr, flush=True)
+    try:
+        results: dict[str, dict[str, list[dict]]] = {}
+        failures = 0
+        for sc in chosen:
+            results[sc.name] = {n: [] for n in names}
+            for rep in range(args.repeats):
+                order = names if rep % 2 == 0 else names[::-1]
+                for name in order:
+                    r = run_once(sc, name, workdir, cert, args.quick, args.profile)
+                    results[sc.name][name].append(r)
+                    failures += r.get("lost", 0) + r.get("dup", 0)
+                    shown = ", ".join(f"{k} {fmt(v) if k not in ('server CPU', 'generator CPU') else f'{v:.0%}'}"
+                                      for k, v in r.items())
+                    print(f"  {sc.name} #{rep + 1} {name}: {shown}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(f"Features in both servers: {servers.FEATURES}. Repeats: {args.repeats}"
           f"{' (quick sizes)' if args.quick else ''}. Ratio = xmppd / Prosody.")

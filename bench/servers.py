@@ -194,6 +194,7 @@ class Prosody(Server):
         data = self.dir / "data"
         host = data / DOMAIN.replace(".", "%2e")
         (host / "accounts").mkdir(parents=True)
+        (self.dir / "certs").mkdir()  # where Prosody looks for more certificates
         stored, server = _scram_sha1_keys(PASSWORD, SALT.encode(), ITERATIONS)
         account = (f'return {{ ["iteration_count"] = {ITERATIONS}; ["salt"] = "{SALT}"; '
                    f'["stored_key"] = "{stored.hex()}"; ["server_key"] = "{server.hex()}"; }};\n')
@@ -205,6 +206,7 @@ class Prosody(Server):
         (self.dir / "prosody.cfg.lua").write_text(f"""\
 daemonize = false
 data_path = "{data}"
+certificates = "{self.dir}/certs"
 plugin_paths = {{}}
 interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
@@ -235,19 +237,22 @@ modules_disabled = {{ "s2s" }}
 ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; }}
 VirtualHost "{DOMAIN}"
 """)
-        user = pwd.getpwnam("prosody")
-        for path in [self.dir, *self.dir.rglob("*")]:
-            os.chown(path, user.pw_uid, user.pw_gid)
+        if os.geteuid() == 0:  # Prosody refuses to run as root: it runs as its own user
+            user = pwd.getpwnam("prosody")
+            for path in [self.dir, *self.dir.rglob("*")]:
+                os.chown(path, user.pw_uid, user.pw_gid)
 
     def spawn(self) -> subprocess.Popen:
         prosody = shutil.which("prosody")
         if prosody is None:
             raise RuntimeError("prosody is not installed (apt-get install prosody)")
-        user = pwd.getpwnam("prosody")
+        as_user = {}
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("prosody")
+            as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         return subprocess.Popen([prosody, "--config", str(self.dir / "prosody.cfg.lua")],
-                                cwd=self.dir, user=user.pw_uid, group=user.pw_gid,
-                                extra_groups=[], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT)
+                                cwd=self.dir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, **as_user)
 
     def log_tail(self) -> str:
         path = self.dir / "prosody.log"

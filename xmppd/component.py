@@ -85,5 +85,10 @@ class Component(service.Service):
         return super().stopService()
 
     def stream_features(self, session: Any) -> list[domish.Element]:
-        """Stream features to offer ``session`` (e.g. XEP-0077's register)."""
+        """Stream features to offer ``session`` (e.g. XEP-0077's register).
+
+        They may depend on the configuration and on whether the session is
+        secure (``session.secure``) and authenticated (``session.user``), and
+        on nothing else: the session serialises each variant once and reuses it.
+        """
         return []

@@ -49,6 +49,8 @@ class XMPPServer(service.MultiService):
             self.components[name] = component
         self.tls_context = None
         self.ports: list[Any] = []
+        #: (secure, authenticated) → the serialised <stream:features/> (see C2SSession)
+        self.features_cache: dict[tuple[bool, bool], str] = {}
 
     # -- life cycle ----------------------------------------------------------------
 

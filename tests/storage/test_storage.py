@@ -471,3 +471,17 @@ class SQLiteBatchTests(unittest.TestCase):
         await reopened.start()
         self.addCleanup(reopened.stop)
         self.assertEqual(await reopened.archive("offline").count(ALICE), 1200)
+
+    async def test_a_failed_operation_alone_leaves_nothing(self):
+        kv = self.storage.keyvalue("kv")
+        await kv.set(ALICE, 1)  # the worker is idle now: the next one runs alone
+
+        def broken(cursor):
+            cursor.execute("INSERT INTO kv (store, user, value) VALUES ('kv', 'x', 'half')")
+            cursor.execute("INSERT INTO no_such_table VALUES (1)")
+
+        with self.assertRaises(Exception):
+            await self.storage._worker.submit(broken)
+        self.assertIsNone(await kv.get("x"))
+        await kv.set(BOB, 2)  # and the connection is usable afterwards
+        self.assertEqual(await kv.get(BOB), 2)

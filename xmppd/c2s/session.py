@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 #: SASL failures allowed on one stream before it is closed.
 MAX_AUTH_FAILURES = 5
 
+#: Fixed replies of the negotiation, written as text (base64 is XML-safe).
+_PROCEED = f"<proceed xmlns='{ns.TLS}'/>"
+
 
 class C2SSession(XMPPStream):
     """One client connection, from the first byte to the last."""
@@ -101,7 +104,16 @@ class C2SSession(XMPPStream):
             self.stream_error("unsupported-version", "XMPP 1.0 streams only")
             return
         self.send_header(self.local_domain)
-        self.send(self._features())
+        # What is offered depends only on the configuration and on whether the
+        # stream is secure and authenticated (the contract of
+        # Component.stream_features), so each of the few variants is
+        # serialised once per server, not once per login.
+        key = (self.secure, self.user is not None)
+        cache = self.server.features_cache
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = self.serialize(self._features())
+        self.send(text)
 
     def _features(self) -> domish.Element:
         features = domish.Element((ns.STREAMS, "features"))
@@ -166,7 +178,7 @@ class C2SSession(XMPPStream):
             self.send(domish.Element((ns.TLS, "failure")))
             self.close()
             return
-        self.send(domish.Element((ns.TLS, "proceed")))
+        self.send(_PROCEED)
         self.transport.startTLS(self.server.tls_context)
         self.secure = True
         self.reset()
@@ -203,16 +215,14 @@ class C2SSession(XMPPStream):
         if self.closed or self.sasl is not mechanism:
             return
         if step.kind == "challenge":
-            challenge = domish.Element((ns.SASL, "challenge"))
-            challenge.addContent(base64.b64encode(step.data).decode() if step.data else "=")
-            self.send(challenge)
+            payload = base64.b64encode(step.data).decode() if step.data else "="
+            self.send(f"<challenge xmlns='{ns.SASL}'>{payload}</challenge>")
         elif step.kind == "success":
             self.sasl = None
             self.user = step.user
             self.mechanism = getattr(mechanism, "name", "PLAIN")
-            success = domish.Element((ns.SASL, "success"))
-            if step.data:
-                success.addContent(base64.b64encode(step.data).decode())
+            payload = base64.b64encode(step.data).decode() if step.data else ""
+            success = f"<success xmlns='{ns.SASL}'>{payload}</success>"
             self.send(success)
             self.reset()
         else:

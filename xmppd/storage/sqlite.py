@@ -163,39 +163,43 @@ class _Worker:
 
     @staticmethod
     def _transaction(cursor: sqlite3.Cursor, work: list) -> list[tuple[defer.Deferred, bool, Any]]:
+        """Run ``work`` in one transaction. Alone, an operation that fails rolls
+        the transaction back; in a batch, it rolls back to its own savepoint and
+        the others commit. If the transaction itself fails (BEGIN, COMMIT, a
+        savepoint: the disk, a lock), every operation in it fails."""
         results = []
         try:
             cursor.execute("BEGIN IMMEDIATE")
-        except Exception:
-            failure = Failure()
-            return [(d, False, failure) for _fn, _args, d in work]
-        single = len(work) == 1
-        for fn, args, d in work:
-            if single:
+            if len(work) == 1:
+                fn, args, d = work[0]
                 try:
                     results.append((d, True, fn(cursor, *args)))
                 except Exception:
-                    results.append((d, False, Failure()))
-                continue
-            cursor.execute("SAVEPOINT op")
-            try:
-                result = fn(cursor, *args)
-            except Exception:
-                results.append((d, False, Failure()))
-                cursor.execute("ROLLBACK TO op")
+                    failure = Failure()
+                    _rollback(cursor)
+                    return [(d, False, failure)]
             else:
-                results.append((d, True, result))
-            cursor.execute("RELEASE op")
-        try:
+                for fn, args, d in work:
+                    cursor.execute("SAVEPOINT op")
+                    try:
+                        results.append((d, True, fn(cursor, *args)))
+                    except Exception:
+                        results.append((d, False, Failure()))
+                        cursor.execute("ROLLBACK TO op")
+                    cursor.execute("RELEASE op")
             cursor.execute("COMMIT")
         except Exception:
             failure = Failure()
-            try:
-                cursor.execute("ROLLBACK")
-            except Exception:
-                pass
+            _rollback(cursor)
             return [(d, False, failure) for _fn, _args, d in work]
         return results
+
+
+def _rollback(cursor: sqlite3.Cursor) -> None:
+    try:
+        cursor.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # no transaction left to roll back
 
 
 def _deliver(results: list[tuple[defer.Deferred, bool, Any]]) -> None:

@@ -212,13 +212,17 @@ class XMPPStream(protocol.Protocol):
              ).encode("utf-8"))
         self.header_sent = True
 
+    def serialize(self, element: domish.Element) -> str:
+        """The element as this stream writes it (content namespace as default)."""
+        return element.toXml(prefixes=self._prefixes, defaultUri=self.namespace,
+                             prefixesInScope=["stream"])
+
     def send(self, element: domish.Element | str) -> None:
         """Serialise and write one element (or a ready-made string)."""
         if self.closed:
             return
         if not isinstance(element, str):
-            element = element.toXml(prefixes=self._prefixes, defaultUri=self.namespace,
-                                    prefixesInScope=["stream"])
+            element = self.serialize(element)
         self.transport.write(element.encode("utf-8"))
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
