@@ -41,7 +41,7 @@ def makeService(config: configlib.Config | str | dict[str, dict[str, Any]],
 #: parent, so the collector runs every few stanzas and, each time, walks what
 #: the young generation holds; measured on the login benchmark, the default
 #: cost about a tenth of the throughput (bench/RESULTS.rst).
-GC_THRESHOLD = (50_000, 50, 100)
+GC_THRESHOLD = (50_000, 20, 10)
 
 
 def tune_garbage_collector() -> None:

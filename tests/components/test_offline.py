@@ -401,7 +401,8 @@ def test_message_arriving_during_delivery_is_neither_lost_nor_duplicated():
 
 def test_message_being_stored_when_delivery_starts_is_part_of_it():
     h = harness()
-    slow = gate(h, "append")
+    # A slow disk that, like the real storage, runs work in submission order.
+    slow = gate(h, "append", "query", "delete")
     alice = sender(h)
     h.add_user(BOB)
     send(alice, mid="in-flight")  # the write has not finished...
@@ -542,3 +543,44 @@ def test_messages_stored_before_a_restart_are_found_at_login():
     restart_offline(h)  # reads who has messages waiting again
     bob = come_online(h, "bob@localhost/pc")
     assert [m["id"] for m in bob.take()] == ["old"]
+
+
+def test_messages_keep_their_order_while_the_first_one_reads_storage():
+    """The first message to a user reads the quota from storage; messages that
+    arrive meanwhile, and while its append is in flight, are stored after it."""
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    slow = gate(h, "count", "append")
+    send(alice, mid="m0")
+    send(alice, mid="m1")
+    slow.release()  # m0's count answered, its append submitted and held
+    send(alice, mid="m2")
+    send(alice, mid="m3")
+    slow.release()
+    slow.release()
+    bob = come_online(h, "bob@localhost/pc")
+    assert [m["id"] for m in bob.take()] == ["m0", "m1", "m2", "m3"]
+
+
+def test_a_login_while_a_message_is_being_stored_still_gets_it():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    slow = gate(h, "count")
+    send(alice, mid="late")  # waits for the quota read
+    bob = come_online(h, "bob@localhost/pc")
+    slow.release()
+    assert [m["id"] for m in bob.take()] == ["late"]
+
+
+def test_a_deleted_account_is_forgotten():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="1")
+    assert len(stored(h)) == 1
+    result_of(h.server.accounts.delete(BOB))
+    send(alice, mid="2")
+    assert [error_condition(e) for e in alice.take()] == ["service-unavailable"]
+    assert stored(h) == []

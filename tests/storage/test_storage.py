@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -450,9 +451,14 @@ class SQLiteBatchTests(unittest.TestCase):
             cursor.execute("INSERT INTO kv (store, user, value) VALUES ('kv', 'x', 'half')")
             cursor.execute("INSERT INTO no_such_table VALUES (1)")
 
+        # Hold the worker so that the next three are queued together: one batch.
+        release = threading.Event()
+        held = self.storage._worker.submit(lambda cursor: release.wait(10))
         first = kv.set(ALICE, 1)
         bad = self.storage._worker.submit(broken)
         last = kv.set(BOB, 2)
+        release.set()
+        await held
         await first
         with self.assertRaises(Exception):
             await bad

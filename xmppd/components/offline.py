@@ -145,6 +145,8 @@ class OfflineComponent(Component):
     def startService(self) -> None:
         super().startService()
         self._waiting_known = False
+        if self._forget not in self.server.accounts.on_delete:
+            self.server.accounts.on_delete.append(self._forget)
         ready = getattr(self.server, "storage_ready", None) or defer.succeed(None)
         ready.addCallback(self._storage_ready)
 
@@ -175,11 +177,17 @@ class OfflineComponent(Component):
         text = event.stanza.toXml()
         keep = worth_storing(event.stanza)
         sender = event.from_.userhost() if event.from_ is not None else None
+        # Counted before anything else, so a login from now on looks in storage.
+        self._waiting[user] = self._waiting.get(user, 0) + 1
         queue = self._queues.get(user)
-        if queue is not None and time.monotonic() - queue.loaded < STATE_TTL:
+        if queue is not None and time.monotonic() - queue.loaded < STATE_TTL \
+                and not self._locks.busy(user):
             result = self._append(event, user, text, keep, sender, queue)
         else:
+            # Behind whatever waits already, so the appends keep arrival order.
+            # The lock is released once the append is submitted, not committed.
             result = self._locks.run(user, self._load_and_append, event, user, text, keep, sender)
+            result.addCallback(lambda outcome: outcome[0])
         if isinstance(result, defer.Deferred):
             result.addErrback(self._store_failed, event, user)
         return result
@@ -192,11 +200,11 @@ class OfflineComponent(Component):
             # RFC 6121 §8.5.1: no such account — the same answer as without storage.
             if not (yield self.server.accounts.exists(user)):
                 self._queues.pop(user, None)
-                return event.error("service-unavailable")
+                return (event.error("service-unavailable"),)
             count = yield self.store["offline"].count(user)
             queue = self._queues[user] = _Queue(count, time.monotonic())
-        result = yield self._append(event, user, text, keep, sender, queue)
-        return result
+        # In a tuple, or the lock would wait for the Deferred (the commit).
+        return (self._append(event, user, text, keep, sender, queue),)
 
     def _append(self, event: StanzaEvent, user: str, text: str, keep: bool, sender: str | None,
                 queue: _Queue):
@@ -213,7 +221,6 @@ class OfflineComponent(Component):
                           user=user, limit=limit, sender=sender)
             return event.error("service-unavailable", text=FULL_TEXT)
         queue.count += 1
-        self._waiting[user] = self._waiting.get(user, 0) + 1
 
         def failed(failure):
             queue.count -= 1
@@ -240,7 +247,8 @@ class OfflineComponent(Component):
             return False
         if session in self._delivering:
             return False
-        if self._waiting_known and session.bare not in self._waiting:
+        if self._waiting_known and session.bare not in self._waiting \
+                and not self._locks.busy(session.bare):
             return False  # nothing stored: no need to ask the storage
         self._delivering.add(session)
         d = self._locks.run(session.bare, self._deliver, session)
@@ -300,7 +308,12 @@ class OfflineComponent(Component):
                 break
             after = items[-1].id
         if deletes:
-            yield defer.gatherResults(deletes, consumeErrors=True)
+            # Every one of them, failed or not, before the lock is let go.
+            outcomes = yield defer.DeferredList(deletes, consumeErrors=True)
+            for ok, failure in outcomes:
+                if not ok:
+                    self.log.failure("deleting delivered offline messages of {user}",
+                                     failure, user=user)
         if complete and self._waiting.get(user) == submitted:
             # Everything stored before the last query went out, and nothing was
             # stored since: this user's next login needs no query.
@@ -308,6 +321,11 @@ class OfflineComponent(Component):
         if delivered:
             self.log.info("delivered {count} offline message(s) to {jid}",
                           count=delivered, jid=session.jid.full())
+
+    def _forget(self, user: str) -> None:
+        """The account is gone (its storage purged): what we knew is wrong now."""
+        self._queues.pop(user, None)
+        self._waiting.pop(user, None)
 
     def _deleted(self, count: int, user: str) -> None:
         queue = self._queues.get(user)

@@ -184,8 +184,15 @@ class _Worker:
                     try:
                         results.append((d, True, fn(cursor, *args)))
                     except Exception:
-                        results.append((d, False, Failure()))
-                        cursor.execute("ROLLBACK TO op")
+                        failure = Failure()
+                        results.append((d, False, failure))
+                        try:
+                            cursor.execute("ROLLBACK TO op")
+                        except sqlite3.Error:
+                            # SQLite ended the whole transaction (disk full, I/O
+                            # error): nothing in it stands; the op's error says why.
+                            _rollback(cursor)
+                            return [(d2, False, failure) for _fn, _args, d2 in work]
                     cursor.execute("RELEASE op")
             cursor.execute("COMMIT")
         except Exception:
