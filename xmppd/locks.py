@@ -32,10 +32,6 @@ class KeyedLock:
             return result
         return lock.run(function, *args).addBoth(forget)
 
-    def busy(self, key: str) -> bool:
-        """Is an operation on ``key`` running or waiting?"""
-        return key in self._locks
-
     def __len__(self) -> int:
         """Keys with an operation running or waiting."""
         return len(self._locks)

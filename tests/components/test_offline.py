@@ -584,3 +584,30 @@ def test_a_deleted_account_is_forgotten():
     send(alice, mid="2")
     assert [error_condition(e) for e in alice.take()] == ["service-unavailable"]
     assert stored(h) == []
+
+
+def test_messages_to_made_up_users_leave_nothing_behind():
+    h = harness()
+    alice = sender(h)
+    for i in range(20):
+        send(alice, to=f"nobody{i}@localhost", mid=str(i))
+    assert [error_condition(e) for e in alice.take()] == ["service-unavailable"] * 20
+    offline = h.component("offline")
+    assert offline._waiting == {} and offline._queues == {}
+
+
+def test_thousands_of_messages_waiting_for_the_first_read_are_all_stored_in_order():
+    """A burst arriving while the user's record is read waits in a list, not
+    behind a lock per message (thousands of those recursed too deep and
+    left the user's queue stuck for good)."""
+    h = harness(max_messages="5000")
+    alice = sender(h)
+    h.add_user(BOB)
+    slow = gate(h, "count")
+    for i in range(3000):
+        send(alice, mid=f"b{i}")
+    slow.release()
+    assert alice.take() == []
+    bob = come_online(h, "bob@localhost/pc")
+    assert [m["id"] for m in bob.take()] == [f"b{i}" for i in range(3000)]
+    assert stored(h) == []

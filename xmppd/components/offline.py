@@ -14,8 +14,8 @@ after they were handed to the session, so a ``kill -9`` at any point loses
 nothing; at worst a message is delivered twice.
 
 Each user with stored messages has a small in-memory record (does the account
-exist, how many messages are stored), read from storage under a per-user lock
-the first time and trusted for :data:`STATE_TTL` seconds. With it, the quota
+exist, how many messages are stored), read from storage the first time (messages
+arriving meanwhile wait for it, in order) and trusted for :data:`STATE_TTL` seconds. With it, the quota
 check is a comparison on the reactor thread and a message's ``append`` is
 submitted at once: a burst of messages becomes one batch of writes for the
 storage worker instead of three round trips each. Storage runs work in
@@ -31,6 +31,7 @@ import weakref
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
@@ -55,6 +56,17 @@ FULL_TEXT = "The recipient's offline message storage is full"
 #: trusted before it is read from storage again: an account deleted by the
 #: admin command in another process is noticed within this time.
 STATE_TTL = 60.0
+
+
+class _Loading:
+    """Messages waiting while a user's record is read, and deliveries waiting
+    for those messages to be submitted."""
+
+    __slots__ = ("pending", "waiters")
+
+    def __init__(self) -> None:
+        self.pending: list = []
+        self.waiters: list[defer.Deferred] = []
 
 
 class _Queue:
@@ -141,6 +153,8 @@ class OfflineComponent(Component):
         #: (``_waiting_known``), a login of anyone else needs no storage query.
         self._waiting: dict[str, int] = {}
         self._waiting_known = False
+        #: bare JID → messages waiting for its record to be read
+        self._loading: dict[str, _Loading] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -180,31 +194,55 @@ class OfflineComponent(Component):
         # Counted before anything else, so a login from now on looks in storage.
         self._waiting[user] = self._waiting.get(user, 0) + 1
         queue = self._queues.get(user)
-        if queue is not None and time.monotonic() - queue.loaded < STATE_TTL \
-                and not self._locks.busy(user):
+        if user not in self._loading and queue is not None \
+                and time.monotonic() - queue.loaded < STATE_TTL:
             result = self._append(event, user, text, keep, sender, queue)
         else:
-            # Behind whatever waits already, so the appends keep arrival order.
-            # The lock is released once the append is submitted, not committed.
-            result = self._locks.run(user, self._load_and_append, event, user, text, keep, sender)
-            result.addCallback(lambda outcome: outcome[0])
+            # The record is being read: wait for it, in arrival order.
+            result = defer.Deferred()
+            loading = self._loading.get(user)
+            first = loading is None
+            if first:
+                loading = self._loading[user] = _Loading()
+            loading.pending.append((event, text, keep, sender, result))
+            if first:  # after queueing: a storage that answers at once is done now
+                self._load(user)
         if isinstance(result, defer.Deferred):
             result.addErrback(self._store_failed, event, user)
         return result
 
-    @defer.inlineCallbacks
-    def _load_and_append(self, event: StanzaEvent, user: str, text: str, keep: bool,
-                         sender: str | None):
-        queue = self._queues.get(user)
-        if queue is None or time.monotonic() - queue.loaded >= STATE_TTL:
-            # RFC 6121 §8.5.1: no such account — the same answer as without storage.
-            if not (yield self.server.accounts.exists(user)):
-                self._queues.pop(user, None)
-                return (event.error("service-unavailable"),)
-            count = yield self.store["offline"].count(user)
-            queue = self._queues[user] = _Queue(count, time.monotonic())
-        # In a tuple, or the lock would wait for the Deferred (the commit).
-        return (self._append(event, user, text, keep, sender, queue),)
+    def _load(self, user: str) -> None:
+        """Read the user's record: does the account exist (RFC 6121 §8.5.1), how
+        many messages are stored. Messages that arrive meanwhile wait for it."""
+        def exists(found: bool):
+            if not found:
+                return None
+            return self.store["offline"].count(user).addCallback(
+                lambda count: _Queue(count, time.monotonic()))
+        self.server.accounts.exists(user).addCallback(exists).addBoth(self._loaded, user)
+
+    def _loaded(self, result: Any, user: str) -> None:
+        loading = self._loading.pop(user)
+        if isinstance(result, _Queue):
+            self._queues[user] = result
+        else:
+            self._queues.pop(user, None)
+            if result is None:
+                self._waiting.pop(user, None)  # or made-up names would fill it
+        # One after the other, in a loop: each append is submitted in order.
+        for event, text, keep, sender, d in loading.pending:
+            if isinstance(result, Failure):
+                d.errback(result)
+            elif result is None:
+                d.callback(event.error("service-unavailable"))
+            else:
+                outcome = self._append(event, user, text, keep, sender, result)
+                if isinstance(outcome, defer.Deferred):
+                    outcome.chainDeferred(d)
+                else:
+                    d.callback(outcome)
+        for waiter in loading.waiters:
+            waiter.callback(None)
 
     def _append(self, event: StanzaEvent, user: str, text: str, keep: bool, sender: str | None,
                 queue: _Queue):
@@ -247,8 +285,7 @@ class OfflineComponent(Component):
             return False
         if session in self._delivering:
             return False
-        if self._waiting_known and session.bare not in self._waiting \
-                and not self._locks.busy(session.bare):
+        if self._waiting_known and session.bare not in self._waiting:
             return False  # nothing stored: no need to ask the storage
         self._delivering.add(session)
         d = self._locks.run(session.bare, self._deliver, session)
@@ -268,6 +305,11 @@ class OfflineComponent(Component):
     def _deliver(self, session: Any):
         store = self.store["offline"]
         user, host = session.bare, session.jid.host
+        loading = self._loading.get(user)
+        if loading is not None:  # messages on their way into storage come too
+            waiter: defer.Deferred = defer.Deferred()
+            loading.waiters.append(waiter)
+            yield waiter
         delivered = 0
         after = None
         deletes: list[defer.Deferred] = []
