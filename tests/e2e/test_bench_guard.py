@@ -9,6 +9,7 @@ compared with Prosody by the benchmark itself, on a quiet machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -21,17 +22,23 @@ import scenarios  # noqa: E402
 import servers  # noqa: E402
 
 
+@contextlib.contextmanager
+def xmppd_for(scenario, tmp_path):
+    """The benchmark's own xmppd launcher, with the scenario's accounts."""
+    server = servers.Xmppd(tmp_path, servers.make_certificate(tmp_path), scenario.tls)
+    server.start(scenario.users)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("name", ["messages-plain", "messages-tls"])
 def test_short_message_run_loses_and_duplicates_nothing(tmp_path, name):
     scenario = scenarios.SCENARIOS[name]
-    cert = servers.make_certificate(tmp_path)
-    server = servers.Xmppd(tmp_path, cert, scenario.tls)
-    server.start(scenario.users)
-    try:
+    with xmppd_for(scenario, tmp_path) as server:
         result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
         alive = server.process.poll() is None
-    finally:
-        server.stop()
     assert alive, server.log_tail()
     assert result["sent"] > 1000, result  # it really ran (not a speed target)
     assert result["lost"] == 0, result
@@ -41,10 +48,7 @@ def test_short_message_run_loses_and_duplicates_nothing(tmp_path, name):
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):
     """The guard can fail: a server that drops messages is caught."""
     scenario = scenarios.SCENARIOS["messages-plain"]
-    cert = servers.make_certificate(tmp_path)
-    server = servers.Xmppd(tmp_path, cert, scenario.tls)
-    server.start(scenario.users)
-    try:
+    with xmppd_for(scenario, tmp_path) as server:
         async def run():
             ctx = scenarios.Context(server, quick=True, tls=False)
             task = asyncio.ensure_future(scenario.run(ctx))
@@ -58,6 +62,4 @@ def test_the_benchmark_reports_a_lost_stanza(tmp_path):
             intruder.transport.abort()
             return await task
         result = asyncio.run(run())
-    finally:
-        server.stop()
     assert result["lost"] > 0, result

@@ -41,7 +41,7 @@ class C2SSession(XMPPStream):
         self.server = server
         self.router = server.router
         self.secure = direct_tls
-        self.factory_direct_tls = direct_tls
+        self.direct_tls = direct_tls
         self.mechanism = ""
         self.user: str | None = None  # authenticated bare JID
         self.jid = None  # full JID once bound
@@ -295,7 +295,7 @@ class C2SSession(XMPPStream):
     def _tls_kind(self) -> str:
         if not self.secure:
             return "no TLS"
-        return "direct TLS" if self.factory_direct_tls else "STARTTLS"
+        return "direct TLS" if self.direct_tls else "STARTTLS"
 
     # -- bound: stanzas ------------------------------------------------------------
 
