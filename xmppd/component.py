@@ -37,10 +37,14 @@ if TYPE_CHECKING:
 __all__ = ["Component", "Option", "handles"]
 
 
-def handles(event: str, priority: int = 0) -> Callable:
-    """Mark a method as the handler of ``event`` (stackable for several events)."""
+def handles(event: str, priority: int = 0, ordered: bool = True) -> Callable:
+    """Mark a method as the handler of ``event`` (stackable for several events).
+
+    ``ordered=False``: the sender's next stanza need not wait for the Deferred
+    this handler returns (see :meth:`xmppd.router.Router.hook`).
+    """
     def mark(method: Callable) -> Callable:
-        method.__dict__.setdefault("_xmppd_events", []).append((event, priority))
+        method.__dict__.setdefault("_xmppd_events", []).append((event, priority, ordered))
         return method
     return mark
 
@@ -75,8 +79,9 @@ class Component(service.Service):
             self.store[store_name] = getattr(self.server.storage, kind)(store_name)
         for attr in dir(type(self)):
             method = getattr(type(self), attr, None)
-            for event, priority in getattr(method, "_xmppd_events", ()):
-                self._unhooks.append(self.router.hook(event, getattr(self, attr), priority))
+            for event, priority, ordered in getattr(method, "_xmppd_events", ()):
+                self._unhooks.append(self.router.hook(event, getattr(self, attr), priority,
+                                                      ordered))
 
     def stopService(self) -> None:
         for unhook in self._unhooks:

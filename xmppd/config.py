@@ -132,7 +132,24 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "refuse authentication before STARTTLS"),
         Option("allow_plain", boolean, "true", "offer SASL PLAIN (never without TLS)"),
         Option("auth_timeout", integer(1), "60",
-               "seconds an unauthenticated stream may stay open (connection-timeout)"),
+               "seconds a connection may take from its first byte to binding a resource, "
+               "TLS handshake and SASL included (connection-timeout)"),
+        Option("idle_timeout", integer(1), "840",
+               "seconds of silence from a bound client before a whitespace keep-alive "
+               "(announced as XEP-0478 idle-seconds)"),
+        Option("close_timeout", integer(1), "5",
+               "seconds a closing connection may take to close cleanly before it is aborted"),
+        Option("send_timeout", integer(1), "60",
+               "seconds a client may read nothing while output waits for it (connection-timeout)"),
+        Option("max_output_buffer", integer(16384), "1048576",
+               "bytes of output held for a client that reads slowly (policy-violation beyond); "
+               "past a quarter of it, whoever fills it is read from no more until it drains"),
+        Option("max_resources", integer(0), "10",
+               "sessions one account may have at once (resource-constraint beyond; 0: no limit)"),
+        Option("max_sasl_steps", integer(2), "8",
+               "SASL messages one authentication attempt may take (malformed-request beyond)"),
+        Option("backlog", integer(1), "1024",
+               "connections the kernel queues before xmppd accepts them (the listen backlog)"),
     ],
 }
 

@@ -13,6 +13,8 @@ SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 SESSION = "urn:ietf:params:xml:ns:xmpp-session"  # RFC 3921, kept for old clients
 STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+# XEP-0478 stream limits advertisement
+STREAM_LIMITS = "urn:xmpp:stream-limits:0"
 STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 XML = "http://www.w3.org/XML/1998/namespace"
 

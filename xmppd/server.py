@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from typing import Any, Iterable
 
 from twisted.application import service
 from twisted.internet import defer, error, reactor
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
@@ -32,11 +34,16 @@ class XMPPServer(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, listen: bool = True):
+    def __init__(self, config: Config, listen: bool = True, clock: IReactorTime | None = None):
         super().__init__()
         self.config = config
         self.listen = listen
+        #: every timer of the server and its sessions runs on this clock (a
+        #: ``task.Clock`` in tests)
+        self.clock: IReactorTime = clock if clock is not None else reactor
         self.started_at = time.time()
+        #: things an operator wants counted: timeouts, aborted connections, …
+        self.counters: collections.Counter[str] = collections.Counter()
         self.router = Router(config.domains)
         server = config.server
         self.storage = open_storage(server["storage"], base_dir=server["data_dir"],
@@ -92,9 +99,10 @@ class XMPPServer(service.MultiService):
                 try:
                     if direct:
                         listening = reactor.listenSSL(port, factory, self.tls_context,
-                                                      interface=interface)
+                                                      backlog=c2s["backlog"], interface=interface)
                     else:
-                        listening = reactor.listenTCP(port, factory, interface=interface)
+                        listening = reactor.listenTCP(port, factory, backlog=c2s["backlog"],
+                                                      interface=interface)
                 except error.CannotListenError as e:
                     raise SystemExit(f"xmppd: cannot listen on {interface} port {port}: "
                                      f"{e.socketError}") from None

@@ -106,6 +106,15 @@ class FakeSession:
     def send(self, stanza: domish.Element) -> None:
         self.received.append(stanza)
 
+    def drained(self) -> defer.Deferred:
+        """Fires when the session's unsent output is written (at once: a fake
+        session never falls behind)."""
+        return defer.succeed(None)
+
+    def hold(self, work: defer.Deferred) -> None:
+        """Process this session's next stanza only after ``work`` (the harness
+        feeds stanzas one by one, so there is nothing to hold back)."""
+
     def stream_error(self, condition: str, text: str | None = None) -> None:
         self.stream_errors.append(condition)
         if self.jid is not None and self.router.unbind(self):

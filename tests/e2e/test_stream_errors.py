@@ -130,9 +130,22 @@ def test_host_unknown(server, to):
     assert c.root.tag == q(NS_STREAMS, "stream")
 
 
-@pytest.mark.parametrize("version", ["0.9", None, "2.0", "garbage"])
+@pytest.mark.parametrize("version", ["0.9", None, "garbage", "1", "-1.0"])
 def test_unsupported_version(server, version):
     provoke(server, header(version=version), "unsupported-version", send_header=False)
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.1", "10.3"])
+def test_a_higher_version_is_answered_with_1_0_and_the_stream_goes_on(server, version):
+    """RFC 6120 §4.7.5: the receiving entity answers with the highest version
+    both support (ours, 1.0) rather than an error."""
+    with connect(server) as c:
+        c.send(header(version=version))
+        features = c.next_stanza()
+        assert c.root.get("version") == "1.0"
+        assert features.tag == q(NS_STREAMS, "features")
+        c.starttls()
+        c.open_stream()
 
 
 

@@ -10,10 +10,11 @@ unauthenticated streams, such as XEP-0077 registration, as ``preauth`` events).
 from __future__ import annotations
 
 import base64
+import collections
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet import protocol, reactor
+from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
@@ -29,15 +30,25 @@ if TYPE_CHECKING:
 #: SASL failures allowed on one stream before it is closed.
 MAX_AUTH_FAILURES = 5
 
+#: Stanzas read but not yet processed (waiting behind a handler's storage
+#: work) beyond which the session stops reading from the client.
+MAX_INBOX = 64
+
 #: Fixed replies of the negotiation, written as text (base64 is XML-safe).
 _PROCEED = f"<proceed xmlns='{ns.TLS}'/>"
+
+#: Markers in the inbox for what is not a stanza: the peer's closing tag.
+_END = object()
 
 
 class C2SSession(XMPPStream):
     """One client connection, from the first byte to the last."""
 
     def __init__(self, server: XMPPServer, direct_tls: bool = False):
-        super().__init__(server.config.server["max_stanza_size"])
+        c2s = server.config.c2s
+        super().__init__(server.config.server["max_stanza_size"], clock=server.clock,
+                         max_output=c2s["max_output_buffer"], send_timeout=c2s["send_timeout"],
+                         close_timeout=c2s["close_timeout"])
         self.server = server
         self.router = server.router
         self.secure = direct_tls
@@ -52,7 +63,18 @@ class C2SSession(XMPPStream):
         self.presence: domish.Element | None = None
         self.sasl = None
         self.sasl_failures = 0
+        self.sasl_steps = 0
+        #: the connection deadline before bind, the idle check after
         self._timeout = None
+        self._last_read = 0.0
+        #: stanzas waiting for an earlier one's handler work (in-order processing)
+        self._inbox: collections.deque | None = None
+        self._holds = 0
+        self._running = False
+        #: who asked us to stop reading from the client (see pause_reading)
+        self._pausers: set[Any] = set()
+        #: sessions we stopped reading from because they fill our backlog
+        self._throttled: set[Any] = set()
 
     # -- connection ----------------------------------------------------------------
 
@@ -65,23 +87,210 @@ class C2SSession(XMPPStream):
             set_no_delay(True)
         self.log.info("c2s {peer} connected{tls}", peer=self.peer,
                       tls=" (direct TLS)" if self.secure else "")
-        self._timeout = reactor.callLater(self.server.config.c2s["auth_timeout"], self._timed_out)
+        # One deadline covers every stage before bind: the TLS handshake, the
+        # stream header, SASL and binding (a silent socket, a stalled
+        # handshake and an endless SASL exchange all end here).
+        self._timeout = self.clock.callLater(self.server.config.c2s["auth_timeout"],
+                                             self._timed_out)
 
     def _timed_out(self) -> None:
         self._timeout = None
-        if self.jid is None:
+        if self.jid is None and not self.closed:
+            self.server.counters["c2s timed out before bind"] += 1
+            self.log.info("c2s {peer}: not bound within {timeout} s ({stage}): closing",
+                          peer=self.peer, timeout=self.server.config.c2s["auth_timeout"],
+                          stage=self._stage())
             self.stream_error("connection-timeout", "authenticate and bind sooner")
+
+    def _stage(self) -> str:
+        if self.user is not None:
+            return "authenticated, not bound"
+        if self.sasl is not None:
+            return "in SASL"
+        if self.local_domain is not None:
+            return "stream open"
+        return "no stream header" if self.secure or not self.direct_tls else "TLS handshake"
+
+    def _idle_check(self) -> None:
+        """XEP-0478 idle-seconds, as Prosody does it: after that long without a
+        byte from the client, a whitespace keep-alive; a dead connection then
+        fails at the TCP level (and the send timeout ends a stuck one)."""
+        idle = self.server.config.c2s["idle_timeout"]
+        quiet = self.clock.seconds() - self._last_read
+        if quiet >= idle and not self.closed:
+            self.transport.write(b" ")
+            quiet = 0
+        self._timeout = self.clock.callLater(idle - quiet, self._idle_check)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._last_read = self.clock.seconds()
+        super().dataReceived(data)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
+        if self.jid is not None and not self.closed:
+            self.log.info("c2s {peer} disconnected ({who}): {reason}", peer=self.peer,
+                          who=self.jid.full(), reason=reason.getErrorMessage() if reason else "")
+        elif not self.closed:
+            self.log.info("c2s {peer} disconnected ({who}): {reason}", peer=self.peer,
+                          who=self.user or "unauthenticated",
+                          reason=reason.getErrorMessage() if reason else "")
+        # Unbound before anything can be sent to it as closed: a stanza for
+        # this session from now on finds the user's other resources, or storage.
+        self._unbind()
         super().connectionLost(reason)
-        self.log.info("c2s {peer} disconnected ({who}): {reason}", peer=self.peer,
-                      who=self.jid.full() if self.jid else self.user or "unauthenticated",
-                      reason=reason.getErrorMessage() if reason else "")
+        self._release_throttled()
+        self._drop_inbox()
+
+    def close(self) -> None:
+        """Unbind at once (RFC 6120 §4.4: no stanza is delivered to a closing
+        stream; the user's other resources or offline storage get them), then
+        close the stream."""
+        if self.closed:
+            return
+        if self.jid is not None:
+            self.log.info("c2s {peer} closing ({who})", peer=self.peer, who=self.jid.full())
+        self._unbind()
+        super().close()
+        self._release_throttled()
+        self._drop_inbox()
+
+    def _unbind(self) -> None:
         if self.jid is not None and self.router.unbind(self):
             self.server.session_closed(self)
+
+    def aborted(self) -> None:
+        self.server.counters["c2s aborted after close"] += 1
+
+    # -- in-order processing (RFC 6120 §10.1) --------------------------------------
+
+    def hold(self, work: defer.Deferred) -> None:
+        """Process this session's next stanza only once ``work`` (the storage
+        work of a handler of an earlier one) has finished, so a later stanza
+        never sees older state than an earlier one wrote. The router calls
+        this for every handler result that has not fired yet."""
+        self._holds += 1
+        if self._inbox is None:
+            self._inbox = collections.deque()
+        work.addBoth(self._released)
+
+    def _released(self, result: Any) -> Any:
+        self._holds -= 1
+        if not self._holds:
+            self._run_inbox()
+        return result
+
+    def stanzaReceived(self, element: domish.Element) -> None:
+        if self._inbox is not None:
+            self._inbox.append(element)
+            if len(self._inbox) >= MAX_INBOX:
+                self.pause_reading("inbox")
+            return
+        self._process(element)
+
+    def streamEnded(self) -> None:
+        if self._inbox is not None:
+            self._inbox.append(_END)
+        else:
+            self.close()
+
+    def _process(self, element: domish.Element) -> None:
+        router = self.router
+        router.current = self
+        try:
+            if self.jid is not None:
+                self._bound(element)
+            elif self.user is not None:
+                self._authenticated(element)
+            else:
+                self._unauthenticated(element)
+        finally:
+            router.current = None
+
+    def _run_inbox(self) -> None:
+        """Process waiting stanzas in order until one holds the session again
+        (or our own output is congested: a client that does not read its
+        answers gets no more of them until it does)."""
+        if self._running or self._inbox is None:
+            return
+        self._running = True
+        try:
+            inbox = self._inbox
+            while inbox and not self._holds and not self._congested and not self.closed:
+                element = inbox.popleft()
+                if element is _END:
+                    self.close()
+                    break
+                self._process(element)
+            if not self._holds and not self.closed and not inbox:
+                self._inbox = None
+                self.resume_reading("inbox")
+        finally:
+            self._running = False
+
+    def _drop_inbox(self) -> None:
+        """The stream is over: stanzas it sent that wait unprocessed are the
+        client's; messages among them still go where they were sent."""
+        inbox, self._inbox = self._inbox, None
+        for element in inbox or ():
+            if element is not _END and self.jid is not None and element.name == "message" \
+                    and element.uri == ns.CLIENT:
+                element["from"] = self.jid.full()
+                self.router.route(element, self)
+
+    # -- backpressure ------------------------------------------------------------
+
+    def pause_reading(self, by: Any) -> None:
+        """Stop reading from the client until every ``by`` that asked resumes."""
+        if self.closed:
+            return
+        if not self._pausers:
+            self.transport.pauseProducing()
+        self._pausers.add(by)
+
+    def resume_reading(self, by: Any) -> None:
+        if by not in self._pausers:
+            return
+        self._pausers.discard(by)
+        if not self._pausers and not self.closed:
+            self.transport.resumeProducing()
+
+    def congested(self) -> None:
+        """Our client reads slower than stanzas arrive for it: stop reading
+        from it (it is not reading its answers) and from the session whose
+        stanza is being handled now (it is the one filling our buffer), until
+        the backlog is written."""
+        self.pause_reading(self)
+        origin = self.router.current
+        if origin is not None and origin is not self and hasattr(origin, "pause_reading"):
+            origin.pause_reading(self)
+            self._throttled.add(origin)
+
+    def decongested(self) -> None:
+        self.resume_reading(self)
+        self._release_throttled()
+        if self._inbox is not None and not self._running:
+            self._run_inbox()
+
+    def _release_throttled(self) -> None:
+        throttled, self._throttled = self._throttled, set()
+        for origin in throttled:
+            origin.resume_reading(self)
+
+    def output_overflow(self) -> None:
+        self.server.counters["c2s output overflow"] += 1
+        super().output_overflow()
+
+    def output_stalled(self) -> None:
+        self.server.counters["c2s output stalled"] += 1
+        super().output_stalled()
+
+    def undelivered(self, kind: str, stanza: domish.Element | bytes) -> None:
+        """A stanza for this session that it will never get: the router finds
+        it another way (the user's other resources, offline storage, a bounce)."""
+        self.router.undelivered(kind, stanza, self)
 
     # -- stream ------------------------------------------------------------------
 
@@ -99,8 +308,7 @@ class C2SSession(XMPPStream):
         elif to is not None and to.lower().rstrip(".") != self.local_domain:
             self.stream_error("host-unknown", "the domain cannot change on restart")
             return
-        version = root.getAttribute("version", "")
-        if not version.startswith("1."):
+        if not _supported_version(root.getAttribute("version")):
             self.stream_error("unsupported-version", "XMPP 1.0 streams only")
             return
         self.send_header(self.local_domain)
@@ -130,6 +338,11 @@ class C2SSession(XMPPStream):
         else:
             features.addElement((ns.BIND, "bind"))
             features.addElement((ns.SESSION, "session")).addElement("optional")
+        # XEP-0478, as Prosody 13 announces it: the stanza size we accept and
+        # how long we let a stream stay silent before checking on it.
+        limits = features.addElement((ns.STREAM_LIMITS, "limits"))
+        limits.addElement("max-bytes", content=str(self.max_stanza_size))
+        limits.addElement("idle-seconds", content=str(c2s["idle_timeout"]))
         for element in self.server.stream_features(self):
             features.addChild(element)
         return features
@@ -139,14 +352,6 @@ class C2SSession(XMPPStream):
         if self.secure and self.server.config.c2s["allow_plain"]:
             names.append("PLAIN")
         return names
-
-    def stanzaReceived(self, element: domish.Element) -> None:
-        if self.jid is not None:
-            self._bound(element)
-        elif self.user is not None:
-            self._authenticated(element)
-        else:
-            self._unauthenticated(element)
 
     # -- before authentication ---------------------------------------------------
 
@@ -158,6 +363,7 @@ class C2SSession(XMPPStream):
             if not self.secure and self.server.config.c2s["require_encryption"]:
                 self._sasl_failure("encryption-required")
             elif name == "auth":
+                self.sasl_steps = 0
                 self._sasl_start(element)
             elif name == "response" and self.sasl is not None:
                 self._sasl_step(base64_payload(element))
@@ -207,6 +413,13 @@ class C2SSession(XMPPStream):
             self._sasl_failure("incorrect-encoding")
             return
         mechanism = self.sasl
+        self.sasl_steps += 1
+        if self.sasl_steps > self.server.config.c2s["max_sasl_steps"]:
+            # SCRAM needs two steps, PLAIN one: an exchange that goes on is
+            # either broken or someone keeping the server busy.
+            self.sasl = None
+            self._sasl_failure("malformed-request", "too many SASL steps")
+            return
         d = mechanism.step(data)
         d.addCallback(self._sasl_answer, mechanism)
         d.addErrback(self._sasl_error)
@@ -270,6 +483,16 @@ class C2SSession(XMPPStream):
         except jidlib.InvalidJID:
             self.send(stanza_error(iq, "bad-request", text="invalid resource"))
             return
+        limit = self.server.config.c2s["max_resources"]
+        resources = self.router.resources(full.userhost())
+        if limit and full.resource not in resources and len(resources) >= limit:
+            # RFC 6120 §7.6.2.1: the account has reached its limit of
+            # simultaneously connected resources.
+            self.log.info("c2s {peer}: {user} already has {count} sessions: bind refused",
+                          peer=self.peer, user=self.user, count=len(resources))
+            self.send(stanza_error(iq, "resource-constraint", type="wait",
+                                   text=f"at most {limit} sessions per account"))
+            return
         self.jid, self.bare, self.resource = full, full.userhost(), full.resource
         old = self.router.bind(self)
         if old is not None:
@@ -282,7 +505,8 @@ class C2SSession(XMPPStream):
             old.stream_error("conflict", "replaced by a new connection")
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
-        self._timeout = None
+        self._timeout = self.clock.callLater(self.server.config.c2s["idle_timeout"],
+                                             self._idle_check)
         # One line per login, as Prosody writes: who, how, over what.
         self.log.info("c2s {peer} bound {jid} ({mechanism}, {tls})", peer=self.peer, jid=full.full(),
                       mechanism=self.mechanism, tls=self._tls_kind())
@@ -324,6 +548,16 @@ class C2SSession(XMPPStream):
                     self.send(iq_result(element))  # RFC 3921 session: a no-op now
                     return
         self.router.route(element, self)
+
+
+def _supported_version(version: str | None) -> bool:
+    """RFC 6120 §4.7.5: a stream of major version 1 or higher is answered with
+    our own 1.0 (the highest both sides support); no version means pre-XMPP
+    0.9, which we do not speak."""
+    if not version:
+        return False
+    major, _, minor = version.partition(".")
+    return major.isdigit() and minor.isdigit() and int(major) >= 1
 
 
 def base64_payload(element: domish.Element) -> bytes | None | bool:

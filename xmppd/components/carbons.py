@@ -258,6 +258,16 @@ class CarbonsComponent(Component):
                    [s for s in targets if s not in addressed and s is not origin])
         return False
 
+    @handles("message/undelivered", priority=10)
+    def undelivered(self, event: StanzaEvent) -> bool:
+        """A message a closing session never wrote: a carbon copy goes nowhere
+        else, and a message the user's other carbons-enabled resources were
+        copied is not delivered to them a second time."""
+        if any(child.uri == ns.CARBONS for child in _children(event.stanza)):
+            return True
+        return event.to is not None and bool(self._enabled_sessions(event.to.userhost())) \
+            and eligible(event.stanza, inbound=True)
+
     # -- the wrapper (§7, §8) --------------------------------------------------------
 
     def _copy(self, direction: str, stanza: domish.Element, bare: str,

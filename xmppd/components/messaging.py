@@ -5,6 +5,13 @@ priority; headline to every such resource; groupchat to a bare JID is an
 error; an error is dropped. When nobody is available, a chat or normal
 message is offered to ``message/offline`` (XEP-0160 storage hooks it); if
 nobody takes it the sender gets service-unavailable.
+
+A message a session accepted but closed before writing (the client sent its
+closing tag, stopped reading, or its connection dropped) is undelivered, not
+lost: sent to the full JID, it is routed again, and now finds the resource
+gone (RFC 6121 §8.5.3.2.1: treated as sent to the bare JID); sent to the bare
+JID, it is routed again only when no other resource could have had it, so
+the others never see it twice.
 """
 
 from typing import Any, Iterable
@@ -44,3 +51,15 @@ class MessagingComponent(Component):
         if self.router.fire("message/offline", event):
             return True
         return event.error("service-unavailable")
+
+    @handles("message/undelivered", priority=-100)
+    def undelivered(self, event):
+        stype = event.type or "normal"
+        if stype not in ("normal", "chat") or event.to is None:
+            return True  # headline, groupchat: as for an unavailable resource, dropped
+        if event.to.resource is None:
+            others = bare_recipients(self.router.resources(event.to.userhost()).values(), stype)
+            if others:
+                return True  # they were eligible too: they have it
+        self.router.route(event.stanza)
+        return True

@@ -24,6 +24,9 @@ stanza whatever its payload:
 ``inbound/bare``, ``inbound/full``
     fired for a stanza addressed to a local user, before the destination
     event: the recipient's blocklist. True stops the stanza.
+
+And one after it: ``message/undelivered``, ``iq/undelivered`` for a stanza a
+session took but closed before writing (see :meth:`Router.undelivered`).
 """
 
 from __future__ import annotations
@@ -58,8 +61,17 @@ class Session(Protocol):
     priority: int
     available: bool
 
-    def send(self, stanza: domish.Element) -> None: ...
+    def send(self, stanza: domish.Element) -> None:
+        """Deliver; a session that can no longer write hands the stanza to
+        :meth:`Router.undelivered` instead of dropping it."""
+
     def stream_error(self, condition: str, text: str | None = None) -> None: ...
+
+    def hold(self, work: defer.Deferred) -> None:
+        """Handle this session's next stanza only after ``work`` finishes."""
+
+    def drained(self) -> defer.Deferred:
+        """Fires once the output sent so far has left the session's buffer."""
 
 
 class Router:
@@ -71,22 +83,33 @@ class Router:
         self.hosts: set[str] = set(hosts)
         #: bare JID string → resource → session
         self.sessions: dict[str, dict[str, Session]] = {}
-        self._handlers: dict[str, list[tuple[int, int, Handler]]] = {}
+        self._handlers: dict[str, list[tuple[int, int, Handler, bool]]] = {}
         self._order = itertools.count()
         #: The seam for destinations outside this process (s2s, other workers):
         #: ``remote(stanza, to_jid) -> bool``; None means "not reachable".
         self.remote: Callable[[domish.Element, Any], bool] | None = None
         #: Deferreds handlers returned that have not fired yet (see :meth:`drain`).
         self._pending: set[defer.Deferred] = set()
+        #: The session whose stanza is being handled right now, if any: a
+        #: session whose output backs up stops reading from it (backpressure).
+        self.current: Session | None = None
 
     # -- handlers ----------------------------------------------------------------
 
-    def hook(self, name: str, handler: Handler, priority: int = 0) -> Callable[[], None]:
+    def hook(self, name: str, handler: Handler, priority: int = 0,
+             ordered: bool = True) -> Callable[[], None]:
         """Call ``handler`` for event ``name``; higher priority runs first.
+
+        When the handler returns a Deferred that has not fired, the session the
+        stanza came from handles its next stanza only after it fires (RFC 6120
+        §10.1 in-order processing). ``ordered=False`` is for a handler that keeps
+        order itself (its writes are queued in arrival order before it returns)
+        or that waits on the client itself (an iq the server sent it): holding
+        the session would cost throughput, or never end.
 
         Returns a function that removes the hook again.
         """
-        entry = (-priority, next(self._order), handler)
+        entry = (-priority, next(self._order), handler, ordered)
         handlers = self._handlers.setdefault(name, [])
         bisect.insort(handlers, entry)
 
@@ -105,7 +128,7 @@ class Router:
             return False
         if isinstance(event, StanzaEvent):
             event.name = name
-        for _, _, handler in handlers:
+        for _, _, handler, ordered in handlers:
             try:
                 result = handler(event)
             except Exception:
@@ -120,6 +143,9 @@ class Router:
                     result.addCallbacks(self._deferred_reply, self._deferred_failure,
                                         callbackArgs=(event,), errbackArgs=(event, handler))
                     result.addBoth(self._settled, result)
+                    hold = getattr(getattr(event, "origin", None), "hold", None)
+                    if ordered and not result.called and hold is not None:
+                        hold(result)  # after the reply callbacks: the answer leaves first
                 else:
                     self.reply(event, result)
             return True
@@ -294,6 +320,33 @@ class Router:
             origin.send(error)
         elif error.getAttribute("to"):
             self.route(error)
+
+    def undelivered(self, kind: str, stanza: domish.Element | bytes, session: Session) -> None:
+        """``stanza`` was for ``session``, which closed before writing it.
+
+        Fires ``<kind>/undelivered`` (the messaging component re-routes a
+        message so the user's other resources or offline storage get it); an
+        iq request nobody takes is answered ``service-unavailable`` as if the
+        resource had been gone already (RFC 6121 §8.5.3.2.2); everything else
+        (presence, results, errors) is dropped, as for an unavailable resource.
+        """
+        if kind not in ("message", "iq"):
+            return
+        if isinstance(stanza, bytes):
+            from xmppd.xml.stream import parse_element
+            try:
+                stanza = parse_element(stanza, max_size=len(stanza) + 1024)
+            except ValueError:
+                return
+        if stanza.getAttribute("type") in _NO_BOUNCE:
+            return
+        from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
+        to = jidlib.parse_or_none(stanza.getAttribute("to"))
+        event = StanzaEvent(stanza, None, self, to, from_)
+        if self.fire(f"{kind}/undelivered", event):
+            return
+        if kind == "iq" and event.type in ("get", "set"):
+            self.bounce(stanza, "service-unavailable")
 
     def deliver(self, stanza: domish.Element, session: Session) -> None:
         """Send ``stanza`` to one local session."""

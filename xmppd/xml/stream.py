@@ -14,11 +14,14 @@ Stanza size and nesting depth are bounded as well.
 
 from __future__ import annotations
 
+import collections
 import uuid
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.words.xish import domish
+from zope.interface import implementer
 
 from xmppd import ns
 
@@ -60,12 +63,16 @@ class HardenedElementStream(domish.ExpatElementStream):
         self.max_depth = max_depth
         self.depth = 0
         self.fed = 0  # bytes given to this parser so far
+        self.buffer = b""  # the read being parsed, which starts at byte buffer_start
+        self.buffer_start = 0
         self.mark = 0  # where the open stanza (or the current gap between stanzas) began
 
     def parse(self, buffer: bytes) -> None:
         if not self.fed and (buffer[:1] == b"\0" or buffer[:2] in (b"\xfe\xff", b"\xff\xfe")):
             # expat would switch to UTF-16 on a BOM or a NUL; XMPP is UTF-8 only.
             raise StreamProblem("unsupported-encoding", "XMPP streams are UTF-8")
+        self.buffer_start = self.fed
+        self.buffer = buffer
         self.fed += len(buffer)
         try:
             self.parser.Parse(buffer)
@@ -88,11 +95,15 @@ class HardenedElementStream(domish.ExpatElementStream):
 
     def _onEndElement(self, name):
         if self.depth == 2:
-            # A stanza complete within one read: check its own byte length.
+            # The stanza is complete: its length runs to the '>' of its end tag
+            # (expat points at the tag's '<'; the '>' is in this read, since
+            # expat reports an end tag only once it has seen all of it).
             index = self.parser.CurrentByteIndex
-            if index - self.mark > self.max_size:
+            close = self.buffer.find(b">", max(0, index - self.buffer_start))
+            end = self.buffer_start + close + 1 if close >= 0 else index
+            if end - self.mark > self.max_size:
                 raise StreamProblem("policy-violation", "stanza too large")
-            self.mark = index
+            self.mark = end
         self.depth -= 1
         super()._onEndElement(name)
 
@@ -113,11 +124,30 @@ def _discard(*_args) -> None:
     pass
 
 
+@implementer(IPushProducer)
 class XMPPStream(protocol.Protocol):
-    """One XML stream over one transport: parsing, stream header, stream errors.
+    """One XML stream over one transport: parsing, stream header, stream errors,
+    and the output side's bounds.
 
     Subclasses implement :meth:`streamStarted` (the peer's header arrived) and
     :meth:`stanzaReceived` (one top-level element arrived).
+
+    Output is bounded. The stream registers itself as the transport's
+    streaming producer, so the transport says when its own buffer is full
+    (``pauseProducing``: the peer is not reading as fast as we write). From
+    then on, output waits here, in a *backlog* of serialised stanzas, until
+    the transport has written everything (``resumeProducing``). The backlog
+    crossing a quarter of ``max_output`` calls :meth:`congested` (the session
+    stops reading from whoever is filling it), its emptying calls
+    :meth:`decongested`. A backlog beyond ``max_output``, or no progress at
+    all for ``send_timeout`` seconds, ends the stream; whatever was still in
+    the backlog goes to :meth:`undelivered` (the session stores or bounces
+    it), never silently away.
+
+    Closing never waits for ever: the closing tag is written, the transport
+    asked to close, and after ``close_timeout`` seconds it is aborted (a peer
+    that never reads, a TLS peer that never completes its handshake or never
+    answers our close_notify).
     """
 
     log = Logger()
@@ -125,20 +155,33 @@ class XMPPStream(protocol.Protocol):
     namespace = ns.CLIENT
     _prefixes = {ns.STREAMS: "stream"}
 
-    def __init__(self, max_stanza_size: int):
+    def __init__(self, max_stanza_size: int, *, clock: IReactorTime | None = None,
+                 max_output: int = 1 << 20, send_timeout: float = 60, close_timeout: float = 5):
         self.max_stanza_size = max_stanza_size
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.max_output = max_output
+        self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
         self.parser: HardenedElementStream | None = None
         self.header_sent = False
         self.closed = False
         self.stream_id = ""
         self.local_domain: str | None = None
         self.peer = "?"
+        #: Output the transport could not take yet: (bytes, stanza kind or None).
+        self._backlog: collections.deque[tuple[bytes, str | None]] | None = None
+        self._backlog_bytes = 0
+        self._congested = False
+        self._stall_call: IDelayedCall | None = None
+        self._abort_call: IDelayedCall | None = None
+        self._drain_waiters: list[defer.Deferred] = []
 
     # -- transport events --------------------------------------------------------
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.transport.registerProducer(self, True)
         self.reset()
 
     def reset(self) -> None:
@@ -172,6 +215,12 @@ class XMPPStream(protocol.Protocol):
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         self.closed = True
         self.parser = None
+        for call in (self._stall_call, self._abort_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._stall_call = self._abort_call = None
+        self._lose_backlog()
+        self._wake_drain_waiters()
 
     # -- parser events -----------------------------------------------------------
 
@@ -191,13 +240,17 @@ class XMPPStream(protocol.Protocol):
 
     def _documentEnded(self) -> None:
         if not self.closed:
-            self.close()  # the disconnect is logged by the session
+            self.streamEnded()
 
     def streamStarted(self, root: domish.Element) -> None:
         raise NotImplementedError
 
     def stanzaReceived(self, element: domish.Element) -> None:
         raise NotImplementedError
+
+    def streamEnded(self) -> None:
+        """The peer sent its closing tag: answer with ours and close."""
+        self.close()
 
     # -- output ------------------------------------------------------------------
 
@@ -218,12 +271,133 @@ class XMPPStream(protocol.Protocol):
                              prefixesInScope=["stream"])
 
     def send(self, element: domish.Element | str) -> None:
-        """Serialise and write one element (or a ready-made string)."""
+        """Serialise and write one element (or a ready-made string).
+
+        On a closed stream a stanza is handed to :meth:`undelivered`.
+        """
+        if self.closed:
+            if not isinstance(element, str):
+                self.undelivered(element.name, element)
+            return
+        if isinstance(element, str):
+            data, kind = element.encode("utf-8"), None
+        else:
+            data, kind = self.serialize(element).encode("utf-8"), element.name
+        backlog = self._backlog
+        if backlog is None:
+            self.transport.write(data)
+            return
+        backlog.append((data, kind))
+        self._backlog_bytes += len(data)
+        if self._backlog_bytes > self.max_output:
+            self.log.info("{peer}: output buffer over {limit} bytes", peer=self.peer,
+                          limit=self.max_output)
+            self.output_overflow()
+        elif not self._congested and self._backlog_bytes > self.max_output // 4:
+            self._congested = True
+            self.congested()
+
+    @property
+    def output_pending(self) -> int:
+        """Bytes of output waiting for the transport (0 when it keeps up)."""
+        return self._backlog_bytes
+
+    def drained(self) -> defer.Deferred:
+        """A Deferred that fires once everything sent so far has been handed to
+        the transport (at once when nothing waits): a producer of much output
+        (offline delivery, a history) waits for it between batches."""
+        if self._backlog is None or self.closed:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    # IPushProducer, as seen by our transport: it tells us to stop and go on.
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: keep output here from now on."""
+        if self._backlog is None and not self.closed:
+            self._backlog = collections.deque()
+            self._backlog_bytes = 0
+            self._restart_stall_timer()
+
+    def resumeProducing(self) -> None:
+        """The transport wrote everything it had: hand it the backlog."""
+        pending = self._backlog
+        if pending is None:
+            return
+        self._backlog = None
+        self._backlog_bytes = 0
         if self.closed:
             return
-        if not isinstance(element, str):
-            element = self.serialize(element)
-        self.transport.write(element.encode("utf-8"))
+        write = self.transport.write
+        while pending:
+            if self._backlog is not None:  # full again: the rest waits, in order
+                self._backlog.extendleft(reversed(pending))
+                self._backlog_bytes = sum(len(data) for data, _ in self._backlog)
+                self._restart_stall_timer()
+                return
+            write(pending.popleft()[0])
+        if self._backlog is None:
+            if self._stall_call is not None and self._stall_call.active():
+                self._stall_call.cancel()
+            self._stall_call = None
+            if self._congested:
+                self._congested = False
+                self.decongested()
+            self._wake_drain_waiters()
+
+    def stopProducing(self) -> None:
+        """The transport is gone (connectionLost follows)."""
+
+    def _restart_stall_timer(self) -> None:
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
+        self._stall_call = self.clock.callLater(self.send_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall_call = None
+        if self._backlog is not None and not self.closed:
+            self.log.info("{peer}: nothing could be written for {timeout} s ({pending} bytes "
+                          "waiting)", peer=self.peer, timeout=self.send_timeout,
+                          pending=self._backlog_bytes)
+            self.output_stalled()
+
+    def _lose_backlog(self) -> None:
+        """What never reached the transport is undelivered."""
+        pending, self._backlog, self._backlog_bytes = self._backlog, None, 0
+        if self._congested:
+            self._congested = False
+            self.decongested()
+        for data, kind in pending or ():
+            if kind is not None:
+                self.undelivered(kind, data)
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- what subclasses decide --------------------------------------------------
+
+    def congested(self) -> None:
+        """The backlog passed a quarter of ``max_output``: slow its sources."""
+
+    def decongested(self) -> None:
+        """The backlog is written (or gone): let its sources go on."""
+
+    def output_overflow(self) -> None:
+        """The backlog passed ``max_output``."""
+        self.stream_error("policy-violation", "too much output waiting: the client does not read")
+
+    def output_stalled(self) -> None:
+        """Nothing could be written for ``send_timeout`` seconds."""
+        self.stream_error("connection-timeout", "the client stopped reading")
+
+    def undelivered(self, kind: str, stanza: domish.Element | bytes) -> None:
+        """A stanza that will never be written (the stream closed first)."""
+
+    # -- closing -----------------------------------------------------------------
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
         """Send ``<stream:error/>`` and close, as RFC 6120 §4.9 prescribes."""
@@ -231,24 +405,42 @@ class XMPPStream(protocol.Protocol):
             return
         self.log.info("{peer}: stream error {condition}: {text}", peer=self.peer,
                       condition=condition, text=text or "")
+        self._lose_backlog()  # the error comes next, not after queued stanzas
         if not self.header_sent:
             self.send_header(self.local_domain)
         error = domish.Element((ns.STREAMS, "error"))
         error.addElement((ns.STREAM_ERRORS, condition))
         if text:
             error.addElement((ns.STREAM_ERRORS, "text"), content=text)
-        self.send(error)
+        self.transport.write(self.serialize(error).encode("utf-8"))
         self.close()
 
     def close(self) -> None:
-        """Close our side of the stream and the connection."""
+        """Close our side of the stream and the connection, for certain: what
+        waits in the backlog is undelivered, and a transport that cannot close
+        gracefully within ``close_timeout`` is aborted."""
         if self.closed:
             return
+        self._lose_backlog()
         if not self.header_sent:
             self.send_header(self.local_domain)
         self.transport.write(b"</stream:stream>")
         self.closed = True
+        # A registered producer would keep the transport open (Twisted waits
+        # for it to finish); we have nothing more to produce.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
+        self._abort_call = self.clock.callLater(self.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        self.log.info("{peer}: no clean close within {timeout} s: aborted", peer=self.peer,
+                      timeout=self.close_timeout)
+        self.aborted()
+        self.transport.abortConnection()
+
+    def aborted(self) -> None:
+        """The transport is being aborted after a close that did not complete."""
 
 
 def parse_element(xml: str | bytes, max_size: int = 1 << 20) -> domish.Element:
