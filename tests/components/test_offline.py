@@ -270,6 +270,265 @@ def test_quota_holds_when_two_messages_race_for_the_last_place():
     assert "id='a'" in item.value
 
 
+# -- quota in bytes ------------------------------------------------------------------
+
+def big(alice, mid, size=250_000, to=BOB):
+    send(alice, to=to, mid=mid, body="x" * size)
+
+
+def stored_bytes(h, user=BOB):
+    return result_of(h.server.storage.archive("offline").size(user))
+
+
+def test_byte_quota_is_on_by_default_and_bounces_what_would_pass_10_mib():
+    """The report: 400 messages of 250 KB each were stored. By default an
+    account's offline storage holds 10 MiB: the next message is refused with
+    service-unavailable (XEP-0160 §2), as the count quota refuses."""
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    big(alice, "m0")
+    each = stored_bytes(h)
+    assert each > 250_000
+    fit = (10 << 20) // each
+    for n in range(1, fit):
+        big(alice, f"m{n}")
+    assert alice.take() == []
+    big(alice, "over")
+    bounce = only(alice)
+    assert bounce["id"] == "over" and error_condition(bounce) == "service-unavailable"
+    error = next(bounce.elements(ns.CLIENT, "error"))
+    assert "full" in str(next(error.elements(ns.STANZA_ERRORS, "text")))
+    assert len(stored(h)) == fit and stored_bytes(h) <= 10 << 20
+
+
+def test_byte_quota_boundary_exactly_full_is_stored_one_byte_more_is_not():
+    h = harness()
+    offline = h.component("offline")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="a", body="x" * 1000)
+    each = stored_bytes(h)  # same length, same size
+    offline.config["max_size"] = 2 * each
+    send(alice, mid="b", body="y" * 1001)  # one byte too many
+    assert error_condition(only(alice)) == "service-unavailable"
+    send(alice, mid="c", body="z" * 1000)  # exactly fills it
+    assert alice.take() == []
+    assert stored_bytes(h) == 2 * each
+    send(alice, mid="d", body="")
+    assert error_condition(only(alice)) == "service-unavailable"
+    assert [("id='a'" in i.value, "id='c'" in i.value) for i in stored(h)] == \
+        [(True, False), (False, True)]
+
+
+def test_one_message_larger_than_the_byte_quota_is_refused_alone():
+    h = harness(max_size="5000")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="huge", body="x" * 6000)
+    assert error_condition(only(alice)) == "service-unavailable"
+    send(alice, mid="small")
+    assert alice.take() == []
+    assert len(stored(h)) == 1
+
+
+def test_byte_quota_counts_what_was_stored_before_a_restart():
+    """The stored bytes are read from storage (the archive's size query) with
+    the message count, not assumed to start at zero."""
+    h = harness(max_size="3000")
+    h.add_user(BOB)
+    h.server.storage.archive("offline").append(BOB, "<message xmlns='jabber:client' "
+                                                     "id='old'><body>" + "o" * 2500
+                                                     + "</body></message>")
+    restart_offline(h)
+    alice = sender(h)
+    send(alice, mid="new", body="n" * 600)
+    assert error_condition(only(alice)) == "service-unavailable"
+    send(alice, mid="fits", body="f" * 100)
+    assert alice.take() == []
+    assert len(stored(h)) == 2
+
+
+def test_delivery_gives_the_bytes_back():
+    h = harness(max_size="3000")
+    alice = sender(h)
+    h.add_user(BOB)
+    send(alice, mid="1", body="x" * 2000)
+    send(alice, mid="2", body="x" * 2000)
+    assert error_condition(only(alice)) == "service-unavailable"
+    come_online(h, "bob@localhost/pc").logout()
+    send(alice, mid="3", body="x" * 2000)
+    assert alice.take() == []
+    assert len(stored(h)) == 1
+
+
+def test_a_failed_write_gives_its_bytes_back():
+    h = harness(max_size="3000")
+    alice = sender(h)
+    h.add_user(BOB)
+    store = h.server.storage.archive("offline")
+    original = store.append
+    store.append = lambda *a, **k: defer.fail(OSError("disk full"))
+    send(alice, mid="1", body="x" * 2000)
+    assert [error_condition(e) for e in alice.take()] == ["internal-server-error"]
+    store.append = original
+    send(alice, mid="2", body="x" * 2000)
+    assert alice.take() == []
+    assert len(stored(h)) == 1
+
+
+def test_byte_quota_zero_means_only_the_count_limits():
+    h = harness(max_size="0", max_messages="3")
+    alice = sender(h)
+    h.add_user(BOB)
+    for n in range(3):
+        big(alice, f"m{n}", size=600_000)
+    assert alice.take() == []
+    big(alice, "m3", size=10)
+    assert error_condition(only(alice)) == "service-unavailable"
+    assert stored_bytes(h) > 1_800_000
+
+
+def test_byte_quota_must_be_a_whole_number_of_bytes():
+    from xmppd.config import ConfigError
+    for value in ("-1", "10MB"):
+        try:
+            harness(max_size=value)
+        except ConfigError as e:
+            assert "max_size" in str(e) and ("must be" in str(e) or "expected" in str(e))
+        else:
+            raise AssertionError(f"max_size={value} accepted")
+
+
+# -- delivery holds a bounded amount -------------------------------------------------
+
+class Spy:
+    """Records each query the offline component makes: its byte bound and what
+    it returned."""
+
+    def __init__(self, h):
+        component = h.component("offline")
+        self.store, self.batches = component.store["offline"], []
+        component.store["offline"] = self
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def query(self, *args, **kwargs):
+        def seen(items):
+            self.batches.append((kwargs.get("max_bytes"), [i.size for i in items]))
+            return items
+        return self.store.query(*args, **kwargs).addCallback(seen)
+
+
+def test_delivery_reads_batches_bounded_by_bytes_and_delivers_everything_in_order():
+    """The report: 400 messages of 250 KB were read 500 at a time at login
+    (480 MiB at once). A batch now ends with the message that reaches
+    batch_bytes (as well as at most batch messages), and a batch short of
+    both bounds is known to be the last: no query for an empty one."""
+    h = harness(max_size="0")
+    offline = h.component("offline")
+    offline.batch_bytes = 5000
+    alice = sender(h)
+    h.add_user(BOB)
+    for n in range(12):
+        send(alice, mid=f"m{n}", body="x" * (1500 if n != 5 else 9000))
+    spy = Spy(h)
+    bob = come_online(h, "bob@localhost/pc")
+    assert [m["id"] for m in bob.take()] == [f"m{n}" for n in range(12)]
+    assert stored(h) == []
+    assert spy.batches and all(bound == 5000 for bound, _ in spy.batches)
+    assert all(sum(sizes[:-1]) < 5000 for _, sizes in spy.batches)
+    assert [len(sizes) for _, sizes in spy.batches] == [4, 2, 4, 2]
+
+
+def test_default_delivery_batches_are_far_below_the_old_500_messages():
+    h = harness(max_size="0")
+    alice = sender(h)
+    h.add_user(BOB)
+    for n in range(6):
+        big(alice, f"m{n}")
+    spy = Spy(h)
+    bob = come_online(h, "bob@localhost/pc")
+    assert [m["id"] for m in bob.take()] == [f"m{n}" for n in range(6)]
+    limit = h.component("offline").batch_bytes
+    assert limit <= 1 << 20
+    assert all(sum(sizes[:-1]) < limit for _, sizes in spy.batches)
+    assert [len(sizes) for _, sizes in spy.batches] == [2, 2, 2, 0]
+
+
+class SlowReader:
+    """A session whose output drains only when the test says so."""
+
+    def __init__(self, session):
+        self.session, self.waiting = session, []
+        session.drained = self.drained
+        self.original_send = session.send
+        self.pending = False
+        session.send = self.send
+
+    def send(self, stanza):
+        self.pending = True  # written, not yet read by the client
+        self.original_send(stanza)
+
+    def drained(self):
+        if not self.pending:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+    def read(self):
+        """The client reads everything written so far."""
+        self.pending = False
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
+
+
+def test_delivery_hands_over_the_next_message_only_once_the_output_drained():
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    for n in range(4):
+        send(alice, mid=f"m{n}")
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.available, bob.priority = True, 0
+    reader = SlowReader(bob)
+    h.router.fire("presence/initial", bob)
+    assert [m["id"] for m in bob.take()] == ["m0"]
+    reader.read()
+    assert [m["id"] for m in bob.take()] == ["m1"]
+    reader.read()
+    reader.read()
+    reader.read()
+    assert [m["id"] for m in bob.take()] == ["m2", "m3"]
+    assert stored(h) == []
+
+
+def test_a_session_gone_while_its_output_drains_leaves_the_rest_stored():
+    """The real session fires drained() when its connection is lost; the
+    messages not yet handed over stay stored, the ones handed over are gone."""
+    h = harness()
+    alice = sender(h)
+    h.add_user(BOB)
+    for n in range(3):
+        send(alice, mid=f"m{n}")
+    bob = h.login("bob@localhost/pc", available=False)
+    bob.available, bob.priority = True, 0
+    reader = SlowReader(bob)
+    h.router.fire("presence/initial", bob)
+    assert [m["id"] for m in bob.take()] == ["m0"]
+    bob.logout()
+    bob.available = False
+    reader.read()
+    assert bob.take() == []
+    assert ["id='m1'" in i.value for i in stored(h)] == [True, False]
+    again = come_online(h, "bob@localhost/pc2")
+    assert [m["id"] for m in again.take()] == ["m1", "m2"]
+    assert stored(h) == []
+
+
 # -- delivery ------------------------------------------------------------------------
 
 def test_initial_presence_delivers_stored_messages_in_order_with_delay():

@@ -4,6 +4,7 @@ import pytest
 from twisted.words.xish import domish
 
 from xmppd import ns
+from xmppd.config import ConfigError
 from xmppd.testing import Harness, error_condition, only, parse, result_of
 
 
@@ -862,6 +863,104 @@ def test_directed_presence_to_a_remote_entity_is_followed_by_unavailable_at_logo
     got = [(p["to"], p.getAttribute("type")) for p in sent if p.name == "presence"]
     assert got == [(f"{REMOTE}/res", None), (f"{REMOTE}/res", "unavailable")]
     assert all(p["from"] == f"{ALICE}/phone" for p in sent)
+
+
+# -- bounds: directed presence targets, the subscription rate window --------------------------
+
+
+def directed_to_remote(session, count, start=0):
+    for n in range(start, start + count):
+        session.feed(f"<presence to='{REMOTE}/{n}' id='d{n}'/>")
+
+
+def test_directed_presence_to_a_new_target_beyond_max_directed_gets_resource_constraint():
+    """The report: 100 000 targets per session, then an 800 ms stall at
+    logout. Past max_directed a new target is refused with a presence error
+    (resource-constraint, wait) to the sender and is not routed."""
+    h = world(max_directed=3)
+    sent = remote(h)
+    alice = connect(h, f"{ALICE}/phone")
+    directed_to_remote(alice, 3)
+    assert alice.take() == []
+    directed_to_remote(alice, 1, start=3)
+    reply = only(alice)
+    assert reply.name == "presence" and reply["id"] == "d3"
+    assert reply["to"] == f"{ALICE}/phone" and reply["from"] == f"{REMOTE}/3"
+    assert error_condition(reply) == "resource-constraint"
+    assert next(reply.elements(ns.CLIENT, "error"))["type"] == "wait"
+    assert [p["to"] for p in sent] == [f"{REMOTE}/{n}" for n in range(3)]
+    # Only the targets that got presence hear it end.
+    del sent[:]
+    alice.logout()
+    assert sorted((p["to"], p.getAttribute("type")) for p in sent) == [
+        (f"{REMOTE}/{n}", "unavailable") for n in range(3)]
+
+
+def test_directed_presence_cap_boundary_and_what_still_passes():
+    h = world(max_directed=2)
+    sent = remote(h)
+    s = mutual(h)  # alice and bob subscribed both ways
+    alice = s["alice/phone"]
+    directed_to_remote(alice, 2)
+    # Again to a known target (a status change to a room): not a new target.
+    alice.feed(f"<presence to='{REMOTE}/1' id='again'><show>away</show></presence>")
+    # To a subscriber, who hears the broadcasts anyway, and to one's own
+    # resources: nothing to remember, nothing to refuse.
+    alice.feed(f"<presence to='{BOB}/pc' id='sub'/>")
+    alice.feed(f"<presence to='{ALICE}/laptop' id='own'/>")
+    assert [p for p in alice.take() if p.getAttribute("type") == "error"] == []
+    # An unavailable ends a directed presence and frees its place.
+    alice.feed(f"<presence to='{REMOTE}/0' type='unavailable'/>")
+    directed_to_remote(alice, 1, start=2)
+    assert [p for p in alice.take() if p.getAttribute("type") == "error"] == []
+    directed_to_remote(alice, 1, start=3)
+    assert error_condition(only(alice)) == "resource-constraint"
+    assert [p["to"] for p in sent if p.getAttribute("type") is None] == [
+        f"{REMOTE}/0", f"{REMOTE}/1", f"{REMOTE}/1", f"{REMOTE}/2"]
+    # The bound is per session: another resource has its own.
+    s["alice/laptop"].feed(f"<presence to='{REMOTE}/9'/>")
+    assert [p for p in s["alice/laptop"].take() if p.getAttribute("type") == "error"] == []
+
+
+def test_directed_presence_cap_defaults_to_1000_per_session():
+    h = world()
+    sent = remote(h)
+    alice = connect(h, f"{ALICE}/phone")
+    directed_to_remote(alice, 1000)
+    assert alice.take() == [] and len(sent) == 1000
+    directed_to_remote(alice, 1, start=1000)
+    assert error_condition(only(alice)) == "resource-constraint"
+    assert len(sent) == 1000
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_max_directed_must_be_a_positive_number(value):
+    with pytest.raises(ConfigError, match="max_directed: (must be|expected)"):
+        world(max_directed=value)
+
+
+def test_the_subscription_rate_window_forgets_users_whose_window_has_passed():
+    """One entry per user who sent a request within the window, no more: the
+    record of who asked when does not grow with everyone who ever asked."""
+    h = world(subscription_rate_limit=2, subscription_rate_period=60)
+    component = h.component("presence")
+    now = [1000.0]
+    component._clock = lambda: now[0]
+    users = [connect(h, f"u{n}@localhost/pc") for n in range(5)]
+    for user in users:
+        user.feed(f"<presence type='subscribe' to='{ALICE}'/>")
+    assert len(component._requests) == 5
+    now[0] += 61
+    users[0].feed(f"<presence type='subscribe' to='{BOB}'/>")
+    assert list(component._requests) == ["u0@localhost"]
+    # The limit itself still holds within a window, and lifts after it.
+    users[0].feed(f"<presence type='subscribe' to='{CAROL}'/>")
+    users[0].take()
+    users[0].feed("<presence type='subscribe' to='dave@localhost' id='third'/>")
+    assert error_condition(only(users[0])) == "resource-constraint"
+    now[0] += 61
+    users[0].feed("<presence type='subscribe' to='dave@localhost' id='later'/>")
+    assert [p for p in users[0].take() if p.getAttribute("type") == "error"] == []
 
 
 # -- §4.3 probes ---------------------------------------------------------------------------

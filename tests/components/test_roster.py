@@ -7,10 +7,13 @@ the contact's side sees when an item is removed (§2.5.2). After every refused
 request the stored roster must be exactly what it was before.
 """
 
+import pytest
 from twisted.words.xish import domish
 
 from xmppd import ns
-from xmppd.testing import Harness, error_condition, only, result_of
+from xmppd.components.roster import entry_size
+from xmppd.config import ConfigError
+from xmppd.testing import Harness, error_condition, only, parse, result_of
 
 ALICE = "alice@localhost"
 BOB = "bob@localhost"
@@ -20,12 +23,14 @@ CAROL = "carol@localhost"
 # -- helpers ------------------------------------------------------------------------
 
 
-def harness(max_items=None, cache_size=None):
+def harness(max_items=None, cache_size=None, max_size=None):
     section = {}
     if max_items is not None:
         section["max_items"] = str(max_items)
     if cache_size is not None:
         section["cache_size"] = str(cache_size)
+    if max_size is not None:
+        section["max_size"] = str(max_size)
     options = {"component:roster": section} if section else {}
     return Harness(["roster", "presence", "messaging"], options=options)
 
@@ -582,6 +587,193 @@ def test_roster_cap_also_limits_subscription_requests_sent():
     reply = only(alice)
     assert reply.name == "presence" and error_condition(reply) == "not-allowed"
     assert stored(h) == before
+
+
+REMOTE = "mallory@remote.example"
+
+
+def from_remote(h):
+    """Stanzas the server sends to other domains (the s2s seam), recorded."""
+    sent = []
+    h.router.remote = lambda stanza, to: sent.append(stanza) or True
+    return sent
+
+
+def remote_subscribe(h, to=ALICE, stanza_id="s1"):
+    """A subscription request arriving over federation (its outbound half done
+    by the remote server): only the inbound half runs here."""
+    h.router.route(parse(f"<presence type='subscribe' from='{REMOTE}' to='{to}' "
+                         f"id='{stanza_id}'/>"))
+
+
+def test_roster_cap_refuses_a_subscription_request_from_a_new_contact():
+    """A request from someone not yet on the roster would take a place: like a
+    roster set beyond the cap it is refused, resource-constraint back to the
+    sender, and the roster is unchanged."""
+    h = harness(max_items=1)
+    alice = interested(h, f"{ALICE}/phone")
+    set_item(alice, f"<item jid='{CAROL}'/>")
+    alice.take()
+    before = stored(h)
+    sent = from_remote(h)
+    remote_subscribe(h)
+    (reply,) = sent
+    assert reply.name == "presence" and reply.getAttribute("id") == "s1"
+    assert reply["to"] == REMOTE and reply["from"] == ALICE
+    assert error_condition(reply) == "resource-constraint"
+    assert stored(h) == before
+    assert alice.take() == []
+
+
+# -- quota in bytes ---------------------------------------------------------------------
+
+#: Distinct groups of 1 000 bytes each: a roster item of any size up to what
+#: a stanza may carry (a set refuses the same group twice).
+def big_groups(count, start=0):
+    return [f"{i:04d}" + "g" * 996 for i in range(start, start + count)]
+
+
+def item_xml(jid, groups=(), name=None):
+    name_attr = f" name='{name}'" if name is not None else ""
+    return f"<item jid='{jid}'{name_attr}>" + "".join(f"<group>{g}</group>" for g in groups) \
+        + "</item>"
+
+
+def roster_bytes(h, user=ALICE):
+    return result_of(h.component("roster").load(user)).bytes
+
+
+def test_roster_byte_cap_is_on_by_default_and_refuses_items_of_200_kb_past_1_mib():
+    """The report: 300 items of 200 KB each were accepted. By default a
+    roster may take 1 MiB: the sixth such item is refused, not-allowed as for
+    the item count, and nothing of it is stored."""
+    h = harness()
+    alice = interested(h, f"{ALICE}/phone")
+    for n in range(5):
+        set_item(alice, item_xml(f"c{n}@localhost", big_groups(200)), f"ok{n}")
+        assert is_result(alice.take()[-1], f"ok{n}")
+    assert 5 * 200_000 < roster_bytes(h) <= 1 << 20
+    before = stored(h)
+    set_item(alice, item_xml("c5@localhost", big_groups(200)), "over")
+    reply = only(alice)
+    assert reply["id"] == "over" and error_condition(reply) == "not-allowed"
+    error = next(reply.elements(ns.CLIENT, "error"))
+    assert "bytes" in str(next(error.elements(ns.STANZA_ERRORS, "text")))
+    assert stored(h) == before
+    assert set(listed(h)) == {f"c{n}@localhost" for n in range(5)}
+
+
+def test_roster_byte_cap_boundary_exactly_full_is_accepted_one_byte_more_is_not():
+    first = entry_size(BOB, groups=big_groups(5))
+    cap = first + entry_size(CAROL, name="n" * 500)
+    h = harness(max_size=cap)
+    alice = interested(h, f"{ALICE}/phone")
+    set_item(alice, item_xml(BOB, big_groups(5)))
+    alice.take()
+    assert roster_bytes(h) == first
+    assert_refused(h, alice, item_xml(CAROL, name="n" * 501), "not-allowed")
+    set_item(alice, item_xml(CAROL, name="n" * 500), "exact")
+    assert is_result(alice.take()[-1], "exact")
+    assert roster_bytes(h) == cap
+    assert_refused(h, alice, item_xml("d@localhost"), "not-allowed")
+
+
+def test_roster_byte_cap_lets_an_item_shrink_or_go_and_then_has_room_again():
+    cap = entry_size(BOB, groups=big_groups(5)) + entry_size(CAROL)
+    h = harness(max_size=cap)
+    alice = interested(h, f"{ALICE}/phone")
+    set_item(alice, item_xml(BOB, big_groups(5)))
+    set_item(alice, item_xml(CAROL))
+    alice.take()
+    # Growing an existing item past the cap is refused like a new one...
+    assert_refused(h, alice, item_xml(BOB, big_groups(6)), "not-allowed")
+    assert_refused(h, alice, item_xml(CAROL, name="Carol"), "not-allowed")
+    # ...shrinking one is always allowed (also over a cap lowered since)...
+    h.component("roster").config["max_size"] = 1000
+    set_item(alice, item_xml(BOB, big_groups(4)), "shrink")
+    assert is_result(alice.take()[-1], "shrink")
+    h.component("roster").config["max_size"] = cap
+    # ...and what it or a removal freed is room for more.
+    set_item(alice, item_xml(CAROL, big_groups(1, start=10)), "grow")
+    assert is_result(alice.take()[-1], "grow")
+    set_item(alice, f"<item jid='{BOB}' subscription='remove'/>", "rm")
+    assert is_result(alice.take()[-1], "rm")
+    assert roster_bytes(h) == entry_size(CAROL, groups=big_groups(1, start=10))
+    set_item(alice, item_xml("d@localhost", big_groups(3)), "more")
+    assert is_result(alice.take()[-1], "more")
+
+
+def test_roster_bytes_are_counted_incrementally_and_agree_with_a_fresh_load():
+    """The running count after sets, updates, removals and subscriptions is
+    what counting the stored roster from scratch gives."""
+    h = harness()
+    alice = interested(h, f"{ALICE}/phone")
+    bob = h.login(f"{BOB}/pc")
+    set_item(alice, item_xml(CAROL, big_groups(3), name="Carol"))
+    set_item(alice, item_xml("d@localhost", big_groups(2)))
+    set_item(alice, item_xml(CAROL, big_groups(1), name="C"))
+    set_item(alice, "<item jid='d@localhost' subscription='remove'/>")
+    bob.feed(f"<presence type='subscribe' to='{ALICE}'><status>hi</status></presence>")
+    alice.feed(f"<presence type='subscribe' to='{'e' * 300}@localhost'/>")
+    roster = result_of(h.component("roster").load(ALICE))
+    expected = sum(item.weight() for item in roster.items.values()
+                   if item.listed or item.pending_in is not None)
+    assert roster.bytes == expected
+    assert expected > entry_size(CAROL, "C", big_groups(1))  # the request counts too
+    h.component("roster").forget(ALICE)
+    h.component("roster")._online.pop(ALICE)
+    assert result_of(h.component("roster").load(ALICE)).bytes == expected
+
+
+def test_roster_byte_cap_refuses_a_subscription_request_that_would_pass_it():
+    """A waiting request is kept (trimmed) until answered, so it counts: one
+    that would take the roster past its bytes is refused like one past its
+    item count, resource-constraint to the sender, nothing stored."""
+    cap = entry_size(CAROL, groups=big_groups(2)) + entry_size(REMOTE)
+    h = harness(max_size=cap)
+    alice = interested(h, f"{ALICE}/phone")
+    set_item(alice, item_xml(CAROL, big_groups(2)))
+    alice.take()
+    before = stored(h)
+    sent = from_remote(h)
+    remote_subscribe(h)
+    (reply,) = sent
+    assert reply["to"] == REMOTE and error_condition(reply) == "resource-constraint"
+    assert stored(h) == before
+    assert alice.take() == []
+    # With room for it, the same request waits for alice as usual.
+    h.component("roster").config["max_size"] = cap + 1000
+    remote_subscribe(h, stanza_id="s2")
+    assert len(sent) == 1
+    assert stored(h)[REMOTE]["pending_in"]
+
+
+def test_roster_byte_cap_also_limits_subscription_requests_sent():
+    cap = entry_size(CAROL, groups=big_groups(2)) + 50
+    h = harness(max_size=cap)
+    alice = interested(h, f"{ALICE}/phone")
+    set_item(alice, item_xml(CAROL, big_groups(2)))
+    alice.take()
+    before = stored(h)
+    alice.feed("<presence type='subscribe' to='e@localhost' id='s1'/>")
+    reply = only(alice)
+    assert reply.name == "presence" and error_condition(reply) == "not-allowed"
+    assert stored(h) == before
+
+
+def test_roster_byte_cap_zero_means_no_limit():
+    h = harness(max_size=0)
+    alice = interested(h, f"{ALICE}/phone")
+    for n in range(7):
+        set_item(alice, item_xml(f"c{n}@localhost", big_groups(200)), f"ok{n}")
+        assert is_result(alice.take()[-1], f"ok{n}")
+    assert roster_bytes(h) > 7 * 200_000
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "1.5"])
+def test_roster_byte_cap_must_be_a_whole_number_of_bytes(value):
+    with pytest.raises(ConfigError, match="max_size: (must be|expected)"):
+        harness(max_size=value)
 
 
 def test_roster_get_of_another_users_roster_is_forbidden():

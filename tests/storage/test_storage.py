@@ -18,7 +18,7 @@ import threading
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from xmppd.storage import IStorage, open_storage, storage_url_problem
+from xmppd.storage import IStorage, open_storage, storage_url_problem, value_size
 from xmppd.storage.memory import MemoryStorage
 from xmppd.storage.sqlite import SQLiteStorage
 
@@ -200,6 +200,71 @@ class StorageContract:
         self.assertEqual(await archive.count(ALICE, with_=BOB), 5)
         self.assertEqual(await archive.count(BOB), 1)
         self.assertEqual(await archive.count("nobody@x"), 0)
+
+    async def test_archive_size(self):
+        """size() is the bytes the values take as stored, the same on every
+        backend: what a quota in bytes compares against."""
+        archive = self.storage.archive("offline")
+        self.assertEqual(await archive.size(ALICE), 0)
+        values = ["<message id='1'/>", {"body": "héllo ✓"}, "x" * 100_000, 7]
+        ids = [await archive.append(ALICE, v, with_=BOB if i % 2 else None)
+               for i, v in enumerate(values)]
+        await archive.append(BOB, "not alice's")
+        self.assertEqual(await archive.size(ALICE), sum(value_size(v) for v in values))
+        self.assertEqual(await archive.size(ALICE, with_=BOB), value_size(values[1]) + value_size(7))
+        self.assertEqual(await archive.size("nobody@x"), 0)
+        await archive.delete(ALICE, [ids[2]])
+        self.assertEqual(await archive.size(ALICE),
+                         sum(value_size(v) for v in values) - value_size(values[2]))
+        await archive.delete(ALICE)
+        self.assertEqual(await archive.size(ALICE), 0)
+        self.assertEqual(await archive.size(BOB), value_size("not alice's"))
+
+    def test_value_size_is_the_bytes_of_the_stored_text(self):
+        # Compact JSON, ASCII only: characters are bytes, escapes count.
+        self.assertEqual(value_size("abc"), 5)  # "abc"
+        self.assertEqual(value_size("é"), len('"\\u00e9"'))
+        self.assertEqual(value_size({"a": [1, 2]}), len('{"a":[1,2]}'))
+        self.assertEqual(value_size("<m a='1'/>"), len("<m a='1'/>") + 2)
+
+    async def test_archive_items_know_their_size(self):
+        archive = self.storage.archive("offline")
+        for value in ("short", "é" * 1000, {"k": "v" * 50}):
+            await archive.append(ALICE, value)
+        items = await archive.query(ALICE)
+        self.assertEqual([i.size for i in items],
+                         [value_size("short"), value_size("é" * 1000), value_size({"k": "v" * 50})])
+        self.assertEqual(sum(i.size for i in items), await archive.size(ALICE))
+
+    async def test_archive_query_max_bytes(self):
+        """A query bounded by bytes ends with the item that takes the total to
+        max_bytes or beyond: a reader of large values holds less than
+        max_bytes plus one item at a time, always makes progress, and knows
+        it has seen everything when a list is short of both bounds."""
+        archive = self.storage.archive("offline")
+        sizes = [100, 300, 50, 1000, 20]
+        ids = [await archive.append(ALICE, "x" * (n - 2)) for n in sizes]  # value_size = n
+
+        async def got(**kw):
+            return [i.size for i in await archive.query(ALICE, **kw)]
+
+        self.assertEqual(await got(max_bytes=100), [100])  # reached: ends here
+        self.assertEqual(await got(max_bytes=101), [100, 300])
+        self.assertEqual(await got(max_bytes=400), [100, 300])
+        self.assertEqual(await got(max_bytes=401), [100, 300, 50])
+        self.assertEqual(await got(max_bytes=1), [100])
+        self.assertEqual(await got(max_bytes=0), [100])
+        self.assertEqual(await got(max_bytes=10**9), sizes)
+        self.assertEqual(await got(max_bytes=None), sizes)
+        self.assertEqual(await got(max_bytes=10**9, limit=2), [100, 300])
+        self.assertEqual(await got(max_bytes=400, after=ids[1]), [50, 1000])
+        self.assertEqual(await got(max_bytes=400, after=ids[3]), [20])
+        self.assertEqual(await got(max_bytes=400, after=ids[4]), [])
+        # Backwards, as MAM pages: the newest items, listed oldest first.
+        self.assertEqual(await got(max_bytes=1020, reverse=True), [1000, 20])
+        self.assertEqual(await got(max_bytes=1021, reverse=True), [50, 1000, 20])
+        self.assertEqual(await got(max_bytes=20, reverse=True), [20])
+        self.assertEqual(await got(max_bytes=0, limit=0), [])
 
     async def test_archive_delete(self):
         archive, ids = await self.fill_archive()

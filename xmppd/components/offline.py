@@ -14,14 +14,30 @@ after they were handed to the session, so a ``kill -9`` at any point loses
 nothing; at worst a message is delivered twice.
 
 Each user with stored messages has a small in-memory record (does the account
-exist, how many messages are stored), read from storage the first time (messages
-arriving meanwhile wait for it, in order) and trusted for :data:`STATE_TTL` seconds. With it, the quota
-check is a comparison on the reactor thread and a message's ``append`` is
-submitted at once: a burst of messages becomes one batch of writes for the
-storage worker instead of three round trips each. Storage runs work in
-submission order, so a message stored while a delivery is starting is either
-part of that delivery (its query was submitted later) or still in storage
-afterwards, never lost and never sent twice.
+exist, how many messages and how many bytes are stored), read from storage the
+first time (messages arriving meanwhile wait for it, in order) and trusted for
+:data:`STATE_TTL` seconds. With it, the quota check is a comparison on the
+reactor thread and a message's ``append`` is submitted at once: a burst of
+messages becomes one batch of writes for the storage worker instead of three
+round trips each. Storage runs work in submission order, so a message stored
+while a delivery is starting is either part of that delivery (its query was
+submitted later) or still in storage afterwards, never lost and never sent
+twice.
+
+Quotas: at most ``max_messages`` messages and ``max_size`` bytes per account
+(bytes as stored, :func:`xmppd.storage.value_size`; the record counts them as
+messages are stored and delivered, and reads the archive's ``size`` when it
+is loaded). A message that would pass either is refused with
+``service-unavailable``, as XEP-0160 §2 says of a full store; a count alone let
+400 messages of 250 KB each fill 100 MB per account.
+
+Delivery holds a bounded amount: messages are read in batches of at most
+:attr:`OfflineComponent.batch` messages and about
+:attr:`OfflineComponent.batch_bytes` bytes, and each message is handed to the
+session only once the session's output has drained (``session.drained()``),
+so a client that reads slowly slows the delivery instead of piling the whole
+queue into its output buffer (where it would also pass the buffer's bound and
+cost the client its connection).
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ from xmppd.component import Component, Option, handles
 from xmppd.config import integer
 from xmppd.locks import KeyedLock
 from xmppd.router.events import StanzaEvent
+from xmppd.storage import value_size
 from xmppd.xml.stream import parse_element
 
 #: Message types XEP-0160 §3 says SHOULD be stored; headline, groupchat and
@@ -72,10 +89,11 @@ class _Loading:
 class _Queue:
     """What the component knows of one user's stored messages."""
 
-    __slots__ = ("count", "loaded")
+    __slots__ = ("count", "size", "loaded")
 
-    def __init__(self, count: int, loaded: float):
+    def __init__(self, count: int, size: int, loaded: float):
         self.count = count
+        self.size = size  #: bytes, as the archive's ``size`` counts them
         self.loaded = loaded
 
 
@@ -132,12 +150,18 @@ class OfflineComponent(Component):
     options = [
         Option("max_messages", integer(1), "1000",
                "offline messages kept per user; beyond that senders get service-unavailable"),
+        Option("max_size", integer(0), "10485760",
+               "bytes of offline messages kept per user, all together; beyond that senders "
+               "get service-unavailable (0: no limit beyond max_messages)"),
     ]
     stores = {"offline": "archive"}
 
-    #: Messages read from the store per query while delivering, so a full
-    #: queue of large stanzas is never all in memory at once.
+    #: Most messages read from the store per query while delivering.
     batch = 500
+    #: Bytes read from the store per query while delivering: a batch ends with
+    #: the message that reaches it, so a queue of large stanzas is never all in
+    #: memory at once (a batch is at most this plus one message).
+    batch_bytes = 256 * 1024
 
     def __init__(self, server: Any, config: dict[str, Any]):
         super().__init__(server, config)
@@ -217,8 +241,10 @@ class OfflineComponent(Component):
         def exists(found: bool):
             if not found:
                 return None
-            return self.store["offline"].count(user).addCallback(
-                lambda count: _Queue(count, time.monotonic()))
+            store = self.store["offline"]
+            reads = defer.gatherResults([store.count(user), store.size(user)], consumeErrors=True)
+            reads.addErrback(lambda failure: failure.value.subFailure)  # the error itself
+            return reads.addCallback(lambda got: _Queue(got[0], got[1], time.monotonic()))
         self.server.accounts.exists(user).addCallback(exists).addBoth(self._loaded, user)
 
     def _loaded(self, result: Any, user: str) -> None:
@@ -251,17 +277,21 @@ class OfflineComponent(Component):
             # any sender, subscribed or not, that the user is offline (RFC 6121
             # §8.5.2.2.1 makes store-or-bounce a SHOULD for chat and normal).
             return True
-        limit = self.config["max_messages"]
-        if queue.count >= limit:
+        size = value_size(text)
+        limit, max_size = self.config["max_messages"], self.config["max_size"]
+        if queue.count >= limit or (max_size and queue.size + size > max_size):
             # XEP-0160 §2: a full offline queue is answered service-unavailable.
-            self.log.info("offline storage of {user} is full ({limit} messages): "
-                          "refused a message from {sender}",
-                          user=user, limit=limit, sender=sender)
+            self.log.info("offline storage of {user} is full ({count} messages, {size} bytes; "
+                          "limits {limit} and {max_size}): refused a message of {length} "
+                          "bytes from {sender}", user=user, count=queue.count, size=queue.size,
+                          limit=limit, max_size=max_size or "none", length=size, sender=sender)
             return event.error("service-unavailable", text=FULL_TEXT)
         queue.count += 1
+        queue.size += size
 
         def failed(failure):
             queue.count -= 1
+            queue.size -= size
             return failure
         return self.store["offline"].append(user, text, with_=sender).addCallbacks(
             lambda _: True, failed)
@@ -316,12 +346,18 @@ class OfflineComponent(Component):
         complete = False
         while True:
             submitted = self._waiting.get(user)
-            items = yield store.query(user, after=after, limit=self.batch)
+            items = yield store.query(user, after=after, limit=self.batch,
+                                      max_bytes=self.batch_bytes)
             if not items:
                 complete = True
                 break
             sent = []
             for item in items:
+                drained = session.drained()
+                if not drained.called:
+                    # The client has not read what it was given yet: the next
+                    # message waits here, not in its output buffer.
+                    yield drained
                 if not self._still_there(session):
                     break
                 try:
@@ -344,9 +380,12 @@ class OfflineComponent(Component):
             if sent:
                 # Only now: what was handed over goes, nothing else. The next
                 # query need not wait for it: storage runs both in order.
-                deletes.append(store.delete(user, sent).addCallback(self._deleted, user))
-            if len(sent) < len(items) or len(items) < self.batch:
-                complete = len(sent) == len(items)
+                size = sum(item.size for item in items[:len(sent)])  # sent: a prefix
+                deletes.append(store.delete(user, sent).addCallback(self._deleted, user, size))
+            if len(sent) < len(items):
+                break
+            if len(items) < self.batch and sum(item.size for item in items) < self.batch_bytes:
+                complete = True  # short of both bounds: that was everything
                 break
             after = items[-1].id
         if deletes:
@@ -369,10 +408,11 @@ class OfflineComponent(Component):
         self._queues.pop(user, None)
         self._waiting.pop(user, None)
 
-    def _deleted(self, count: int, user: str) -> None:
+    def _deleted(self, count: int, user: str, size: int) -> None:
         queue = self._queues.get(user)
         if queue is not None:
             queue.count = max(0, queue.count - count)
+            queue.size = max(0, queue.size - size)
             if not queue.count:
                 del self._queues[user]  # the next message reads storage again
 

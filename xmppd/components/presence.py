@@ -18,12 +18,25 @@ knowing whether the contact is local — so the same code serves federation.
 Broadcasts leave with the session as their origin, so they pass the same
 ``pre-presence`` hooks as what the client sends itself (a blocklist stops
 them the same way).
+
+Bounds. Every entity a session sent directed available presence to is
+remembered until the session ends (§4.6.3 owes each an unavailable), so a
+session may have at most ``max_directed`` of them; directed presence to a new
+target beyond that is answered with a presence error ``resource-constraint``
+(type *wait*: the place comes back when a directed presence ends) and is not
+routed. Prosody keeps no such bound; real use is a few dozen targets (chat
+rooms joined, a peer in a call), so the default of 1 000 stops only a client
+that floods, whose targets each cost memory and an unavailable at logout.
+Presence to a known target, directed unavailable, and presence to a
+subscriber (never remembered) always pass. The subscription-request rate
+window keeps one entry per user who sent a request within the window.
 """
 
 from __future__ import annotations
 
 import collections
 import time
+from typing import Callable
 
 from twisted.internet import defer
 from twisted.words.xish import domish
@@ -31,6 +44,7 @@ from twisted.words.xish import domish
 from xmppd import jid as jidlib
 from xmppd import ns, subscription
 from xmppd.component import Component, Option, handles
+from xmppd.components.roster import entry_size
 from xmppd.config import integer
 from xmppd.router.events import presence, readdressed, stanza_error
 from xmppd.xml.stream import parse_element
@@ -47,13 +61,21 @@ class PresenceComponent(Component):
                "subscription requests one user may send per subscription_rate_period"),
         Option("subscription_rate_period", integer(1), "60",
                "seconds of the subscription request rate window"),
+        Option("max_directed", integer(1), "1000",
+               "most entities one session may have sent directed presence to at a time; "
+               "more get a resource-constraint error"),
     ]
 
     def __init__(self, server, config):
         super().__init__(server, config)
         #: full JID → JIDs it sent directed available presence to (RFC 6121 §4.6)
         self._directed: dict[str, set[str]] = {}
-        self._requests: dict[str, collections.deque] = {}
+        #: bare JID → times of its subscription requests within the window,
+        #: least recently active user first (so the expired are at the front)
+        self._requests: collections.OrderedDict[str, collections.deque] = \
+            collections.OrderedDict()
+        #: the rate window's clock (a test sets its own)
+        self._clock: Callable[[], float] = time.monotonic
 
     @property
     def rosters(self):
@@ -188,27 +210,37 @@ class PresenceComponent(Component):
         stype = event.type
         if stype in SUBSCRIPTION_TYPES:
             return self._outbound_subscription(event, stype)
-        if stype in (None, "unavailable"):
-            self._track_directed(event)
+        if stype in (None, "unavailable") and not self._track_directed(event):
+            limit = self.config["max_directed"]
+            self.log.debug("{jid}: directed presence to {to} refused: {limit} targets already",
+                           jid=event.origin.jid.full(), to=event.to.full(), limit=limit)
+            return event.error("resource-constraint", "wait",
+                               f"directed presence is limited to {limit} entities at a time")
         return False
 
-    def _track_directed(self, event) -> None:
+    def _track_directed(self, event) -> bool:
+        """Remember (or forget) a directed presence's target; False if it is a
+        new target and the session already has ``max_directed`` of them."""
         session = event.origin
         target = event.to.full()
         bare = event.to.userhost()
         if bare == session.bare:
-            return
+            return True
         rosters = self.rosters
         roster = rosters.cached(session.bare) if rosters is not None else None
         if roster is not None and roster.is_subscribed_from(bare):
-            return  # a subscriber hears the broadcasts anyway
+            return True  # a subscriber hears the broadcasts anyway
         full = session.jid.full()
+        targets = self._directed.get(full)
         if event.type is None:
-            self._directed.setdefault(full, set()).add(target)
-        else:
-            targets = self._directed.get(full)
-            if targets is not None:
-                targets.discard(target)
+            if targets is None:
+                targets = self._directed[full] = set()
+            elif target not in targets and len(targets) >= self.config["max_directed"]:
+                return False
+            targets.add(target)
+        elif targets is not None:
+            targets.discard(target)
+        return True
 
     @defer.inlineCallbacks
     def _outbound_subscription(self, event, stype: str):
@@ -226,9 +258,12 @@ class PresenceComponent(Component):
             self.router.route(readdressed(event.stanza, contact, user))
             return True
         roster = yield rosters.load(user)
-        if stype == "subscribe" and roster.items.get(contact) is None \
-                and roster.size() >= rosters.config["max_items"]:
-            return event.error("not-allowed", text="your roster is full")
+        if stype == "subscribe":
+            item = roster.items.get(contact)
+            refusal = rosters.refusal(roster, contact, item.weight() if item is not None
+                                      else entry_size(contact))
+            if refusal is not None:
+                return event.error("not-allowed", text=f"your roster is full: {refusal}")
         before = roster.state(contact)
         outcome = subscription.outbound(before, stype)
         approved = True if outcome.pre_approved else (False if stype == "unsubscribed" else None)
@@ -247,17 +282,30 @@ class PresenceComponent(Component):
         return True
 
     def _allow_request(self, user: str) -> bool:
-        now = time.monotonic()
-        period = self.config["subscription_rate_period"]
-        recent = self._requests.setdefault(user, collections.deque())
-        while recent and recent[0] < now - period:
+        """May ``user`` send another subscription request now (the rate limit)?
+
+        Users are kept in the order of their latest request, so those whose
+        window has passed are at the front and go in O(1) each: the record
+        holds only users active within the window, at most
+        ``subscription_rate_limit`` times each.
+        """
+        now = self._clock()
+        cutoff = now - self.config["subscription_rate_period"]
+        requests = self._requests
+        while requests:
+            oldest = next(iter(requests.values()))
+            if oldest and oldest[-1] >= cutoff:
+                break
+            requests.popitem(last=False)
+        recent = requests.get(user)
+        if recent is None:
+            recent = requests[user] = collections.deque()
+        while recent and recent[0] < cutoff:
             recent.popleft()
         if len(recent) >= self.config["subscription_rate_limit"]:
             return False
         recent.append(now)
-        if len(self._requests) > 10000:  # forget users whose window has passed
-            for known in [u for u, r in self._requests.items() if not r or r[-1] < now - period]:
-                del self._requests[known]
+        requests.move_to_end(user)
         return True
 
     def _send_current_presence(self, user: str, contact: str) -> None:
@@ -311,19 +359,22 @@ class PresenceComponent(Component):
             return True
         roster = yield rosters.load(user)
         item = roster.items.get(contact)
-        if stype == "subscribe" and item is None and roster.size() >= rosters.config["max_items"]:
-            self.log.info("subscription request from {contact} to {user} refused: roster full",
-                          contact=contact, user=user)
-            self.router.route(stanza_error(event.stanza, "resource-constraint",
-                                           text="the contact's roster is full"))
-            return True
         before = roster.state(contact)
         outcome = subscription.inbound(before, stype, approved=bool(item and item.approved))
-        request = None
-        if stype == "subscribe":
-            request = _kept_request(event.stanza, user, contact)
-        yield rosters.apply(roster, contact, outcome.state,
-                            pending_stanza=request.toXml() if request is not None else None)
+        kept = None
+        if stype == "subscribe" and outcome.state.pending_in:
+            # The request waits in the roster until answered: it needs room.
+            kept = _kept_request(event.stanza, user, contact).toXml()
+            size = entry_size(contact, item.name if item else None,
+                              item.groups if item else (), kept)
+            refusal = rosters.refusal(roster, contact, size)
+            if refusal is not None:
+                self.log.info("subscription request from {contact} to {user} refused: {why}",
+                              contact=contact, user=user, why=refusal)
+                self.router.route(stanza_error(event.stanza, "resource-constraint",
+                                               text="the contact's roster is full"))
+                return True
+        yield rosters.apply(roster, contact, outcome.state, pending_stanza=kept)
         if outcome.forward:
             delivered = readdressed(event.stanza, user, contact)
             for session in list(self.router.resources(user).values()):

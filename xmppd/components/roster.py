@@ -13,6 +13,32 @@ JID) and the key ``""`` for the roster's version. An entry that is not
 still waiting for an answer (RFC 6121 §3.1.3 keeps those off the roster), or
 the memory of a removed item, kept so that a client syncing from an older
 version learns of the removal (XEP-0237 incremental pushes).
+
+Quotas: a roster holds at most ``max_items`` entries (contacts and waiting
+requests) and ``max_size`` bytes of them, as :func:`entry_size` counts an
+entry: about the size of its ``<item/>`` in a roster result, plus a waiting
+request's kept text. The count of names and groups alone let one account keep
+hundreds of megabytes (groups of 1 000 bytes, hundreds per item), which every
+login then reads and every roster get sends. Each roster keeps its running
+total (:attr:`Roster.bytes`), adjusted per changed entry when it is saved, so
+checking a set costs the size of that one item, not the roster's.
+
+Beyond either cap:
+
+- a roster set adding or growing an item is answered ``not-allowed``
+  (cancel), the condition the count cap already gave, so a client sees one
+  condition for "full" whichever way the roster is full. RFC 6121 names none
+  for a roster at its limit; the refusal is final, which ``not-allowed``
+  says and ``resource-constraint`` does not (its type *wait* tells the client
+  to try the same set again later, which cannot help). XEP-0049's byte cap
+  answers ``policy-violation``, equally final; the roster keeps the condition
+  its clients already get. Shrinking or removing an item is always allowed,
+  also over a cap the operator lowered since;
+- a subscription request the user sends to a new contact: ``not-allowed``
+  likewise (the user's own action);
+- a subscription request *to* the user from a new contact (or one whose kept
+  request would pass the bytes): ``resource-constraint`` back to the sender,
+  who cannot make room in someone else's roster.
 """
 
 from __future__ import annotations
@@ -37,12 +63,40 @@ MAX_TEXT = 1023
 MAX_TOMBSTONES = 500
 _META = ""
 
+#: Bytes an entry counts for besides its text: the markup, subscription
+#: state and flags of ``<item jid='' name='' subscription='both'
+#: ask='subscribe' approved='true'></item>``, or of its stored form.
+ITEM_OVERHEAD = 80
+#: Bytes each group counts for besides its name: ``<group></group>``. Without
+#: it, thousands of one-letter groups would cost far more than they count.
+GROUP_OVERHEAD = 15
+
+
+def entry_size(jid: str, name: str | None = None, groups: Iterable[str] = (),
+               pending: str | None = None) -> int:
+    """Bytes a roster entry counts for against ``max_size``: the UTF-8 text it
+    holds (contact JID, name, groups, a waiting request's kept stanza) plus
+    the markup around it — about what its ``<item/>`` takes in a roster result.
+
+    Counted from the text rather than by serialising the entry: the same
+    whatever the storage backend's format, cheap, and predictable for a user
+    who wants to know how much room is left.
+    """
+    size = ITEM_OVERHEAD + len(jid.encode("utf-8"))
+    if name:
+        size += len(name.encode("utf-8"))
+    for group in groups:
+        size += GROUP_OVERHEAD + len(group.encode("utf-8"))
+    if pending:
+        size += len(pending.encode("utf-8"))
+    return size
+
 
 class RosterItem:
     """One contact in a user's roster (listed or not)."""
 
     __slots__ = ("jid", "name", "groups", "subscription", "ask", "pending_in",
-                 "approved", "listed", "ver")
+                 "approved", "listed", "ver", "counted")
 
     def __init__(self, jid: str, name: str | None = None, groups: Iterable[str] = (),
                  subscription: str = "none", ask: bool = False, pending_in: str | None = None,
@@ -57,6 +111,18 @@ class RosterItem:
         self.approved = approved  #: pre-approved (RFC 6121 §3.4)
         self.listed = listed
         self.ver = ver
+        #: the bytes this entry adds to :attr:`Roster.bytes` (as last saved)
+        self.counted = 0
+
+    @property
+    def counts(self) -> bool:
+        """Does the entry count against the caps (a listed item or a waiting
+        request, not the memory of a removal)?"""
+        return self.listed or self.pending_in is not None
+
+    def weight(self) -> int:
+        """The bytes the entry counts for now (:func:`entry_size`)."""
+        return entry_size(self.jid, self.name, self.groups, self.pending_in)
 
     @property
     def state(self) -> State:
@@ -104,6 +170,23 @@ class Roster:
         self.epoch = epoch or secrets.token_hex(4)
         #: the oldest version an incremental sync can start from
         self.oldest = oldest
+        #: bytes of the entries that count against the caps, kept up to date
+        #: by :meth:`recount` as entries change
+        self.bytes = 0
+        for item in items.values():
+            self.recount(item)
+
+    def recount(self, item: RosterItem) -> None:
+        """Bring :attr:`bytes` up to date with ``item``'s current content."""
+        size = item.weight() if item.counts else 0
+        self.bytes += size - item.counted
+        item.counted = size
+
+    def drop(self, item: RosterItem) -> None:
+        """Forget ``item`` altogether (its bytes with it)."""
+        del self.items[item.jid]
+        self.bytes -= item.counted
+        item.counted = 0
 
     @property
     def ver(self) -> str:
@@ -141,7 +224,7 @@ class Roster:
 
     def size(self) -> int:
         """Entries that count against the cap: listed items and waiting requests."""
-        return sum(1 for i in self.items.values() if i.listed or i.pending_in is not None)
+        return sum(1 for i in self.items.values() if i.counts)
 
 
 class RosterComponent(Component):
@@ -151,6 +234,9 @@ class RosterComponent(Component):
     options = [
         Option("max_items", integer(1), "2000",
                "most contacts (and waiting subscription requests) one roster may hold"),
+        Option("max_size", integer(0), "1048576",
+               "most bytes one roster may take, all its contacts and waiting requests "
+               "together (0: no limit beyond max_items)"),
         Option("cache_size", integer(0), "1000",
                "rosters of offline users kept in memory (online users' are always kept)"),
     ]
@@ -202,6 +288,25 @@ class RosterComponent(Component):
     def forget(self, user: str) -> None:
         """Drop an offline user's roster from memory (the next load reads the store)."""
         self._cache.pop(user, None)
+
+    def refusal(self, roster: Roster, contact: str, size: int) -> str | None:
+        """Why ``contact``'s entry may not become an entry of ``size`` bytes
+        (:func:`entry_size`) in ``roster``, or None if it may.
+
+        A new entry must find a place under ``max_items``; an entry that grows
+        must fit under ``max_size``. An entry that stays or shrinks is always
+        allowed, so a user over a lowered cap can still tidy up.
+        """
+        item = roster.items.get(contact)
+        counted = item is not None and item.counts
+        limit = self.config["max_items"]
+        if not counted and roster.size() >= limit:
+            return f"the roster is full ({limit} contacts)"
+        before = item.counted if counted else 0
+        limit = self.config["max_size"]
+        if limit and size > before and roster.bytes - before + size > limit:
+            return f"the roster is full ({limit} bytes)"
+        return None
 
     def _loaded(self, result: Any, user: str) -> None:
         waiters = self._loading.pop(user)
@@ -289,10 +394,11 @@ class RosterComponent(Component):
                 item.ver = roster.version
         changes: dict[str, Any] = {}
         for item in items:
-            keep = item.listed or item.pending_in is not None or item.ver > roster.oldest
+            roster.recount(item)
+            keep = item.counts or item.ver > roster.oldest
             changes[item.jid] = item.to_dict() if keep else None
-            if not keep:
-                roster.items.pop(item.jid, None)
+            if not keep and roster.items.get(item.jid) is item:
+                roster.drop(item)
         self._forget_old_removals(roster, changes)
         changes[_META] = {"version": roster.version, "epoch": roster.epoch,
                           "oldest": roster.oldest}
@@ -303,7 +409,7 @@ class RosterComponent(Component):
                           if not i.listed and i.pending_in is None), key=lambda i: i.ver)
         for item in removed[:max(0, len(removed) - MAX_TOMBSTONES)]:
             roster.oldest = max(roster.oldest, item.ver)
-            del roster.items[item.jid]
+            roster.drop(item)
             changes[item.jid] = None
 
     # -- session life ---------------------------------------------------------------
@@ -398,14 +504,16 @@ class RosterComponent(Component):
         if problem is not None:
             return event.error(*problem)
         item = roster.items.get(contact_jid)
-        if (item is None or not item.listed) and roster.size() >= self.config["max_items"] \
-                and (item is None or item.pending_in is None):
-            return event.error("not-allowed",
-                               text=f"the roster is full ({self.config['max_items']} contacts)")
+        name = element.getAttribute("name") or None
+        groups = [str(g) for g in element.elements(ns.ROSTER, "group")]
+        refusal = self.refusal(roster, contact_jid, entry_size(
+            contact_jid, name, groups, item.pending_in if item is not None else None))
+        if refusal is not None:
+            return event.error("not-allowed", text=refusal)
         if item is None:
             item = roster.items[contact_jid] = RosterItem(contact_jid)
-        item.name = element.getAttribute("name") or None
-        item.groups = [str(g) for g in element.elements(ns.ROSTER, "group")]
+        item.name = name
+        item.groups = groups
         item.listed = True
         yield self._save(roster, [item])
         self.push(roster, [item])
@@ -432,7 +540,7 @@ class RosterComponent(Component):
     @defer.inlineCallbacks
     def _remove(self, event, roster: Roster, contact: str):
         item = roster.items.get(contact)
-        if item is None or not (item.listed or item.pending_in is not None):
+        if item is None or not item.counts:
             return event.error("item-not-found")
         # RFC 6121 §2.5.2: cancel every subscription either way, then forget.
         user = roster.user

@@ -14,6 +14,8 @@ from xmppd.storage.interfaces import (
     IKeyValueStore,
     IMapStore,
     IStorage,
+    encode_value,
+    value_size,
 )
 
 __all__ = [
@@ -22,8 +24,10 @@ __all__ = [
     "IKeyValueStore",
     "IMapStore",
     "IStorage",
+    "encode_value",
     "open_storage",
     "storage_url_problem",
+    "value_size",
 ]
 
 _USAGE = "use memory:, sqlite:relative/path or sqlite:///absolute/path"

@@ -10,14 +10,30 @@ to a ``kill -9``.
 ``user`` is a bare JID string (``"alice@example.org"``), or ``""`` for data that
 belongs to a host. Values are JSON-serialisable Python objects (dict, list, str,
 int, float, bool, None); XML payloads are stored as serialised strings.
+Every backend stores a value as the same text, :func:`encode_value`, so a
+value's size in bytes (:func:`value_size`) is the same whichever backend holds
+it: quotas in bytes mean the same on each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from zope.interface import Attribute, Interface
+
+
+def encode_value(value: Any) -> str:
+    """The text every backend stores ``value`` as: compact JSON, ASCII only
+    (characters beyond ASCII are escaped), so its length is its size in bytes."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def value_size(value: Any) -> int:
+    """Bytes ``value`` takes in storage: what :meth:`IArchiveStore.size` adds
+    up and :attr:`ArchiveItem.size` says, computed without asking the store."""
+    return len(encode_value(value))
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,9 @@ class ArchiveItem:
     when: float  #: POSIX timestamp (seconds, UTC)
     with_: str | None  #: the conversation partner, for filtering (may be None)
     value: Any
+    #: bytes the value takes in storage (:func:`value_size`), known to the
+    #: backend without serialising it again
+    size: int = field(default=0, compare=False)
 
 
 class IKeyValueStore(Interface):
@@ -84,16 +103,28 @@ class IArchiveStore(Interface):
         """
 
     def query(user, with_=None, start=None, end=None, after=None, before=None,
-              limit=None, reverse=False):
+              limit=None, reverse=False, max_bytes=None):
         """Deferred firing with a list of :class:`ArchiveItem` in insertion order.
 
         ``start``/``end`` bound ``when`` (inclusive); ``after``/``before`` are item
         ids (exclusive). With ``reverse`` the *last* ``limit`` matching items are
         returned (still listed oldest first), as MAM paging backwards needs.
+
+        ``max_bytes`` bounds the list by size as ``limit`` does by count: it
+        ends with the item whose value takes the total of
+        :attr:`ArchiveItem.size` to ``max_bytes`` or beyond. A reader of
+        large values so holds less than ``max_bytes`` plus one item at a time
+        and always makes progress; and a list whose total is below
+        ``max_bytes`` and whose length is below ``limit`` is everything that
+        matches (no further query needed to know it).
         """
 
     def count(user, with_=None):
         """Deferred firing with the number of items of the user."""
+
+    def size(user, with_=None):
+        """Deferred firing with the bytes the user's values take in storage:
+        the sum of their :func:`value_size` (0 when there are none)."""
 
     def delete(user, ids=None):
         """Delete the given ids (all the user's items if None); fires with the count."""

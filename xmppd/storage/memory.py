@@ -1,9 +1,10 @@
 """In-memory storage backend, for unit tests and throwaway servers.
 
 Every method returns an already-fired Deferred, so code under test runs to
-completion synchronously without a reactor. Values are kept as JSON text:
-callers can't mutate stored state through a value they passed in or got back,
-and a value that SQLite could not store fails here too.
+completion synchronously without a reactor. Values are kept as the JSON text
+SQLite stores too (:func:`~xmppd.storage.interfaces.encode_value`): callers
+can't mutate stored state through a value they passed in or got back, a value
+that SQLite could not store fails here too, and sizes in bytes are the same.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -22,6 +23,7 @@ from xmppd.storage.interfaces import (
     IKeyValueStore,
     IMapStore,
     IStorage,
+    encode_value,
 )
 
 
@@ -37,6 +39,19 @@ def _archive_id(item_id: Any) -> int:
         raise ValueError(f"invalid archive id {item_id!r}") from None
 
 
+def _fitting(rows: Iterable[Any], max_bytes: int, size: Callable[[Any], int]) -> list[Any]:
+    """The first ``rows``, up to the one whose size takes the total to
+    ``max_bytes`` or beyond: the rule of ``IArchiveStore.query(max_bytes=)``."""
+    taken: list[Any] = []
+    total = 0
+    for row in rows:
+        taken.append(row)
+        total += size(row)
+        if total >= max_bytes:
+            break
+    return taken
+
+
 @implementer(IKeyValueStore)
 class MemoryKeyValueStore:
     def __init__(self, name: str) -> None:
@@ -49,7 +64,7 @@ class MemoryKeyValueStore:
     def set(self, user: str, value: Any) -> defer.Deferred[None]:
         if value is None:
             return self.delete(user)
-        self._data[user] = json.dumps(value)
+        self._data[user] = encode_value(value)
         return defer.succeed(None)
 
     def delete(self, user: str) -> defer.Deferred[None]:
@@ -78,7 +93,7 @@ class MemoryMapStore:
     def set_many(self, user: str, items: dict[str, Any]) -> defer.Deferred[None]:
         # Serialise everything first so a bad value changes nothing, as a
         # rolled-back transaction would.
-        encoded = {key: None if value is None else json.dumps(value) for key, value in items.items()}
+        encoded = {key: None if value is None else encode_value(value) for key, value in items.items()}
         mapping = self._data.setdefault(user, {})
         for key, text in encoded.items():
             if text is None:
@@ -112,7 +127,7 @@ class MemoryArchiveStore:
 
     def append(self, user: str, value: Any, with_: str | None = None,
                when: float | None = None) -> defer.Deferred[str]:
-        text = json.dumps(value)
+        text = encode_value(value)
         item_id = next(self._ids)
         self._data.setdefault(user, []).append(
             (item_id, time.time() if when is None else float(when), with_, text))
@@ -120,7 +135,8 @@ class MemoryArchiveStore:
 
     def query(self, user: str, with_: str | None = None, start: float | None = None,
               end: float | None = None, after: str | None = None, before: str | None = None,
-              limit: int | None = None, reverse: bool = False) -> defer.Deferred[list[ArchiveItem]]:
+              limit: int | None = None, reverse: bool = False,
+              max_bytes: int | None = None) -> defer.Deferred[list[ArchiveItem]]:
         after_id = None if after is None else _archive_id(after)
         before_id = None if before is None else _archive_id(before)
         rows = [
@@ -133,11 +149,20 @@ class MemoryArchiveStore:
         ]
         if limit is not None:
             rows = rows[max(0, len(rows) - limit):] if reverse else rows[:limit]
-        return defer.succeed([ArchiveItem(str(i), when, w, json.loads(text)) for i, when, w, text in rows])
+        if max_bytes is not None:
+            rows = _fitting(rows[::-1] if reverse else rows, max_bytes, lambda row: len(row[3]))
+            if reverse:
+                rows.reverse()
+        return defer.succeed([ArchiveItem(str(i), when, w, json.loads(text), len(text))
+                              for i, when, w, text in rows])
 
     def count(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
         rows = self._data.get(user, [])
         return defer.succeed(sum(1 for row in rows if with_ is None or row[2] == with_))
+
+    def size(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
+        rows = self._data.get(user, [])
+        return defer.succeed(sum(len(row[3]) for row in rows if with_ is None or row[2] == with_))
 
     def delete(self, user: str, ids: Iterable[str] | None = None) -> defer.Deferred[int]:
         rows = self._data.get(user, [])

@@ -38,8 +38,9 @@ from xmppd.storage.interfaces import (
     IKeyValueStore,
     IMapStore,
     IStorage,
+    encode_value,
 )
-from xmppd.storage.memory import _archive_id
+from xmppd.storage.memory import _archive_id, _fitting
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS kv ("
@@ -58,8 +59,7 @@ _SCHEMA = [
 _SYNCHRONOUS = ("normal", "full")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+_dumps = encode_value
 
 
 def _loads(rows: list[tuple]) -> Any:
@@ -284,7 +284,8 @@ class SQLiteArchiveStore(_Store):
 
     def query(self, user: str, with_: str | None = None, start: float | None = None,
               end: float | None = None, after: str | None = None, before: str | None = None,
-              limit: int | None = None, reverse: bool = False) -> defer.Deferred[list[ArchiveItem]]:
+              limit: int | None = None, reverse: bool = False,
+              max_bytes: int | None = None) -> defer.Deferred[list[ArchiveItem]]:
         sql = "SELECT id, ts, with_, value FROM archive WHERE store=? AND user=?"
         params: list[Any] = [user]
         for condition, param in (("with_=?", with_), ("ts>=?", start), ("ts<=?", end),
@@ -302,9 +303,19 @@ class SQLiteArchiveStore(_Store):
         def items(rows: list[tuple]) -> list[ArchiveItem]:
             if reverse:
                 rows.reverse()
-            return [ArchiveItem(str(i), ts, w, json.loads(text)) for i, ts, w, text in rows]
+            return [ArchiveItem(str(i), ts, w, json.loads(text), len(text))
+                    for i, ts, w, text in rows]
 
-        return self._select(sql, *params).addCallback(items)
+        if max_bytes is None:
+            return self._select(sql, *params).addCallback(items)
+
+        def fetch(cursor: sqlite3.Cursor) -> list[tuple]:
+            # Row by row, so what is past the bound is never read into memory.
+            # Stored text is ASCII (encode_value): its length is its bytes.
+            return _fitting(cursor.execute(sql, (self.name, *params)), max_bytes,
+                            lambda row: len(row[3]))
+
+        return self._interact(fetch).addCallback(items)
 
     def count(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
         if with_ is None:
@@ -312,6 +323,15 @@ class SQLiteArchiveStore(_Store):
         else:
             d = self._select("SELECT COUNT(*) FROM archive WHERE store=? AND user=? AND with_=?", user, with_)
         return d.addCallback(lambda rows: rows[0][0])
+
+    def size(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
+        # Bytes, not characters (the same while stored text is ASCII).
+        sql = "SELECT TOTAL(LENGTH(CAST(value AS BLOB))) FROM archive WHERE store=? AND user=?"
+        if with_ is None:
+            d = self._select(sql, user)
+        else:
+            d = self._select(sql + " AND with_=?", user, with_)
+        return d.addCallback(lambda rows: int(rows[0][0]))
 
     def delete(self, user: str, ids: Iterable[str] | None = None) -> defer.Deferred[int]:
         if ids is None:
