@@ -17,6 +17,7 @@ from xmppd import tls
 from xmppd.accounts import Accounts
 from xmppd.component import Component
 from xmppd.config import Config
+from xmppd.reclaim import Reclaimer
 from xmppd.router import Router
 from xmppd.storage import open_storage
 
@@ -44,6 +45,8 @@ class XMPPServer(service.MultiService):
         self.started_at = time.time()
         #: things an operator wants counted: timeouts, aborted connections, …
         self.counters: collections.Counter[str] = collections.Counter()
+        #: memory back after bursts of traffic (sessions report their bytes)
+        self.reclaimer = Reclaimer(self.clock)
         self.router = Router(config.domains)
         server = config.server
         self.storage = open_storage(server["storage"], base_dir=server["data_dir"],
@@ -66,8 +69,26 @@ class XMPPServer(service.MultiService):
         self.storage_ready.addErrback(self._storage_failed)
         super().startService()
         if self.listen:
+            self._raise_file_limit()
             self.tls_context = tls.context_factory(*self._certificate())
             self._listen()
+
+    def _raise_file_limit(self) -> None:
+        """Every connection is a file descriptor, and a soft limit of 1024 (a
+        common default) would lock clients out long before anything else runs
+        short: take the hard limit, as Prosody and ejabberd do."""
+        try:
+            import resource
+        except ImportError:  # not on this platform
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError):
+                pass
+        self.log.info("up to {limit} open files (connections and storage)", limit=soft)
 
     def _storage_failed(self, failure) -> None:
         self.log.failure("cannot open storage {url}", failure=failure,
@@ -125,6 +146,7 @@ class XMPPServer(service.MultiService):
                     self.session_closed(session)
                 session.stream_error("system-shutdown", "the server is stopping")
         yield self._drain(DRAIN_TIMEOUT)
+        self.reclaimer.stop()
         yield super().stopService()
         yield self.storage.stop()
 

@@ -48,7 +48,7 @@ class C2SSession(XMPPStream):
         c2s = server.config.c2s
         super().__init__(server.config.server["max_stanza_size"], clock=server.clock,
                          max_output=c2s["max_output_buffer"], send_timeout=c2s["send_timeout"],
-                         close_timeout=c2s["close_timeout"])
+                         close_timeout=c2s["close_timeout"], traffic=server.reclaimer.account)
         self.server = server
         self.router = server.router
         self.secure = direct_tls
@@ -289,8 +289,16 @@ class C2SSession(XMPPStream):
 
     def undelivered(self, kind: str, stanza: domish.Element | bytes) -> None:
         """A stanza for this session that it will never get: the router finds
-        it another way (the user's other resources, offline storage, a bounce)."""
+        it another way (the user's other resources, offline storage, a bounce).
+        Only ever called on the way out, so the session unbinds first (else
+        routing would find it again)."""
+        self._unbind()
         self.router.undelivered(kind, stanza, self)
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        if not self.closed:
+            self._unbind()  # before the backlog is re-routed
+        super().stream_error(condition, text)
 
     # -- stream ------------------------------------------------------------------
 

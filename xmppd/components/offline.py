@@ -201,9 +201,15 @@ class OfflineComponent(Component):
 
     # -- storing -------------------------------------------------------------------
 
-    @handles("message/offline", priority=-100)
+    @handles("message/offline", priority=-100, ordered=False)
     def store_message(self, event: StanzaEvent):
         """Take a message for a user who has no available resource.
+
+        ``ordered=False``: the sender's next stanza need not wait for the
+        write. Appends are queued in arrival order before this returns (and
+        the storage runs them in that order), which is all RFC 6120 §10.1 asks
+        of messages to one contact; waiting would cap a sender at one
+        message per commit.
 
         Runs last (priority -100) so that components that only want to observe
         the event (push notifications, an archive) see it first.

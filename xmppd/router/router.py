@@ -143,8 +143,10 @@ class Router:
                     result.addCallbacks(self._deferred_reply, self._deferred_failure,
                                         callbackArgs=(event,), errbackArgs=(event, handler))
                     result.addBoth(self._settled, result)
+                    # Still pending once the callbacks above ran (``called`` is no
+                    # test: a Deferred waiting on another one has been called).
                     hold = getattr(getattr(event, "origin", None), "hold", None)
-                    if ordered and not result.called and hold is not None:
+                    if ordered and result in self._pending and hold is not None:
                         hold(result)  # after the reply callbacks: the answer leaves first
                 else:
                     self.reply(event, result)

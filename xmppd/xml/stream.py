@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import uuid
+from typing import Callable
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -64,13 +65,23 @@ class HardenedElementStream(domish.ExpatElementStream):
         self.depth = 0
         self.fed = 0  # bytes given to this parser so far
         self.buffer = b""  # the read being parsed, which starts at byte buffer_start
+        self.head = b""  # a first read of one byte, kept until the encoding can be told
         self.buffer_start = 0
         self.mark = 0  # where the open stanza (or the current gap between stanzas) began
 
     def parse(self, buffer: bytes) -> None:
-        if not self.fed and (buffer[:1] == b"\0" or buffer[:2] in (b"\xfe\xff", b"\xff\xfe")):
-            # expat would switch to UTF-16 on a BOM or a NUL; XMPP is UTF-8 only.
-            raise StreamProblem("unsupported-encoding", "XMPP streams are UTF-8")
+        if not self.fed:
+            # expat would switch to UTF-16 on a BOM, and reads UTF-16 without
+            # one when the second byte is a NUL; XMPP is UTF-8 only (RFC 6120
+            # §11.6). The first two bytes decide, however the reads split them.
+            head = self.head + buffer
+            if len(head) < 2:
+                self.head = head
+                return
+            self.head = b""
+            if b"\0" in head[:2] or head[:2] in (b"\xfe\xff", b"\xff\xfe"):
+                raise StreamProblem("unsupported-encoding", "XMPP streams are UTF-8")
+            buffer = head
         self.buffer_start = self.fed
         self.buffer = buffer
         self.fed += len(buffer)
@@ -95,12 +106,18 @@ class HardenedElementStream(domish.ExpatElementStream):
 
     def _onEndElement(self, name):
         if self.depth == 2:
-            # The stanza is complete: its length runs to the '>' of its end tag
-            # (expat points at the tag's '<'; the '>' is in this read, since
-            # expat reports an end tag only once it has seen all of it).
+            # The stanza is complete: its length runs to the '>' of its end
+            # tag. Expat points at the tag's '<' (which may lie in an earlier
+            # read); the '>' is in this read, since expat reports an end tag
+            # only once it has seen all of it. For an empty-element tag
+            # (<presence/>) expat already points past its '/>'.
             index = self.parser.CurrentByteIndex
-            close = self.buffer.find(b">", max(0, index - self.buffer_start))
-            end = self.buffer_start + close + 1 if close >= 0 else index
+            at = index - self.buffer_start
+            end = index
+            if at < 0 or self.buffer[at:at + 2] == b"</":
+                close = self.buffer.find(b">", max(at, 0))
+                if close >= 0:
+                    end = self.buffer_start + close + 1
             if end - self.mark > self.max_size:
                 raise StreamProblem("policy-violation", "stanza too large")
             self.mark = end
@@ -156,8 +173,11 @@ class XMPPStream(protocol.Protocol):
     _prefixes = {ns.STREAMS: "stream"}
 
     def __init__(self, max_stanza_size: int, *, clock: IReactorTime | None = None,
-                 max_output: int = 1 << 20, send_timeout: float = 60, close_timeout: float = 5):
+                 max_output: int = 1 << 20, send_timeout: float = 60, close_timeout: float = 5,
+                 traffic: Callable[[int], None] = lambda size: None):
         self.max_stanza_size = max_stanza_size
+        #: told the size of every read and write (the server's Reclaimer counts them)
+        self.traffic = traffic
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.max_output = max_output
         self.send_timeout = send_timeout
@@ -202,6 +222,7 @@ class XMPPStream(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
             return
+        self.traffic(len(data))
         parser = self.parser
         try:
             parser.parse(data)
@@ -283,6 +304,7 @@ class XMPPStream(protocol.Protocol):
             data, kind = element.encode("utf-8"), None
         else:
             data, kind = self.serialize(element).encode("utf-8"), element.name
+        self.traffic(len(data))
         backlog = self._backlog
         if backlog is None:
             self.transport.write(data)
