@@ -145,7 +145,9 @@ class Harness:
     """A server in memory: the named components, the memory store, no listeners."""
 
     def __init__(self, components: Iterable[str | type] = ("disco",), domain: str = "localhost",
-                 options: dict[str, dict[str, Any]] | None = None):
+                 options: dict[str, dict[str, Any]] | None = None, clock: Any = None):
+        """``clock``: the server's timers run on it (a ``task.Clock`` in tests of
+        time-outs; the reactor by default)."""
         names = []
         classes: dict[str, type] = {}
         sections: dict[str, dict[str, Any]] = {}
@@ -166,7 +168,7 @@ class Harness:
         server["components"] = " ".join(names)
         self.domain = domain
         self.config = configlib.from_dict(sections, name="<harness>", classes=classes)
-        self.server = XMPPServer(self.config, listen=False)
+        self.server = XMPPServer(self.config, listen=False, clock=clock)
         self.server.accounts.run_blocking = lambda f, *a: defer.maybeDeferred(f, *a)
         self.router = self.server.router
         self.server.startService()

@@ -521,3 +521,28 @@ def test_enabled_resources_get_exactly_one_copy_of_a_chat(resources, mtype, dire
             assert on
             assert_message(unwrap(got[0], "received", session), "alice@localhost/phone", to,
                            mtype=mtype)
+
+
+def test_an_undelivered_carbon_copy_goes_nowhere_else():
+    h = harness("offline")
+    phone = online(h, "bob@localhost/phone", carbons=True)
+    laptop = online(h, "bob@localhost/laptop", carbons=True)
+    phone.logout()
+    h.router.undelivered("message", parse(
+        "<message from='bob@localhost' to='bob@localhost/phone' type='chat'>"
+        "<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"
+        "<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/laptop' "
+        "type='chat'><body>hi</body></message></forwarded></received></message>"), phone)
+    assert not [s for s in laptop.take() if s.name == "message"]
+
+
+def test_an_undelivered_message_is_not_redelivered_to_resources_that_got_a_carbon():
+    h = harness("offline")
+    online(h, "alice@localhost/a")
+    phone = online(h, "bob@localhost/phone", carbons=True)
+    laptop = online(h, "bob@localhost/laptop", priority=-1, carbons=True)
+    phone.logout()
+    h.router.undelivered("message", parse(
+        "<message from='alice@localhost/a' to='bob@localhost/phone' type='chat' id='x'>"
+        "<body>hi</body></message>"), phone)
+    assert not [s for s in laptop.take() if s.name == "message"]

@@ -284,3 +284,57 @@ def test_bare_jid_delivery_matches_the_rfc_model(resources, mtype):
         assert len(back) == 1 and error_condition(back[0]) == "service-unavailable"
     else:
         assert back == []
+
+
+# -- messages a closing session never wrote (Router.undelivered) ----------------------
+
+
+def _undelivered(h, session, stanza_xml):
+    """What a closing session does with a stanza it could not write: unbind,
+    then hand it to the router."""
+    from xmppd.testing import parse
+
+    session.logout()
+    h.router.undelivered("message", parse(stanza_xml), session)
+
+
+def test_an_undelivered_message_to_a_full_jid_goes_to_the_other_resource():
+    h = harness()
+    alice = online(h, "alice@localhost/a")
+    phone = online(h, "bob@localhost/phone")
+    laptop = online(h, "bob@localhost/laptop")
+    _undelivered(h, phone, "<message from='alice@localhost/a' to='bob@localhost/phone' "
+                           "type='chat' id='u1'><body>hello</body></message>")
+    [got] = [s for s in laptop.take() if s.name == "message"]
+    assert got["id"] == "u1"
+    assert not alice.take()
+
+
+def test_an_undelivered_message_to_the_bare_jid_is_not_given_twice_to_those_who_had_it():
+    h = harness()
+    online(h, "alice@localhost/a")
+    phone = online(h, "bob@localhost/phone")
+    laptop = online(h, "bob@localhost/laptop")  # same priority: it had the message too
+    _undelivered(h, phone, "<message from='alice@localhost/a' to='bob@localhost' "
+                           "type='chat' id='u2'><body>hello</body></message>")
+    assert not [s for s in laptop.take() if s.name == "message"]
+
+
+def test_an_undelivered_message_with_nobody_left_is_bounced_without_offline_storage():
+    h = harness()
+    alice = online(h, "alice@localhost/a")
+    phone = online(h, "bob@localhost/phone")
+    _undelivered(h, phone, "<message from='alice@localhost/a' to='bob@localhost' "
+                           "type='chat' id='u3'><body>hello</body></message>")
+    [error] = alice.take()
+    assert error["id"] == "u3" and error_condition(error) == "service-unavailable"
+
+
+def test_an_undelivered_headline_or_groupchat_is_dropped():
+    h = harness()
+    alice = online(h, "alice@localhost/a")
+    for mtype in ("headline", "groupchat"):
+        phone = online(h, "bob@localhost/phone")
+        _undelivered(h, phone, f"<message from='alice@localhost/a' to='bob@localhost/phone' "
+                               f"type='{mtype}' id='u4'><body>hello</body></message>")
+    assert not alice.take()

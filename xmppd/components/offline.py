@@ -89,12 +89,13 @@ class _Loading:
 class _Queue:
     """What the component knows of one user's stored messages."""
 
-    __slots__ = ("count", "size", "loaded")
+    __slots__ = ("count", "size", "loaded", "refused")
 
     def __init__(self, count: int, size: int, loaded: float):
         self.count = count
         self.size = size  #: bytes, as the archive's ``size`` counts them
         self.loaded = loaded
+        self.refused = 0  #: messages refused since the storage was last found full
 
 
 def delay_stamp(when: float) -> str:
@@ -287,11 +288,18 @@ class OfflineComponent(Component):
         limit, max_size = self.config["max_messages"], self.config["max_size"]
         if queue.count >= limit or (max_size and queue.size + size > max_size):
             # XEP-0160 §2: a full offline queue is answered service-unavailable.
-            self.log.info("offline storage of {user} is full ({count} messages, {size} bytes; "
-                          "limits {limit} and {max_size}): refused a message of {length} "
-                          "bytes from {sender}", user=user, count=queue.count, size=queue.size,
-                          limit=limit, max_size=max_size or "none", length=size, sender=sender)
+            # Logged for the first refusal and then every 1000th, not per
+            # message: a flood would otherwise write a log line per stanza.
+            if not queue.refused % 1000:
+                self.log.info("offline storage of {user} is full ({count} messages, {size} "
+                              "bytes; limits {limit} and {max_size}): refused a message of "
+                              "{length} bytes from {sender} ({refused} refused before it)",
+                              user=user, count=queue.count, size=queue.size, limit=limit,
+                              max_size=max_size or "none", length=size, sender=sender,
+                              refused=queue.refused)
+            queue.refused += 1
             return event.error("service-unavailable", text=FULL_TEXT)
+        queue.refused = 0
         queue.count += 1
         queue.size += size
 
