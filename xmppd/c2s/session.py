@@ -198,7 +198,7 @@ class C2SSession(XMPPStream):
 
     def _process(self, element: domish.Element) -> None:
         router = self.router
-        router.current = self
+        previous, router.current = router.current, self  # (nested: a drain ran our inbox)
         try:
             if self.jid is not None:
                 self._bound(element)
@@ -207,7 +207,7 @@ class C2SSession(XMPPStream):
             else:
                 self._unauthenticated(element)
         finally:
-            router.current = None
+            router.current = previous
 
     def _run_inbox(self) -> None:
         """Process waiting stanzas in order until one holds the session again
