@@ -71,10 +71,11 @@ class C2SSession(XMPPStream):
         self._inbox: collections.deque | None = None
         self._holds = 0
         self._running = False
-        #: who asked us to stop reading from the client (see pause_reading)
-        self._pausers: set[Any] = set()
+        #: who asked us to stop reading from the client (see pause_reading);
+        #: made when first needed, as an idle connection should cost little
+        self._pausers: set[Any] | None = None
         #: sessions we stopped reading from because they fill our backlog
-        self._throttled: set[Any] = set()
+        self._throttled: set[Any] | None = None
 
     # -- connection ----------------------------------------------------------------
 
@@ -248,10 +249,11 @@ class C2SSession(XMPPStream):
             return
         if not self._pausers:
             self.transport.pauseProducing()
+            self._pausers = set()
         self._pausers.add(by)
 
     def resume_reading(self, by: Any) -> None:
-        if by not in self._pausers:
+        if not self._pausers or by not in self._pausers:
             return
         self._pausers.discard(by)
         if not self._pausers and not self.closed:
@@ -266,6 +268,8 @@ class C2SSession(XMPPStream):
         origin = self.router.current
         if origin is not None and origin is not self and hasattr(origin, "pause_reading"):
             origin.pause_reading(self)
+            if self._throttled is None:
+                self._throttled = set()
             self._throttled.add(origin)
 
     def decongested(self) -> None:
@@ -275,8 +279,8 @@ class C2SSession(XMPPStream):
             self._run_inbox()
 
     def _release_throttled(self) -> None:
-        throttled, self._throttled = self._throttled, set()
-        for origin in throttled:
+        throttled, self._throttled = self._throttled, None
+        for origin in throttled or ():
             origin.resume_reading(self)
 
     def output_overflow(self) -> None:

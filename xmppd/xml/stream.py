@@ -194,7 +194,7 @@ class XMPPStream(protocol.Protocol):
         self._congested = False
         self._stall_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
-        self._drain_waiters: list[defer.Deferred] = []
+        self._drain_waiters: list[defer.Deferred] | None = None
 
     # -- transport events --------------------------------------------------------
 
@@ -331,6 +331,8 @@ class XMPPStream(protocol.Protocol):
         if self._backlog is None or self.closed:
             return defer.succeed(None)
         d: defer.Deferred = defer.Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(d)
         return d
 
@@ -396,8 +398,8 @@ class XMPPStream(protocol.Protocol):
                 self.undelivered(kind, data)
 
     def _wake_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for d in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for d in waiters or ():
             d.callback(None)
 
     # -- what subclasses decide --------------------------------------------------
