@@ -249,6 +249,10 @@ def test_a_receiver_that_stops_reading_slows_its_sender_and_loses_nothing(make_x
     assert not flooding.is_alive(), "the sender was never read from again"
     growth = sampler.stop()
     assert growth < 32 * 1024, f"RSS grew by {growth} KiB"
+    # And once it is over, what the flood took is given back.
+    time.sleep(2)
+    after = rss_kib(srv.process.pid) - sampler.base
+    assert after < 16 * 1024, f"RSS stayed {after} KiB above where it was"
 
     # Bob comes back: what was stored offline arrives.
     again = plain_login(srv, "bob", "laptop")
@@ -270,7 +274,7 @@ def test_a_receiver_that_stops_reading_slows_its_sender_and_loses_nothing(make_x
         f"(received {len(received)}, offline {len(stored.messages)}, bounced {len(sender.errors)})")
     assert stored.messages, "nothing was stored offline"
     assert set(sender.errors.values()) <= {"service-unavailable"}
-    print(f"80 MB flood: RSS +{growth} KiB, received {len(received)}, offline "
+    print(f"80 MB flood: RSS +{growth} KiB (+{after} KiB after), received {len(received)}, offline "
           f"{len(stored.messages)}, bounced {len(sender.errors)}, {time.monotonic() - t0:.1f} s")
 
 
