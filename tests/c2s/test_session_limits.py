@@ -243,3 +243,56 @@ def test_many_waiting_stanzas_stop_the_reading():
     d.callback(event.reply())
     assert alice_t.value().count(b"type='result'") == 101
     assert alice_t.producerState == "producing"
+
+
+# -- an idle stream's parser is parked ---------------------------------------------------
+
+
+def login_with_header(h: Harness, header: bytes, user: str = "alice"):
+    session, transport = connect(h)
+    session.dataReceived(header)
+    token = base64.b64encode(f"\0{user}\0secret".encode()).decode()
+    session.dataReceived(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>".encode())
+    session.dataReceived(header)
+    session.dataReceived(f"<iq type='set' id='bind'><bind xmlns='{BIND}'/></iq>".encode())
+    assert session.jid is not None, transport.value()
+    transport.clear()
+    return session, transport
+
+
+def test_a_quiet_session_parks_its_parser_and_the_next_read_wakes_it():
+    h, clock = harness()
+    # A header that declares a prefix of its own, used later inside a stanza.
+    header = (b"<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams' "
+              b"xmlns:x='urn:test:x' to='localhost' version='1.0'>")
+    alice, alice_t = login_with_header(h, header)
+    alice.dataReceived(b"<presence/>  ")
+    clock.advance(1)
+    assert alice.parser is None  # parked
+    alice.dataReceived(f"<message to='{alice.jid.full()}' id='back'><x:thing/><body>still "
+                       "here</body></message>".encode())
+    out = alice_t.value()
+    assert b"id='back'" in out and b"urn:test:x" in out and b"still here" in out
+    assert alice.parser is not None
+    clock.advance(1)
+    assert alice.parser is None  # parked again after the next quiet second
+
+
+def test_a_half_read_stanza_is_never_parked():
+    h, clock = harness()
+    alice, alice_t = login(h, "alice")
+    alice.dataReceived(f"<message to='{alice.jid.full()}' id='half'><body>one ".encode())
+    clock.advance(5)
+    assert alice.parser is not None
+    alice.dataReceived(b"two</body></message>")
+    assert b"one two" in alice_t.value()
+
+
+def test_the_size_limit_holds_after_a_wake():
+    h, clock = harness()
+    alice, alice_t = login(h, "alice")
+    clock.advance(1)
+    assert alice.parser is None
+    limit = h.config.server["max_stanza_size"]
+    alice.dataReceived(b"<message><body>" + b"x" * limit + b"</body></message>")
+    assert b"<policy-violation" in alice_t.value()
