@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 #: SASL failures allowed on one stream before it is closed.
 MAX_AUTH_FAILURES = 5
 
+#: What a login counts for in the server's Reclaimer, beyond its bytes: a TLS
+#: handshake, SCRAM and binding leave tens of KiB of short-lived cycles for a
+#: few KiB on the wire. Counted, a burst of logins has its garbage collected
+#: every hundred or so logins instead of piling up (measured: 10 MiB left over
+#: after 1 000 logins, a quarter of the idle connections' memory).
+LOGIN_WEIGHT = 64 * 1024
+
 #: Seconds of silence after which a bound session's parser is parked.
 PARK_AFTER = 1.0
 
@@ -540,6 +547,7 @@ class C2SSession(XMPPStream):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = self.clock.callLater(PARK_AFTER, self._idle_check)
+        self.traffic(LOGIN_WEIGHT)
         # One line per login, as Prosody writes: who, how, over what.
         self.log.info("c2s {peer} bound {jid} ({mechanism}, {tls})", peer=self.peer, jid=full.full(),
                       mechanism=self.mechanism, tls=self._tls_kind())
