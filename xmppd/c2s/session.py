@@ -119,9 +119,13 @@ class C2SSession(XMPPStream):
             return "authenticated, not bound"
         if self.sasl is not None:
             return "in SASL"
-        if self.local_domain is not None:
+        if self.header_sent:
             return "stream open"
-        return "no stream header" if self.secure or not self.direct_tls else "TLS handshake"
+        if self.direct_tls and not self._last_read:
+            return "TLS handshake, or no stream header"
+        if self.secure and not self.direct_tls:
+            return "STARTTLS handshake, or no stream header after it"
+        return "no stream header"
 
     def _idle_check(self) -> None:
         """After bind, one timer does two things.

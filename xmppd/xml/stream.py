@@ -454,11 +454,12 @@ class XMPPStream(protocol.Protocol):
             self.output_stalled()
 
     def _lose_backlog(self) -> None:
-        """What never reached the transport is undelivered."""
+        """What never reached the transport is undelivered. (The stream is
+        ending: :meth:`decongested` is not called, since it would let the
+        session process more input; the closing session releases what it
+        throttled itself.)"""
         pending, self._backlog, self._backlog_bytes = self._backlog, None, 0
-        if self._congested:
-            self._congested = False
-            self.decongested()
+        self._congested = False
         for data, kind in pending or ():
             if kind is not None:
                 self.undelivered(kind, data)
