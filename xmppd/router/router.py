@@ -42,6 +42,7 @@ from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
 from xmppd.router.events import StanzaEvent, stanza_error
+from xmppd.xml.stream import StreamProblem, parse_element
 
 Handler = Callable[[StanzaEvent], Any]
 
@@ -334,11 +335,10 @@ class Router:
         """
         if kind not in ("message", "iq"):
             return
-        if isinstance(stanza, bytes):
-            from xmppd.xml.stream import parse_element
+        if isinstance(stanza, bytes):  # as the session had serialised it
             try:
                 stanza = parse_element(stanza, max_size=len(stanza) + 1024)
-            except ValueError:
+            except (ValueError, StreamProblem):
                 return
         if stanza.getAttribute("type") in _NO_BOUNCE:
             return
