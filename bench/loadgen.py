@@ -66,6 +66,8 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.pattern: re.Pattern | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        #: the server's own closing tag arrived (see close_gracefully)
+        self.server_closed = asyncio.get_running_loop().create_future()
         self.on_stanza = None  # callable(bytes) once logged in
         self.jid = ""
 
@@ -200,6 +202,8 @@ class Connection(asyncio.Protocol):
                     close = buffer.find(b">", start)
                     if close == -1:
                         break
+                    if buffer.startswith(b"</stream:stream", start) and not self.server_closed.done():
+                        self.server_closed.set_result(None)
                     self.on_stanza(buffer[start:close + 1])
                     start = close + 1
                 else:
@@ -217,6 +221,21 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"</stream:stream>")
             self.transport.close()
+
+    async def close_gracefully(self, timeout: float = 10.0) -> bool:
+        """Close the stream as RFC 6120 §4.4 describes: send the closing tag, go
+        on reading (stanzas still reach ``on_stanza``) until the server sends its
+        own closing tag or ends the connection, then close TCP. Whatever the
+        server routed to this session before it closed the stream is received;
+        whatever comes later is the server's to store or bounce. False when the
+        server did neither within ``timeout``."""
+        if self.transport is None or self.transport.is_closing():
+            return True
+        self.transport.write(b"</stream:stream>")
+        done, _ = await asyncio.wait({self.server_closed, self.closed}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        self.transport.close()
+        return bool(done)
 
 
 def stanza_id(stanza: bytes) -> bytes | None:

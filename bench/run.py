@@ -89,10 +89,17 @@ def table(results: dict, chosen: list[scenarios.Scenario], names: list[str]) -> 
             meds = [statistics.median(r[metric.key] for r in runs[n]) for n in names]
             row = [sc.name if i == 0 else "", metric.key] + [fmt(m) for m in meds]
             if both:
-                ratio = meds[0] / meds[1] if meds[1] else float("nan")
-                ok = ratio >= metric.target if metric.better == "higher" else ratio <= metric.target
-                row += [f"{ratio:.2f}×", ("≥" if metric.better == "higher" else "≤")
-                        + f"{metric.target:.1f}×", "yes" if ok else "NO"]
+                # no ratio of a figure that can be zero or negative (growth)
+                ratio = meds[0] / meds[1] if meds[0] > 0 and meds[1] > 0 else float("nan")
+                row += [f"{ratio:.2f}×" if not math.isnan(ratio) else "-"]
+                if metric.target is None:
+                    row += ["-", "-"]
+                else:
+                    # a ratio target, or with ``absolute`` a bound on xmppd's own figure
+                    judged = meds[0] if metric.absolute else ratio
+                    ok = judged >= metric.target if metric.better == "higher" else judged <= metric.target
+                    row += [("≥" if metric.better == "higher" else "≤") + f"{metric.target:.1f}"
+                            + ("" if metric.absolute else "×"), "yes" if ok else "NO"]
             row += [f"{fmt(min(r[metric.key] for r in runs[n]))}–{fmt(max(r[metric.key] for r in runs[n]))}"
                     for n in names]
             if i == 0:
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, "
           f"{_cpus()} CPUs, Python {platform.python_version()}, generator on {loop_name}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}", file=sys.stderr)
+    print(f"# TLS: {servers.tls_libraries()}", file=sys.stderr)
     try:
         results: dict[str, dict[str, list[dict]]] = {}
         failures = 0
@@ -144,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                     results[sc.name][name].append(r)
                     failures += r.get("lost", 0) + r.get("dup", 0)
                     shown = ", ".join(f"{k} {fmt(v) if k not in ('server CPU', 'generator CPU') else f'{v:.0%}'}"
-                                      for k, v in r.items())
+                                      for k, v in r.items() if not isinstance(v, list))
                     print(f"  {sc.name} #{rep + 1} {name}: {shown}", file=sys.stderr, flush=True)
+                    for k, v in r.items():
+                        if isinstance(v, list):  # a series, such as RSS samples
+                            print(f"    {k}: {' '.join(fmt(x) for x in v)}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()

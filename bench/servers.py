@@ -36,6 +36,22 @@ SALT = "bench-salt-0b5e6a43-3c1f-4d55-9a2f"
 FEATURES = "offline+carbons on, archive (MAM) off"
 
 
+def tls_libraries() -> str:
+    """Which OpenSSL each server links: xmppd the one in the ``cryptography``
+    wheel (through pyOpenSSL), Prosody the system's (through LuaSec)."""
+    try:
+        from OpenSSL import SSL
+        ours = SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode()
+    except ImportError:
+        ours = "?"
+    try:
+        system = subprocess.run(["openssl", "version"], capture_output=True,
+                                text=True).stdout.split(" (Library")[0].strip()
+    except OSError:
+        system = "?"
+    return f"xmppd {ours}, Prosody {system or '?'} (system)"
+
+
 def user_name(i: int) -> str:
     return f"u{i}"
 

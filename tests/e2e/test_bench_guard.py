@@ -1,6 +1,7 @@
-"""The CI regression guard of the benchmark (bench/): a short run of the 1:1
-message scenario against xmppd alone, over real sockets, through the same load
-generator and server launcher as ``bench/run.py``.
+"""The CI regression guard of the benchmark (bench/): short runs of the 1:1
+message scenarios and of the soak (logins, logouts and messages for 30 s)
+against xmppd alone, over real sockets, through the same load generator and
+server launcher as ``bench/run.py``.
 
 It fails only on lost or duplicated stanzas, never on timing: speed is
 compared with Prosody by the benchmark itself, on a quiet machine.
@@ -43,6 +44,22 @@ def test_short_message_run_loses_and_duplicates_nothing(tmp_path, name):
     assert result["sent"] > 1000, result  # it really ran (not a speed target)
     assert result["lost"] == 0, result
     assert result["dup"] == 0, result
+
+
+def test_short_soak_accounts_for_every_message(tmp_path):
+    """Clients log in, message each other and log out gracefully, over and over:
+    every message arrives once, directly or from offline storage at the
+    recipient's next login, and the server answers every closing tag."""
+    scenario = scenarios.SCENARIOS["soak"]
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+    assert alive, server.log_tail()
+    assert result["sent"] > 1000, result  # it really ran (not a speed target)
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+    assert result["misrouted"] == 0, result
+    assert result["close timeouts"] == 0, result
 
 
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):
