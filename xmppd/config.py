@@ -299,6 +299,11 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
         raise ConfigError(f"{path_}: [{section}]: unknown section "
                           f"(known: {', '.join(CORE_OPTIONS)}, component:<name>)")
 
+    buffer, stanza = sections["c2s"]["max_output_buffer"], sections["server"]["max_stanza_size"]
+    if buffer < 2 * stanza:
+        raise ConfigError(f"{path_}: [c2s] max_output_buffer: {buffer} bytes cannot hold two "
+                          f"stanzas of [server] max_stanza_size ({stanza}); a client receiving "
+                          "a large stanza would be disconnected for it")
     config = Config(path_, sections, components)
     _check_environment(config)
     return config

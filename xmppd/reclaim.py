@@ -14,9 +14,11 @@ Two things keep memory after a flood has passed, both measured on the
   go back to the system only when the top of the heap is free, or when
   ``malloc_trim`` is called.
 
-So the server counts the stanza bytes it reads and writes, and after every
-``every_bytes`` of them (at most once per ``min_interval`` seconds) runs a full
-collection and trims the heap. Ordinary traffic of small stanzas triggers it
+So the server counts the stanza bytes it reads and writes (and logins, which
+leave more garbage than their bytes), collects the young generations after
+every ``every_bytes`` of them, and runs a full collection and trims the heap at
+most once per ``min_interval`` seconds (longer when a full collection takes
+more than a twentieth of that). Ordinary traffic of small stanzas triggers it
 every few seconds at most (a full collection with gc.freeze()'d start-up
 objects costs milliseconds); a flood of large stanzas, every few MiB.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import time
 from typing import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -50,7 +53,7 @@ class Reclaimer:
                  min_interval: float = 1.0):
         self.clock = clock
         self.every_bytes = every_bytes
-        self.min_interval = min_interval
+        self.min_interval = self.base_interval = min_interval
         self.pending = 0
         self.last = -min_interval
         self.runs = 0
@@ -90,6 +93,10 @@ class Reclaimer:
         self._later = None
         self.last = now
         self.runs += 1
+        started = time.perf_counter()
         gc.collect()
         if self._trim is not None:
             self._trim()
+        # A big heap makes a full collection slow: keep it to a twentieth of
+        # the time, however large the server grows.
+        self.min_interval = max(self.base_interval, 20 * (time.perf_counter() - started))

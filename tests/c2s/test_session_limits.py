@@ -24,8 +24,9 @@ IM = ["ping", "roster", "presence", "messaging", "offline"]
 def harness(components=IM, **c2s) -> tuple[Harness, Clock]:
     clock = Clock()
     h = Harness(components, clock=clock,
-                options={"c2s": {k: str(v) for k, v in c2s.items()}})
-    for user in ("alice@localhost", "bob@localhost"):
+                options={"c2s": {k: str(v) for k, v in c2s.items()},
+                         "server": {"max_stanza_size": "8192"}})
+    for user in ("alice@localhost", "bob@localhost", "carol@localhost"):
         h.add_user(user, "secret")
     return h, clock
 
@@ -296,3 +297,35 @@ def test_the_size_limit_holds_after_a_wake():
     limit = h.config.server["max_stanza_size"]
     alice.dataReceived(b"<message><body>" + b"x" * limit + b"</body></message>")
     assert b"<policy-violation" in alice_t.value()
+
+
+def test_every_sender_filling_a_congested_backlog_is_slowed():
+    h, clock = harness(max_output_buffer=16384)
+    alice, alice_t = login(h, "alice")
+    carol, carol_t = login(h, "carol")
+    bob, bob_t = login(h, "bob")
+    bob.dataReceived(b"<presence/>")
+    bob.pauseProducing()
+    for i in range(3):
+        alice.dataReceived(message("bob@localhost", f"a{i}", "x" * 1500))
+    assert alice_t.producerState == "paused"
+    carol.dataReceived(message("bob@localhost", "c0", "x" * 1500))
+    assert carol_t.producerState == "paused"  # not only whoever crossed the mark
+    bob.resumeProducing()
+    assert alice_t.producerState == carol_t.producerState == "producing"
+
+
+def test_a_session_quiet_after_crlf_keepalives_is_parked():
+    h, clock = harness()
+    alice, alice_t = login(h, "alice")
+    alice.dataReceived(b"<presence/>\r\n\r\n")
+    clock.advance(1)
+    assert alice.parser is None
+
+
+def test_an_empty_stanza_before_the_closing_tag_is_measured_to_its_own_end():
+    h, clock = harness()
+    alice, alice_t = login(h, "alice")
+    alice.dataReceived(b"<presence/></stream:stream>")
+    assert b"policy-violation" not in alice_t.value()
+    assert alice_t.value().endswith(b"</stream:stream>")

@@ -534,15 +534,3 @@ def test_an_undelivered_carbon_copy_goes_nowhere_else():
         "<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/laptop' "
         "type='chat'><body>hi</body></message></forwarded></received></message>"), phone)
     assert not [s for s in laptop.take() if s.name == "message"]
-
-
-def test_an_undelivered_message_is_not_redelivered_to_resources_that_got_a_carbon():
-    h = harness("offline")
-    online(h, "alice@localhost/a")
-    phone = online(h, "bob@localhost/phone", carbons=True)
-    laptop = online(h, "bob@localhost/laptop", priority=-1, carbons=True)
-    phone.logout()
-    h.router.undelivered("message", parse(
-        "<message from='alice@localhost/a' to='bob@localhost/phone' type='chat' id='x'>"
-        "<body>hi</body></message>"), phone)
-    assert not [s for s in laptop.take() if s.name == "message"]

@@ -245,3 +245,9 @@ def test_twistd_tunes_the_garbage_collector_of_its_own_process_only():
             "assert gc.get_freeze_count() > 0; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_an_output_buffer_smaller_than_two_stanzas_is_refused(ini):
+    message = config_error(ini("[server]\nmax_stanza_size = 65536\n[c2s]\nmax_output_buffer = 100000\n"))
+    assert "[c2s] max_output_buffer" in message and "max_stanza_size" in message
+    load(ini("[server]\nmax_stanza_size = 65536\n[c2s]\nmax_output_buffer = 131072\n"))

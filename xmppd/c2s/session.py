@@ -78,6 +78,7 @@ class C2SSession(XMPPStream):
         self._timeout = None
         self._last_read = 0.0
         self._pinged = 0.0  # when the last whitespace keep-alive went out
+        self._park_pending = False  # the parser was busy when it was to be parked
         #: stanzas waiting for an earlier one's handler work (in-order processing)
         self._inbox: collections.deque | None = None
         self._holds = 0
@@ -143,20 +144,24 @@ class C2SSession(XMPPStream):
         now = self.clock.seconds()
         idle = self.server.config.c2s["idle_timeout"]
         if self.parser is not None and now - self._last_read >= PARK_AFTER:
-            self.park()
+            # Parked now, or not at rest (a stanza half-read): then not tried
+            # again each second, but after the client's next read.
+            self._park_pending = not self.park()
         if now - max(self._last_read, self._pinged) >= idle:
             self.transport.write(b" ")
             self._pinged = now
         due = max(self._last_read, self._pinged) + idle
-        if self.parser is not None:  # not parked yet (busy, or a stanza half-read)
+        if self.parser is not None and not self._park_pending:  # busy: look again soon
             due = min(due, max(self._last_read, now) + PARK_AFTER)
         self._timeout = self.clock.callLater(max(0.0, due - now), self._idle_check)
 
     def dataReceived(self, data: bytes) -> None:
         self._last_read = self.clock.seconds()
-        if self.parser is None and self._timeout is not None and self._timeout.active():
-            # Parked: this read wakes the parser; park it again after the next
-            # quiet second, not at the far idle deadline.
+        if (self.parser is None or self._park_pending) and self._timeout is not None \
+                and self._timeout.active():
+            # Parked (this read wakes the parser), or it could not be parked:
+            # try again after the next quiet second, not at the idle deadline.
+            self._park_pending = False
             self._timeout.reset(PARK_AFTER)
         super().dataReceived(data)
 

@@ -260,13 +260,9 @@ class CarbonsComponent(Component):
 
     @handles("message/undelivered", priority=10)
     def undelivered(self, event: StanzaEvent) -> bool:
-        """A message a closing session never wrote: a carbon copy goes nowhere
-        else, and a message the user's other carbons-enabled resources were
-        copied is not delivered to them a second time."""
-        if any(child.uri == ns.CARBONS for child in _children(event.stanza)):
-            return True
-        return event.to is not None and bool(self._enabled_sessions(event.to.userhost())) \
-            and eligible(event.stanza, inbound=True)
+        """A carbon copy a closing session never wrote goes nowhere else: the
+        message it copies was delivered where it was sent."""
+        return any(child.uri == ns.CARBONS for child in _children(event.stanza))
 
     # -- the wrapper (§7, §8) --------------------------------------------------------
 

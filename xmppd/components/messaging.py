@@ -8,10 +8,13 @@ nobody takes it the sender gets service-unavailable.
 
 A message a session accepted but closed before writing (the client sent its
 closing tag, stopped reading, or its connection dropped) is undelivered, not
-lost: sent to the full JID, it is routed again, and now finds the resource
-gone (RFC 6121 §8.5.3.2.1: treated as sent to the bare JID); sent to the bare
-JID, it is routed again only when no other resource could have had it, so
-the others never see it twice.
+lost: it is routed again, and now finds the resource gone (RFC 6121
+§8.5.3.2.1: sent to the full JID, it is treated as sent to the bare JID), so
+the user's available resources get it, or offline storage, or the sender an
+error. A resource that already had it (an equal priority, a carbon copy) may
+see it twice: who had it is not known any more when the session closes (a
+resource may have come or gone since), and a duplicate with the same id is
+better than a loss.
 """
 
 from typing import Any, Iterable
@@ -57,9 +60,5 @@ class MessagingComponent(Component):
         stype = event.type or "normal"
         if stype not in ("normal", "chat") or event.to is None:
             return True  # headline, groupchat: as for an unavailable resource, dropped
-        if event.to.resource is None:
-            others = bare_recipients(self.router.resources(event.to.userhost()).values(), stype)
-            if others:
-                return True  # they were eligible too: they have it
         self.router.route(event.stanza)
         return True

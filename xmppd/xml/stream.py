@@ -69,6 +69,8 @@ class HardenedElementStream(domish.ExpatElementStream):
         #: where the last stanza or whitespace between stanzas ended: when it is
         #: where the input ends, the parser holds nothing half-read
         self.settled = 0
+        self.tail = b""  # the last two bytes of the read before
+        self.childless = True  # the open stanza has no child or text (so far)
         self.head = b""  # a first read of one byte, kept until the encoding can be told
         self.buffer_start = 0
         self.mark = 0  # where the open stanza (or the current gap between stanzas) began
@@ -86,6 +88,7 @@ class HardenedElementStream(domish.ExpatElementStream):
             if b"\0" in head[:2] or head[:2] in (b"\xfe\xff", b"\xff\xfe"):
                 raise StreamProblem("unsupported-encoding", "XMPP streams are UTF-8")
             buffer = head
+        self.tail = self.buffer[-2:]
         self.buffer_start = self.fed
         self.buffer = buffer
         self.fed += len(buffer)
@@ -102,7 +105,10 @@ class HardenedElementStream(domish.ExpatElementStream):
         depth = self.depth = self.depth + 1
         if depth == 2:
             self.mark = self.parser.CurrentByteIndex
-        elif depth > self.max_depth:
+            self.childless = True
+        elif depth > 2:
+            self.childless = False
+        if depth > self.max_depth:
             raise StreamProblem("policy-violation", "stanza nested too deeply")
         elif depth == 1:
             self.mark = self.fed
@@ -118,7 +124,8 @@ class HardenedElementStream(domish.ExpatElementStream):
             index = self.parser.CurrentByteIndex
             at = index - self.buffer_start
             end = index
-            if at < 0 or self.buffer[at:at + 2] == b"</":
+            if at < 0 or (self.buffer[at:at + 2] == b"</"
+                          and not (self.childless and self._before(at) == b"/>")):
                 close = self.buffer.find(b">", max(at, 0))
                 if close >= 0:
                     end = self.buffer_start + close + 1
@@ -131,9 +138,19 @@ class HardenedElementStream(domish.ExpatElementStream):
     def _onCdata(self, data):
         if self.depth < 2:
             self.mark = index = self.parser.CurrentByteIndex  # whitespace between stanzas
-            self.settled = index + len(data.encode("utf-8"))
+            at = index - self.buffer_start
+            if at >= 0 and not self.buffer[at:].strip():
+                self.settled = self.fed  # nothing but whitespace to the end of the read
         else:
+            self.childless = False
             super()._onCdata(data)
+
+    def _before(self, at: int) -> bytes:
+        """The two bytes before offset ``at`` of this read (from the last read
+        when ``at`` is at its start)."""
+        if at >= 2:
+            return self.buffer[at - 2:at]
+        return (self.tail + self.buffer[:at])[-2:]
 
     def at_rest(self) -> bool:
         """Between stanzas with nothing half-read: the parser could be dropped
@@ -168,8 +185,8 @@ class XMPPStream(protocol.Protocol):
     (``pauseProducing``: the peer is not reading as fast as we write). From
     then on, output waits here, in a *backlog* of serialised stanzas, until
     the transport has written everything (``resumeProducing``). The backlog
-    crossing a quarter of ``max_output`` calls :meth:`congested` (the session
-    stops reading from whoever is filling it), its emptying calls
+    over a quarter of ``max_output`` calls :meth:`congested` for each stanza
+    added (the session stops reading from whoever is filling it), its emptying calls
     :meth:`decongested`. A backlog beyond ``max_output``, or no progress at
     all for ``send_timeout`` seconds, ends the stream; whatever was still in
     the backlog goes to :meth:`undelivered` (the session stores or bounces
@@ -381,7 +398,9 @@ class XMPPStream(protocol.Protocol):
             self.log.info("{peer}: output buffer over {limit} bytes", peer=self.peer,
                           limit=self.max_output)
             self.output_overflow()
-        elif not self._congested and self._backlog_bytes > self.max_output // 4:
+        elif self._backlog_bytes > self.max_output // 4:
+            # Every time, not only at the crossing: each stanza may come from
+            # another sender, and each of them is to be slowed.
             self._congested = True
             self.congested()
 
