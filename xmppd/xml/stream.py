@@ -15,6 +15,7 @@ Stanza size and nesting depth are bounded as well.
 from __future__ import annotations
 
 import collections
+import re
 import uuid
 from typing import Callable
 from xml.sax.saxutils import quoteattr
@@ -26,6 +27,10 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xmppd import ns
+
+#: Whitespace up to the end of a read (matched in place, stopping at the first
+#: other byte: a read of many stanzas with newlines between them stays linear).
+_WHITESPACE_TO_END = re.compile(rb"[ \t\r\n]*\Z")
 
 #: Nesting deeper than this is refused: serialising deeper trees recurses too far.
 MAX_DEPTH = 64
@@ -139,7 +144,7 @@ class HardenedElementStream(domish.ExpatElementStream):
         if self.depth < 2:
             self.mark = index = self.parser.CurrentByteIndex  # whitespace between stanzas
             at = index - self.buffer_start
-            if at >= 0 and not self.buffer[at:].strip():
+            if at >= 0 and _WHITESPACE_TO_END.match(self.buffer, at):
                 self.settled = self.fed  # nothing but whitespace to the end of the read
         else:
             self.childless = False
