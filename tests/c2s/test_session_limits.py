@@ -38,13 +38,15 @@ def connect(h: Harness) -> tuple[C2SSession, StringTransport]:
     return session, transport
 
 
-def login(h: Harness, user: str, resource: str = "r") -> tuple[C2SSession, StringTransport]:
-    """A session bound as ``user@localhost/resource`` (SASL PLAIN over 'direct TLS')."""
+def login(h: Harness, user: str, resource: str = "r",
+          header: bytes = HEADER) -> tuple[C2SSession, StringTransport]:
+    """A session bound as ``user@localhost/resource`` (SASL PLAIN over 'direct TLS'),
+    its stream opened with ``header``."""
     session, transport = connect(h)
-    session.dataReceived(HEADER)
+    session.dataReceived(header)
     token = base64.b64encode(f"\0{user}\0secret".encode()).decode()
     session.dataReceived(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>".encode())
-    session.dataReceived(HEADER)
+    session.dataReceived(header)
     session.dataReceived(f"<iq type='set' id='bind'><bind xmlns='{BIND}'><resource>{resource}"
                          f"</resource></bind></iq>".encode())
     assert session.jid is not None, transport.value()
@@ -249,24 +251,12 @@ def test_many_waiting_stanzas_stop_the_reading():
 # -- an idle stream's parser is parked ---------------------------------------------------
 
 
-def login_with_header(h: Harness, header: bytes, user: str = "alice"):
-    session, transport = connect(h)
-    session.dataReceived(header)
-    token = base64.b64encode(f"\0{user}\0secret".encode()).decode()
-    session.dataReceived(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>".encode())
-    session.dataReceived(header)
-    session.dataReceived(f"<iq type='set' id='bind'><bind xmlns='{BIND}'/></iq>".encode())
-    assert session.jid is not None, transport.value()
-    transport.clear()
-    return session, transport
-
-
 def test_a_quiet_session_parks_its_parser_and_the_next_read_wakes_it():
     h, clock = harness()
     # A header that declares a prefix of its own, used later inside a stanza.
     header = (b"<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams' "
               b"xmlns:x='urn:test:x' to='localhost' version='1.0'>")
-    alice, alice_t = login_with_header(h, header)
+    alice, alice_t = login(h, "alice", header=header)
     alice.dataReceived(b"<presence/>  ")
     clock.advance(1)
     assert alice.parser is None  # parked

@@ -93,9 +93,12 @@ def plain_login(srv, user: str, resource: str = "r") -> RawClient:
 def test_a_silent_direct_tls_socket_is_closed_after_the_auth_timeout(make_xmppd):
     srv = make_xmppd(c2s={"auth_timeout": 2, "close_timeout": 1})
     with socket.create_connection((srv.host, srv.tls_port)) as s:
-        took = closed_within(s, 10)
-    assert 1.5 <= took <= 6, took
-    assert "not bound within 2 s" in srv.log_text()
+        closed_within(s, 10)
+    # Closed by the deadline (not for some other reason), in the handshake,
+    # and aborted since the TLS layer could not close cleanly.
+    log = srv.log_text()
+    assert "not bound within 2 s (TLS handshake, or no stream header)" in log, log
+    assert "no clean close within 1 s: aborted" in log, log
 
 
 def test_a_starttls_that_never_starts_its_handshake_is_closed(make_xmppd):
