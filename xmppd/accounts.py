@@ -71,8 +71,9 @@ class Accounts:
         self.storage = storage
         self.store = storage.keyvalue("accounts")
         self.iterations = iterations
-        #: Called with the bare JID after an account is deleted, for components
-        #: that keep something about users in memory.
+        #: Called with the bare JID after an account's rows are deleted; each
+        #: may return a Deferred, waited for before :meth:`delete` fires. The
+        #: server fires its ``account-deleted`` event from here.
         self.on_delete: list = []
 
     def exists(self, user_jid: str) -> defer.Deferred:
@@ -127,5 +128,5 @@ class Accounts:
         if not (yield self.exists(user_jid)):
             raise AccountError(f"{user_jid} does not exist")
         yield self.storage.purge_user(user_jid)
-        for forget in self.on_delete:
-            forget(user_jid)
+        for forget in list(self.on_delete):
+            yield forget(user_jid)

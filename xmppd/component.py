@@ -58,6 +58,9 @@ class Component(service.Service):
     features: ClassVar[list[str]] = []
     #: XEP-0030 identities, as (category, type, name) tuples.
     identities: ClassVar[list[tuple[str, str, str]]] = []
+    #: XEP-0030 features an *account* offers through this component (disco#info
+    #: of a user's bare JID, answered by the server on the user's behalf).
+    account_features: ClassVar[list[str]] = []
     #: Options read from ``[component:<name>]``, validated at start-up.
     options: ClassVar[list[Option]] = []
     #: Stores to open: store name → kind ("keyvalue", "map" or "archive").
@@ -69,6 +72,10 @@ class Component(service.Service):
         self.server = server
         self.router = server.router
         self.config = config
+        #: every timer and rate window of the component runs on this clock
+        #: (the reactor; a ``task.Clock`` in tests): ``clock.seconds()`` for
+        #: "now", ``clock.callLater`` for timers
+        self.clock = server.clock
         self.store: dict[str, Any] = {}
         self._unhooks: list[Callable[[], None]] = []
         self.setName(self.name)

@@ -75,6 +75,20 @@ def domains(text: str) -> list[str]:
     return result
 
 
+def jids(text: str) -> list[str]:
+    """A list of bare JIDs (normalised), separated by commas and/or whitespace."""
+    result = []
+    for word in words(text):
+        try:
+            parsed = jidlib.parse(word)
+        except jidlib.InvalidJID as e:
+            raise _BadValue(f"{word!r} is not a valid JID: {e}") from None
+        if parsed.resource is not None:
+            raise _BadValue(f"{word!r} has a resource; give a bare JID")
+        result.append(parsed.userhost())
+    return result
+
+
 def path(text: str) -> str:
     text = text.strip()
     return os.path.abspath(os.path.expanduser(text)) if text else ""
@@ -122,6 +136,8 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "largest stanza accepted, in bytes (policy-violation beyond)"),
         Option("scram_iterations", integer(4096), "10000",
                "PBKDF2 iterations for newly stored SCRAM credentials"),
+        Option("admins", jids, "",
+               "bare JIDs with administrator rights on every service of this server"),
     ],
     "c2s": [
         Option("interfaces", words, "0.0.0.0", "addresses the client ports listen on"),

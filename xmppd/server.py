@@ -52,6 +52,9 @@ class XMPPServer(service.MultiService):
         self.storage = open_storage(server["storage"], base_dir=server["data_dir"],
                                     synchronous=server["sqlite_synchronous"])
         self.accounts = Accounts(self.storage, server["scram_iterations"])
+        self.accounts.on_delete.append(self._account_deleted)
+        #: bare JIDs with administrator rights (``[server] admins``)
+        self.admins: frozenset[str] = frozenset(server["admins"])
         self.components: dict[str, Component] = {}
         for name, cls in config.components.items():
             component = cls(self, config.component(name))
@@ -176,7 +179,22 @@ class XMPPServer(service.MultiService):
     def disco_identities(self) -> list[tuple[str, str, str]]:
         return [i for c in self.components.values() for i in c.identities]
 
+    def is_admin(self, jid: Any) -> bool:
+        """Has ``jid`` (a JID or its text, any resource) administrator rights?
+        Every component that offers something to admins only asks this."""
+        if jid is None:
+            return False
+        bare = jid.userhost() if hasattr(jid, "userhost") else str(jid).split("/", 1)[0]
+        return bare in self.admins
+
     # -- session life, announced to components ---------------------------------------
+
+    def _account_deleted(self, bare: str) -> defer.Deferred:
+        """An account is gone (XEP-0077 removal, ``xmppd deluser``, an admin):
+        every component forgets what it kept of it, stored or in memory
+        (``account-deleted``, its handlers get the bare JID)."""
+        self.log.info("account {user} deleted", user=bare)
+        return self.router.notify("account-deleted", bare)
 
     def session_bound(self, session: Any) -> None:
         self.router.fire("resource-bind", session)

@@ -184,8 +184,6 @@ class OfflineComponent(Component):
     def startService(self) -> None:
         super().startService()
         self._waiting_known = False
-        if self._forget not in self.server.accounts.on_delete:
-            self.server.accounts.on_delete.append(self._forget)
         ready = getattr(self.server, "storage_ready", None) or defer.succeed(None)
         ready.addCallback(self._storage_ready)
 
@@ -417,6 +415,7 @@ class OfflineComponent(Component):
             self.log.info("delivered {count} offline message(s) to {jid}",
                           count=delivered, jid=session.jid.full())
 
+    @handles("account-deleted")
     def _forget(self, user: str) -> None:
         """The account is gone (its storage purged): what we knew is wrong now."""
         self._queues.pop(user, None)

@@ -154,6 +154,28 @@ class Router:
             return True
         return False
 
+    def notify(self, name: str, subject: Any) -> defer.Deferred:
+        """Run *every* handler of ``name`` (a life-cycle event such as
+        ``account-deleted``, which each component with state must see, unlike
+        a stanza, which the first taker consumes). Fires once the Deferreds
+        the handlers returned have fired; a handler's failure is logged and
+        does not keep the others from running."""
+        waits = []
+        for _, _, handler, _ in list(self._handlers.get(name, ())):
+            try:
+                result = handler(subject)
+            except Exception:
+                self.log.failure("handler {handler!r} failed on {event}",
+                                 handler=handler, event=name)
+                continue
+            if isinstance(result, defer.Deferred):
+                result.addErrback(lambda f, h=handler: self.log.failure(
+                    "handler {handler!r} failed on {event}", f, handler=h, event=name))
+                waits.append(result)
+        if not waits:
+            return defer.succeed(None)
+        return defer.DeferredList(waits).addCallback(lambda _: None)
+
     def _settled(self, _: Any, d: defer.Deferred) -> None:
         self._pending.discard(d)
 
