@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from twisted.application import service
 from twisted.logger import Logger
+from twisted.words.xish import domish
 
-from xmppd.config import Option
+from xmppd import ns
+from xmppd.config import Option, single_domain
 
 if TYPE_CHECKING:
-    from twisted.words.xish import domish
-
     from xmppd.server import XMPPServer
 
-__all__ = ["Component", "Option", "handles"]
+__all__ = ["Component", "Option", "Service", "handles"]
 
 
 def handles(event: str, priority: int = 0, ordered: bool = True) -> Callable:
@@ -80,15 +80,23 @@ class Component(service.Service):
         self._unhooks: list[Callable[[], None]] = []
         self.setName(self.name)
 
+    @classmethod
+    def declared_options(cls) -> list[Option]:
+        """Every option of ``[component:<name>]`` (the base classes' too)."""
+        return list(cls.options)
+
     def startService(self) -> None:
         super().startService()
         for store_name, kind in self.stores.items():
             self.store[store_name] = getattr(self.server.storage, kind)(store_name)
+        self._hook_handlers()
+
+    def _hook_handlers(self, domain: str | None = None) -> None:
         for attr in dir(type(self)):
             method = getattr(type(self), attr, None)
             for event, priority, ordered in getattr(method, "_xmppd_events", ()):
                 self._unhooks.append(self.router.hook(event, getattr(self, attr), priority,
-                                                      ordered))
+                                                      ordered, domain=domain))
 
     def stopService(self) -> None:
         for unhook in self._unhooks:
@@ -104,3 +112,74 @@ class Component(service.Service):
         on nothing else: the session serialises each variant once and reuses it.
         """
         return []
+
+
+class Service(Component):
+    """A component that serves a hosted domain of its own (a *service*:
+    multi-user chat on ``conference.localhost``, publish-subscribe …).
+
+    Its ``@handles`` stanza events fire only for stanzas addressed to its
+    domain and the JIDs under it (``room@conference.localhost/nick`` is
+    ``full``, the domain itself ``host``), with the same names as for users;
+    life-cycle events (``account-deleted``) are server-wide as for any
+    component. Its ``identities`` and ``features`` describe its domain, not
+    the server: disco#info of the domain is answered from them (override
+    :meth:`disco_info` / :meth:`disco_items` for nodes or items), and the
+    server's disco#items lists the service with its ``title``.
+
+    The domain is ``[component:<name>] domain``, by default
+    ``<subdomain>.<first user domain>``.
+    """
+
+    is_service: ClassVar[bool] = True
+    #: the first label of the default domain (the component's name if empty)
+    subdomain: ClassVar[str] = ""
+    #: the service's name in the server's disco#items
+    title: ClassVar[str] = ""
+
+    @classmethod
+    def declared_options(cls) -> list[Option]:
+        return [Option("domain", single_domain, "",
+                       "the domain this service serves (default: "
+                       f"{cls.subdomain or cls.name}.<first domain of [server] domains>)"),
+                *cls.options]
+
+    def __init__(self, server: XMPPServer, config: dict[str, Any]):
+        super().__init__(server, config)
+        #: the hosted domain
+        self.domain: str = config.get("domain") or \
+            f"{self.subdomain or self.name}.{server.config.domains[0]}"
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        for store_name, kind in self.stores.items():
+            self.store[store_name] = getattr(self.server.storage, kind)(store_name)
+        self.router.add_service(self.domain, self)
+        self._unhooks.append(lambda: self.router.remove_service(self.domain))
+        self._unhooks.append(self.router.hook(f"iq-get/host/{ns.DISCO_INFO}:query",
+                                              self.disco_info, -100, domain=self.domain))
+        self._unhooks.append(self.router.hook(f"iq-get/host/{ns.DISCO_ITEMS}:query",
+                                              self.disco_items, -100, domain=self.domain))
+        self._hook_handlers(self.domain)
+
+    def disco_info(self, event: Any) -> Any:
+        """XEP-0030 disco#info of the service's domain: its identities and
+        features (a ``node`` this base class does not know: item-not-found)."""
+        if event.payload.getAttribute("node"):
+            return event.error("item-not-found")
+        query = domish.Element((ns.DISCO_INFO, "query"))
+        for category, type_, name in self.identities:
+            identity = query.addElement("identity")
+            identity["category"], identity["type"] = category, type_
+            if name:
+                identity["name"] = name
+        for feature in sorted({ns.DISCO_INFO, ns.DISCO_ITEMS, *self.features}):
+            query.addElement("feature")["var"] = feature
+        return event.reply(query)
+
+    def disco_items(self, event: Any) -> Any:
+        """XEP-0030 disco#items of the domain: none here (a chat service lists
+        its rooms by overriding this)."""
+        if event.payload.getAttribute("node"):
+            return event.error("item-not-found")
+        return event.reply(domish.Element((ns.DISCO_ITEMS, "query")))

@@ -304,7 +304,9 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
             where = f"[{section}] class" if dotted else "[server] components"
             raise ConfigError(f"{path_}: {where}: {e}") from None
         components[name] = cls
-        sections[section] = _parse_section(f"{path_}: [{section}]", cls.options, given)
+        declared = cls.declared_options() if hasattr(cls, "declared_options") else cls.options
+        sections[section] = _parse_section(f"{path_}: [{section}]", declared, given)
+        _resolve_service_domain(path_, name, cls, sections)
 
     for section in parser.sections():
         if section in sections:
@@ -323,6 +325,35 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
     config = Config(path_, sections, components)
     _check_environment(config)
     return config
+
+
+def _resolve_service_domain(path_: str, name: str, cls: type,
+                            sections: dict[str, dict[str, Any]]) -> None:
+    """A hosted service's domain: as configured, else ``<subdomain>.<first
+    user domain>``; never a user domain nor another service's domain."""
+    values = sections[f"component:{name}"]
+    if "domain" not in values or not getattr(cls, "is_service", False):
+        return
+    users = sections["server"]["domains"]
+    if not values["domain"]:
+        values["domain"] = f"{cls.subdomain or name}.{users[0]}"
+    domain = values["domain"]
+    if domain in users:
+        raise ConfigError(f"{path_}: [component:{name}] domain: {domain} is a user domain "
+                          "([server] domains); a service needs a domain of its own")
+    for other, other_values in sections.items():
+        if other.startswith("component:") and other != f"component:{name}" \
+                and other_values.get("domain") == domain:
+            raise ConfigError(f"{path_}: [component:{name}] domain: {domain} is served "
+                              f"already by [{other}]")
+
+
+def single_domain(text: str) -> str:
+    """One domain (or empty, for a default made later)."""
+    found = domains(text)
+    if len(found) > 1:
+        raise _BadValue(f"expected one domain, got {len(found)}")
+    return found[0] if found else ""
 
 
 def _check_environment(config: Config) -> None:

@@ -15,7 +15,7 @@ from twisted.words.xish import domish
 
 from xmppd import tls
 from xmppd.accounts import Accounts
-from xmppd.component import Component
+from xmppd.component import Component, Service
 from xmppd.config import Config
 from xmppd.reclaim import Reclaimer
 from xmppd.router import Router
@@ -47,7 +47,7 @@ class XMPPServer(service.MultiService):
         self.counters: collections.Counter[str] = collections.Counter()
         #: memory back after bursts of traffic (sessions report their bytes)
         self.reclaimer = Reclaimer(self.clock)
-        self.router = Router(config.domains)
+        self.router = Router(config.domains, clock=self.clock)
         server = config.server
         self.storage = open_storage(server["storage"], base_dir=server["data_dir"],
                                     synchronous=server["sqlite_synchronous"])
@@ -56,10 +56,14 @@ class XMPPServer(service.MultiService):
         #: bare JIDs with administrator rights (``[server] admins``)
         self.admins: frozenset[str] = frozenset(server["admins"])
         self.components: dict[str, Component] = {}
+        #: hosted service domain → the service serving it
+        self.hosted: dict[str, Service] = {}
         for name, cls in config.components.items():
             component = cls(self, config.component(name))
             component.setServiceParent(self)
             self.components[name] = component
+            if isinstance(component, Service):
+                self.hosted[component.domain] = component
         self.tls_context = None
         self.ports: list[Any] = []
         #: (secure, authenticated) → the serialised <stream:features/> (see C2SSession)
@@ -159,7 +163,7 @@ class XMPPServer(service.MultiService):
         handler must not keep the process from stopping."""
         drained = self.router.drain()
         timer: defer.Deferred = defer.Deferred()
-        call = reactor.callLater(timeout, timer.callback, None)
+        call = self.clock.callLater(timeout, timer.callback, None)
         yield defer.DeferredList([drained, timer], fireOnOneCallback=True, consumeErrors=True)
         if call.active():
             call.cancel()
@@ -174,10 +178,18 @@ class XMPPServer(service.MultiService):
             yield from component.stream_features(session)
 
     def disco_features(self) -> list[str]:
-        return sorted({f for c in self.components.values() for f in c.features})
+        """The server's XEP-0030 features: every component's but the hosted
+        services' (those describe their own domains)."""
+        return sorted({f for c in self.components.values() if not isinstance(c, Service)
+                       for f in c.features})
 
     def disco_identities(self) -> list[tuple[str, str, str]]:
-        return [i for c in self.components.values() for i in c.identities]
+        return [i for c in self.components.values() if not isinstance(c, Service)
+                for i in c.identities]
+
+    def account_features(self) -> list[str]:
+        """What an account offers (disco#info of a user's bare JID)."""
+        return sorted({f for c in self.components.values() for f in c.account_features})
 
     def is_admin(self, jid: Any) -> bool:
         """Has ``jid`` (a JID or its text, any resource) administrator rights?

@@ -69,42 +69,40 @@ def parse(xml: str) -> domish.Element:
     return parse_element(xml)
 
 
-class _Address:
-    def __init__(self, host: str):
-        self.host, self.port = host, 0
-
-
-class _Transport:
-    def __init__(self, host: str):
-        self._peer = _Address(host)
-
-    def getPeer(self) -> _Address:
-        return self._peer
-
-
 class FakeSession:
     """A client session without a stream: what the router needs, plus a mailbox."""
 
     def __init__(self, harness: Harness, full_jid: str | None = None, address: str = "127.0.0.1"):
         self.harness = harness
         self.router = harness.router
-        self.transport = _Transport(address)
+        self.address = address
         self.peer = f"{address}:0"
         self.secure = True
-        self.local_domain = harness.domain
+        self.domain = harness.domain
+        self.shape = ns.CLIENT
         self.received: list[domish.Element] = []
         self.stream_errors: list[str] = []
+        #: how many stanzas arrived as ready-made text (a fanout's)
+        self.received_text = 0
         self.priority = 0
         self.available = False
         self.presence = None
+        self.presence_received = 0.0
         self.jid = self.bare = self.resource = self.user = None
         if full_jid is not None:
             self.jid = jidlib.parse(full_jid)
             self.bare, self.resource, self.user = self.jid.userhost(), self.jid.resource, self.jid.userhost()
+            self.domain = self.jid.host
 
     # what the router calls
-    def send(self, stanza: domish.Element) -> None:
+    def send(self, stanza: domish.Element | str) -> None:
+        if isinstance(stanza, str):
+            self.received_text += 1
+            stanza = parse(stanza)
         self.received.append(stanza)
+
+    def serialize(self, stanza: domish.Element) -> str:
+        return stanza.toXml(defaultUri=ns.CLIENT)
 
     def drained(self) -> defer.Deferred:
         """Fires when the session's unsent output is written (at once: a fake

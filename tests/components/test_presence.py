@@ -1,6 +1,7 @@
 """RFC 6121 §4: a session's own broadcast presence sets its availability and priority."""
 
 import pytest
+from twisted.internet import task
 from twisted.words.xish import domish
 
 from xmppd import ns
@@ -944,13 +945,13 @@ def test_the_subscription_rate_window_forgets_users_whose_window_has_passed():
     record of who asked when does not grow with everyone who ever asked."""
     h = world(subscription_rate_limit=2, subscription_rate_period=60)
     component = h.component("presence")
-    now = [1000.0]
-    component._clock = lambda: now[0]
+    component.clock = task.Clock()  # the rate window runs on the component's clock
+    component.clock.advance(1000)
     users = [connect(h, f"u{n}@localhost/pc") for n in range(5)]
     for user in users:
         user.feed(f"<presence type='subscribe' to='{ALICE}'/>")
     assert len(component._requests) == 5
-    now[0] += 61
+    component.clock.advance(61)
     users[0].feed(f"<presence type='subscribe' to='{BOB}'/>")
     assert list(component._requests) == ["u0@localhost"]
     # The limit itself still holds within a window, and lifts after it.
@@ -958,7 +959,7 @@ def test_the_subscription_rate_window_forgets_users_whose_window_has_passed():
     users[0].take()
     users[0].feed("<presence type='subscribe' to='dave@localhost' id='third'/>")
     assert error_condition(only(users[0])) == "resource-constraint"
-    now[0] += 61
+    component.clock.advance(61)
     users[0].feed("<presence type='subscribe' to='dave@localhost' id='later'/>")
     assert [p for p in users[0].take() if p.getAttribute("type") == "error"] == []
 

@@ -71,6 +71,7 @@ class C2SSession(XMPPStream):
         self.priority = 0
         self.available = False
         self.presence: domish.Element | None = None
+        self.presence_received = 0.0
         self.sasl = None
         self.sasl_failures = 0
         self.sasl_steps = 0
@@ -346,7 +347,7 @@ class C2SSession(XMPPStream):
 
     def streamStarted(self, root: domish.Element) -> None:
         to = root.getAttribute("to")
-        if self.local_domain is None:
+        if self.domain is None:
             if to is None:
                 self.stream_error("host-unknown", "the stream header needs a 'to'")
                 return
@@ -354,14 +355,14 @@ class C2SSession(XMPPStream):
             if domain not in self.router.hosts:
                 self.stream_error("host-unknown", f"this server does not serve {to}")
                 return
-            self.local_domain = domain
-        elif to is not None and to.lower().rstrip(".") != self.local_domain:
+            self.domain = domain
+        elif to is not None and to.lower().rstrip(".") != self.domain:
             self.stream_error("host-unknown", "the domain cannot change on restart")
             return
         if not _supported_version(root.getAttribute("version")):
             self.stream_error("unsupported-version", "XMPP 1.0 streams only")
             return
-        self.send_header(self.local_domain)
+        self.send_header(self.domain)
         # What is offered depends only on the configuration and on whether the
         # stream is secure and authenticated (the contract of
         # Component.stream_features), so each of the few variants is
@@ -451,9 +452,9 @@ class C2SSession(XMPPStream):
             return
         accounts = self.server.accounts
         if mechanism == "PLAIN":
-            self.sasl = sasl.PlainMechanism(accounts, self.local_domain)
+            self.sasl = sasl.PlainMechanism(accounts, self.domain)
         else:
-            self.sasl = sasl.ScramMechanism(mechanism, accounts, self.local_domain)
+            self.sasl = sasl.ScramMechanism(mechanism, accounts, self.domain)
         text = str(element).strip()
         self._sasl_step(base64_payload(element) if text else None)
 

@@ -224,7 +224,7 @@ class OfflineComponent(Component):
         self._waiting[user] = self._waiting.get(user, 0) + 1
         queue = self._queues.get(user)
         if user not in self._loading and queue is not None \
-                and time.monotonic() - queue.loaded < STATE_TTL:
+                and self.clock.seconds() - queue.loaded < STATE_TTL:
             result = self._append(event, user, text, keep, sender, queue)
         else:
             # The record is being read: wait for it, in arrival order.
@@ -249,7 +249,7 @@ class OfflineComponent(Component):
             store = self.store["offline"]
             reads = defer.gatherResults([store.count(user), store.size(user)], consumeErrors=True)
             reads.addErrback(lambda failure: failure.value.subFailure)  # the error itself
-            return reads.addCallback(lambda got: _Queue(got[0], got[1], time.monotonic()))
+            return reads.addCallback(lambda got: _Queue(got[0], got[1], self.clock.seconds()))
         self.server.accounts.exists(user).addCallback(exists).addBoth(self._loaded, user)
 
     def _loaded(self, result: Any, user: str) -> None:

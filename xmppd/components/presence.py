@@ -35,8 +35,6 @@ window keeps one entry per user who sent a request within the window.
 from __future__ import annotations
 
 import collections
-import time
-from typing import Callable
 
 from twisted.internet import defer
 from twisted.words.xish import domish
@@ -47,6 +45,7 @@ from xmppd.component import Component, Option, handles
 from xmppd.components.roster import entry_size
 from xmppd.config import integer
 from xmppd.router.events import presence, readdressed, stanza_error
+from xmppd.router.fanout import Fanout
 from xmppd.xml.stream import parse_element
 
 SUBSCRIPTION_TYPES = frozenset(subscription.TYPES)
@@ -74,8 +73,6 @@ class PresenceComponent(Component):
         #: least recently active user first (so the expired are at the front)
         self._requests: collections.OrderedDict[str, collections.deque] = \
             collections.OrderedDict()
-        #: the rate window's clock (a test sets its own)
-        self._clock: Callable[[], float] = time.monotonic
 
     @property
     def rosters(self):
@@ -125,10 +122,10 @@ class PresenceComponent(Component):
         if roster is not None:
             for contact in roster.subscribers():
                 self.router.route(readdressed(stanza, contact), session)
-        # §4.2.2: the user's own resources, including the one that sent it.
-        for other in list(self.router.resources(session.bare).values()):
-            if other.available or other is session:
-                other.send(readdressed(stanza, other.jid.full()))
+        # §4.2.2: the user's own resources, including the one that sent it
+        # (one serialisation, each copy addressed to its resource).
+        Fanout(stanza).send_all([other for other in self.router.resources(session.bare).values()
+                                  if other.available or other is session], address=True)
         if not initial:
             return
         for other in self.router.resources(session.bare).values():
@@ -179,9 +176,9 @@ class PresenceComponent(Component):
             for contact in roster.subscribers():
                 told.add(contact)
                 self.router.route(readdressed(stanza, contact, full), session)
-        for other in list(self.router.resources(session.bare).values()):
-            if other.available or other is session:
-                other.send(readdressed(stanza, other.jid.full(), full))
+        stanza["from"] = full
+        Fanout(stanza).send_all([other for other in self.router.resources(session.bare).values()
+                                 if other.available or other is session], address=True)
         # §4.6.3: everyone who got directed presence hears it ended.
         for target in self._directed.pop(full, ()):
             if target not in told and target.split("/", 1)[0] not in told:
@@ -289,7 +286,7 @@ class PresenceComponent(Component):
         holds only users active within the window, at most
         ``subscription_rate_limit`` times each.
         """
-        now = self._clock()
+        now = self.clock.seconds()
         cutoff = now - self.config["subscription_rate_period"]
         requests = self._requests
         while requests:
@@ -336,9 +333,9 @@ class PresenceComponent(Component):
                 if session is not None:
                     session.send(event.stanza)
             else:
-                for session in list(self.router.resources(user).values()):
-                    if session.available:
-                        session.send(event.stanza)
+                Fanout(event.stanza).send_all([session for session in
+                                               self.router.resources(user).values()
+                                               if session.available])
             return True
         if stype == "error" and event.to.resource is not None:
             session = self.router.resources(user).get(event.to.resource)

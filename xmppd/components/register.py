@@ -6,7 +6,6 @@ password or remove their account, as with Prosody's mod_register.
 """
 
 import collections
-import time
 
 from twisted.internet import defer
 from twisted.words.xish import domish
@@ -69,11 +68,11 @@ class RegisterComponent(Component):
             return event.error("not-acceptable", text="username and password are required")
         if len(password) < self.config["min_password_length"]:
             return event.error("not-acceptable", text="the password is too short")
-        address = session.transport.getPeer().host
+        address = session.address
         if not self._allow(address):
             self.log.info("registration from {address} refused: rate limit", address=address)
             return event.error("resource-constraint", "wait", "too many registrations; try later")
-        d = self.server.accounts.create(f"{username}@{session.local_domain}", password)
+        d = self.server.accounts.create(f"{username}@{session.domain}", password)
 
         def created(user):
             self.log.info("registered {user} from {address}", user=user, address=address)
@@ -86,7 +85,7 @@ class RegisterComponent(Component):
         return d.addCallbacks(created, failed)
 
     def _allow(self, address: str) -> bool:
-        now = time.monotonic()
+        now = self.clock.seconds()
         for known in [a for a, r in self._recent.items() if r[-1] < now - self.config["rate_period"]]:
             del self._recent[known]  # forget addresses whose window has passed
         recent = self._recent.setdefault(address, collections.deque())

@@ -27,13 +27,19 @@ stanza whatever its payload:
 
 And one after it: ``message/undelivered``, ``iq/undelivered`` for a stanza a
 session took but closed before writing (see :meth:`Router.undelivered`).
+
+Where: every domain served here has a handler table (:mod:`.domains`): the
+user domains share one, each hosted service has its own, so a service sees
+only stanzas to its domain. Other domains go by the route table
+(:attr:`Router.routes`). Answers to iqs the server sent go to their
+Deferreds (:attr:`Router.iq`) before anything else.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -41,7 +47,10 @@ from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
+from xmppd.router.domains import Domain, Route, RouteTable, is_stanza_event
 from xmppd.router.events import StanzaEvent, stanza_error
+from xmppd.router.iq import IQTracker
+from xmppd.router.sessions import Session
 from xmppd.xml.stream import StreamProblem, parse_element
 
 Handler = Callable[[StanzaEvent], Any]
@@ -53,52 +62,60 @@ _PRE = {"message": "pre-message", "presence": "pre-presence", "iq": "pre-iq"}
 _INBOUND = {"bare": "inbound/bare", "full": "inbound/full"}
 
 
-class Session(Protocol):
-    """What the router needs of a bound session (c2s, later s2s or cluster)."""
-
-    jid: Any  # full JID
-    bare: str
-    resource: str
-    priority: int
-    available: bool
-
-    def send(self, stanza: domish.Element) -> None:
-        """Deliver; a session that can no longer write hands the stanza to
-        :meth:`Router.undelivered` instead of dropping it."""
-
-    def stream_error(self, condition: str, text: str | None = None) -> None: ...
-
-    def hold(self, work: defer.Deferred) -> None:
-        """Handle this session's next stanza only after ``work`` finishes."""
-
-    def drained(self) -> defer.Deferred:
-        """Fires once the output sent so far has left the session's buffer."""
-
-
 class Router:
     """Routes stanzas between sessions and the handlers components register."""
 
     log = Logger()
 
-    def __init__(self, hosts: Iterable[str]):
+    def __init__(self, hosts: Iterable[str], clock: Any = None):
+        #: the user domains (accounts and sessions)
         self.hosts: set[str] = set(hosts)
         #: bare JID string → resource → session
         self.sessions: dict[str, dict[str, Session]] = {}
+        #: the handler table of the user domains and of server-wide events
         self._handlers: dict[str, list[tuple[int, int, Handler, bool]]] = {}
+        #: every domain served here, user domains and hosted services
+        self.domains: dict[str, Domain] = {h: Domain(h, self._handlers) for h in self.hosts}
         self._order = itertools.count()
-        #: The seam for destinations outside this process (s2s, other workers):
-        #: ``remote(stanza, to_jid) -> bool``; None means "not reachable".
-        self.remote: Callable[[domish.Element, Any], bool] | None = None
+        #: where stanzas for every other domain go (external components, s2s)
+        self.routes = RouteTable()
+        if clock is None:
+            from twisted.internet import reactor as clock
+        #: iqs the server sent, waiting for their answers
+        self.iq = IQTracker(self, clock)
         #: Deferreds handlers returned that have not fired yet (see :meth:`drain`).
         self._pending: set[defer.Deferred] = set()
         #: The session whose stanza is being handled right now, if any: a
         #: session whose output backs up stops reading from it (backpressure).
         self.current: Session | None = None
 
+    @property
+    def remote(self) -> Route | None:
+        """The default route (s2s): ``remote(stanza, to_jid) -> bool``."""
+        return self.routes.default
+
+    @remote.setter
+    def remote(self, route: Route | None) -> None:
+        self.routes.default = route
+
+    # -- domains -------------------------------------------------------------------
+
+    def add_service(self, domain: str, service: Any) -> Domain:
+        """Serve ``domain`` with ``service``: a handler table of its own."""
+        if domain in self.domains:
+            raise ValueError(f"{domain} is served already ({self.domains[domain]!r})")
+        served = self.domains[domain] = Domain(domain, {}, service)
+        return served
+
+    def remove_service(self, domain: str) -> None:
+        served = self.domains.get(domain)
+        if served is not None and not served.users:
+            del self.domains[domain]
+
     # -- handlers ----------------------------------------------------------------
 
     def hook(self, name: str, handler: Handler, priority: int = 0,
-             ordered: bool = True) -> Callable[[], None]:
+             ordered: bool = True, domain: str | None = None) -> Callable[[], None]:
         """Call ``handler`` for event ``name``; higher priority runs first.
 
         When the handler returns a Deferred that has not fired, the session the
@@ -108,10 +125,17 @@ class Router:
         or that waits on the client itself (an iq the server sent it): holding
         the session would cost throughput, or never end.
 
+        ``domain``: a hosted service's domain, for a stanza event of that
+        service (a server-wide event, say ``account-deleted``, is hooked in
+        the shared table whatever the domain).
+
         Returns a function that removes the hook again.
         """
         entry = (-priority, next(self._order), handler, ordered)
-        handlers = self._handlers.setdefault(name, [])
+        table = self._handlers
+        if domain is not None and is_stanza_event(name):
+            table = self.domains[domain].handlers
+        handlers = table.setdefault(name, [])
         bisect.insort(handlers, entry)
 
         def unhook() -> None:
@@ -122,9 +146,10 @@ class Router:
     def has_handlers(self, name: str) -> bool:
         return bool(self._handlers.get(name))
 
-    def fire(self, name: str, event: Any) -> bool:
-        """Run the handlers of ``name`` in order until one handles the event."""
-        handlers = self._handlers.get(name)
+    def fire(self, name: str, event: Any, table: dict | None = None) -> bool:
+        """Run the handlers of ``name`` in order until one handles the event
+        (in ``table``, a domain's handler table; the shared one by default)."""
+        handlers = (self._handlers if table is None else table).get(name)
         if not handlers:
             return False
         if isinstance(event, StanzaEvent):
@@ -246,6 +271,10 @@ class Router:
         kind = stanza.name
         to_text = stanza.getAttribute("to")
         from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
+        stype = stanza.getAttribute("type")
+        if kind == "iq" and stype in _NO_BOUNCE and self.iq.match(stanza, from_):
+            return  # the answer to an iq the server sent
+        served = None
         if to_text is None:
             if origin is not None and getattr(origin, "bare", None):
                 # RFC 6120 §10.3: no 'to' means the sender's own account.
@@ -258,7 +287,8 @@ class Router:
             except jidlib.InvalidJID:
                 self.bounce(stanza, "jid-malformed", origin)
                 return
-            if to.host not in self.hosts:
+            served = self.domains.get(to.host)
+            if served is None:
                 dest = "remote"
             elif to.user is None:
                 dest = "host"
@@ -271,7 +301,6 @@ class Router:
                 dest = "bare"
 
         payload = None
-        stype = stanza.getAttribute("type")
         if kind == "iq" and stype in ("get", "set"):
             payload = _single_child(stanza)
             if payload is None:
@@ -282,14 +311,21 @@ class Router:
                 and self.fire(_PRE[kind], event):
             return
         if dest == "remote":
-            if self.remote is None or not self.remote(stanza, to):
+            route = self.routes.lookup(to.host)
+            if route is None or not route(stanza, to):
                 self.bounce(stanza, "remote-server-not-found", origin)
+            return
+        table = served.handlers if served is not None else self._handlers
+        if served is not None and not served.users:
+            # A hosted service: its own handlers, and nobody's sessions.
+            if not self._dispatch(kind, stype, dest, payload, event, table):
+                self._unhandled(event, "host" if dest == "full" else dest)
             return
         if dest in _INBOUND and self.fire(_INBOUND[dest], event):
             return
-        if self._dispatch(kind, stype, dest, payload, event):
+        if self._dispatch(kind, stype, dest, payload, event, table):
             return
-        if dest == "self" and self._dispatch(kind, stype, "bare", payload, event):
+        if dest == "self" and self._dispatch(kind, stype, "bare", payload, event, table):
             return
         self._unhandled(event, dest)
 
@@ -306,11 +342,11 @@ class Router:
         return self.fire(name, StanzaEvent(stanza, origin, self, None, None, payload))
 
     def _dispatch(self, kind: str, stype: str | None, dest: str,
-                  payload: domish.Element | None, event: StanzaEvent) -> bool:
+                  payload: domish.Element | None, event: StanzaEvent, table: dict) -> bool:
         if payload is not None:
-            if self.fire(f"iq-{stype}/{dest}/{payload.uri}:{payload.name}", event):
+            if self.fire(f"iq-{stype}/{dest}/{payload.uri}:{payload.name}", event, table):
                 return True
-        return self.fire(f"{kind}/{dest}", event)
+        return self.fire(f"{kind}/{dest}", event, table)
 
     def _unhandled(self, event: StanzaEvent, dest: str) -> None:
         stanza = event.stanza

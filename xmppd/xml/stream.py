@@ -222,7 +222,10 @@ class XMPPStream(protocol.Protocol):
         self.header_sent = False
         self.closed = False
         self.stream_id = ""
-        self.local_domain: str | None = None
+        #: the local domain the peer opened the stream to
+        self.domain: str | None = None
+        #: the peer's address (IP) and "address:port" (for logs)
+        self.address = "?"
         self.peer = "?"
         #: the stream header as a parser woken from park() is fed it
         self._resume_header: bytes | None = None
@@ -238,7 +241,8 @@ class XMPPStream(protocol.Protocol):
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.address = str(getattr(peer, "host", "?"))
+        self.peer = f"{self.address}:{getattr(peer, 'port', '?')}"
         self.transport.registerProducer(self, True)
         self.reset()
 
@@ -373,6 +377,12 @@ class XMPPStream(protocol.Protocol):
              f"xmlns:stream='{ns.STREAMS}'{frm} id='{self.stream_id}'{ver} xml:lang='en'>"
              ).encode("utf-8"))
         self.header_sent = True
+
+    @property
+    def shape(self) -> str:
+        """What this stream writes stanzas as: its content namespace (see
+        :class:`xmppd.router.fanout.Fanout`)."""
+        return self.namespace
 
     def serialize(self, element: domish.Element) -> str:
         """The element as this stream writes it (content namespace as default)."""
@@ -522,7 +532,7 @@ class XMPPStream(protocol.Protocol):
                       condition=condition, text=text or "")
         self._lose_backlog()  # the error comes next, not after queued stanzas
         if not self.header_sent:
-            self.send_header(self.local_domain)
+            self.send_header(self.domain)
         error = domish.Element((ns.STREAMS, "error"))
         error.addElement((ns.STREAM_ERRORS, condition))
         if text:
@@ -538,7 +548,7 @@ class XMPPStream(protocol.Protocol):
             return
         self._lose_backlog()
         if not self.header_sent:
-            self.send_header(self.local_domain)
+            self.send_header(self.domain)
         self.transport.write(b"</stream:stream>")
         self.closed = True
         # A registered producer would keep the transport open (Twisted waits
