@@ -51,3 +51,35 @@ def test_readme_ini_snippet_enables_the_component(tmp_path, monkeypatch):
     loaded = config.load(str(path))
     assert loaded.components["hello"].__name__ == "HelloComponent"
     assert loaded.component("hello")["greeting"] == "Hi"
+
+
+def test_readme_service_example_echoes_after_a_tracked_ping(tmp_path, monkeypatch):
+    """The README's hosted service: its domain, its disco, a tracked iq answered
+    and one timed out on the harness's clock."""
+    from twisted.internet import task
+
+    from xmppd.testing import Harness
+
+    blocks = literal_blocks(README.read_text(encoding="utf-8"))
+    code = next(b for b in blocks if b.startswith("# mypackage/echo.py"))
+    namespace: dict = {}
+    exec(compile(code, "README.rst", "exec"), namespace)
+    clock = task.Clock()
+    h = Harness(["disco", namespace["EchoService"]], clock=clock)
+    alice = h.login("alice@localhost/pc")
+    alice.feed("<message to='echo.localhost' id='m1'><body>hi</body></message>")
+    [ping] = alice.take()
+    assert ping.name == "iq" and ping["from"] == "echo.localhost"
+    alice.feed(f"<iq type='result' id='{ping['id']}' to='echo.localhost'/>")
+    [echo] = alice.take()
+    assert str(echo.body) == "hi (ping: result)" and echo["from"] == "echo.localhost"
+    alice.feed("<message to='echo.localhost' id='m2'><body>still there?</body></message>")
+    alice.take()  # the ping, left unanswered
+    clock.advance(10)
+    [echo] = alice.take()
+    assert str(echo.body) == "still there? (ping: timeout)"
+    alice.feed("<iq type='get' id='d' to='echo.localhost'>"
+               "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    [info] = alice.take()
+    identity = next(info.firstChildElement().elements())
+    assert (identity["category"], identity["name"]) == ("component", "Echo")
