@@ -24,6 +24,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from xmppd import config as configlib
+from xmppd import control
 from xmppd import jid as jidlib
 from xmppd import tls
 from xmppd.accounts import AccountError, Accounts, normalize
@@ -148,6 +149,15 @@ def cmd_account(args: argparse.Namespace, config: configlib.Config) -> str:
     user = _account_jid(args.jid, config)
     if config.server["storage"].partition(":")[0] == "memory":
         raise Fail(f"{config.path}: [server] storage is memory:, accounts would not be kept", 2)
+    if args.command == "deluser":
+        # A running server deletes it itself: it ends the account's sessions
+        # and forgets what it holds of it in memory, not only in storage.
+        answer = control.ask(control.socket_path(config.server["data_dir"]), f"deluser {user}")
+        if answer is not None:
+            status, _, text = answer.partition(" ")
+            if status != "ok":
+                raise Fail(text or "the running server did not answer")
+            return text
     return run_on_reactor(lambda: _account_command(config, args.command, user))
 
 

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
-from xmppd import tls
+from xmppd import control, tls
 from xmppd.accounts import Accounts
 from xmppd.component import Component, Service
 from xmppd.config import Config
@@ -79,6 +79,9 @@ class XMPPServer(service.MultiService):
             self._raise_file_limit()
             self.tls_context = tls.context_factory(*self._certificate())
             self._listen()
+            control_port = control.listen(self, reactor)
+            if control_port is not None:
+                self.ports.append(control_port)
 
     def _raise_file_limit(self) -> None:
         """Every connection is a file descriptor, and a soft limit of 1024 (a
@@ -200,6 +203,18 @@ class XMPPServer(service.MultiService):
         return bare in self.admins
 
     # -- session life, announced to components ---------------------------------------
+
+    @defer.inlineCallbacks
+    def delete_account(self, bare: str, reason: str = "the account was deleted"):
+        """Delete an account the way every path must (XEP-0077 removal, the
+        admin command): its sessions end first (``not-authorized``), the
+        work their logout starts (unavailable broadcasts, last activity) is
+        let finish, and only then are its rows purged and ``account-deleted``
+        fired — so nothing written at logout outlives the account."""
+        for session in list(self.router.resources(bare).values()):
+            session.stream_error("not-authorized", reason)
+        yield self._drain(DRAIN_TIMEOUT)
+        yield self.accounts.delete(bare)
 
     def _account_deleted(self, bare: str) -> defer.Deferred:
         """An account is gone (XEP-0077 removal, ``xmppd deluser``, an admin):

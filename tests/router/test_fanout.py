@@ -2,7 +2,7 @@
 
 from xmppd import ns
 from xmppd.router.fanout import Fanout
-from xmppd.testing import Harness, parse
+from xmppd.testing import Harness, parse, result_of
 
 
 class CountingSession:
@@ -90,3 +90,39 @@ def test_presence_from_a_contact_reaches_every_resource_as_one_serialisation():
     alice.feed("<presence to='bob@localhost'><show>chat</show></presence>")
     assert [s.received_text for s in bob] == [1] * 5
     assert all(only_one["from"] == "alice@localhost/pc" for s in bob for only_one in s.take())
+
+
+def test_a_broadcast_to_100_contacts_is_serialised_once():
+    h = Harness(["presence", "roster"])
+    contacts = [h.login(f"c{n}@localhost/pc") for n in range(100)]
+    alice = h.login("alice@localhost/pc", available=False)
+    roster = h.component("roster")
+    for c in contacts:  # mutual subscriptions, written directly
+        from xmppd.subscription import State
+        r = result_of(roster.load("alice@localhost"))
+        result_of(roster.apply(r, c.bare, State("both")))
+        r = result_of(roster.load(c.bare))
+        result_of(roster.apply(r, "alice@localhost", State("both")))
+        c.take()
+    calls = []
+    original = type(alice).serialize
+    type(alice).serialize = lambda self, stanza: calls.append(stanza.name) or original(self, stanza)
+    try:
+        alice.feed("<presence><status>hello</status></presence>")
+    finally:
+        type(alice).serialize = original
+    got = [c.take() for c in contacts]
+    presences = [[p for p in g if p.getAttribute("from") == "alice@localhost/pc"] for g in got]
+    assert all(len(p) == 1 and p[0]["to"] == "c%d@localhost" % n for n, p in enumerate(presences))
+    assert calls.count("presence") == 1, calls
+
+
+def test_a_copy_changed_after_it_was_made_is_serialised_anew():
+    fan = Fanout(parse("<presence from='a@localhost/r'><show>away</show></presence>"))
+    copy = fan.copy("b@localhost")
+    assert Fanout.of(copy) is fan
+    copy.addElement("x")
+    assert Fanout.of(copy) is not fan
+    other = fan.copy("c@localhost")
+    other["type"] = "unavailable"
+    assert Fanout.of(other) is not fan

@@ -119,13 +119,15 @@ class PresenceComponent(Component):
 
     def _broadcast_available(self, roster, session, stanza: domish.Element, initial: bool) -> None:
         full = session.jid.full()
+        # One serialisation for the whole broadcast: each contact's copy
+        # carries the fanout to whoever delivers it (see ``inbound``).
+        fan = Fanout(stanza)
         if roster is not None:
             for contact in roster.subscribers():
-                self.router.route(readdressed(stanza, contact), session)
-        # §4.2.2: the user's own resources, including the one that sent it
-        # (one serialisation, each copy addressed to its resource).
-        Fanout(stanza).send_all([other for other in self.router.resources(session.bare).values()
-                                  if other.available or other is session], address=True)
+                self.router.route(fan.copy(contact), session)
+        # §4.2.2: the user's own resources, including the one that sent it.
+        fan.send_all([other for other in self.router.resources(session.bare).values()
+                      if other.available or other is session], address=True)
         if not initial:
             return
         for other in self.router.resources(session.bare).values():
@@ -172,17 +174,23 @@ class PresenceComponent(Component):
     def _broadcast_unavailable(self, roster, session, stanza: domish.Element) -> None:
         full = session.jid.full()
         told = set()
+        stanza["from"] = full
+        fan = Fanout(stanza)
         if roster is not None:
             for contact in roster.subscribers():
                 told.add(contact)
-                self.router.route(readdressed(stanza, contact, full), session)
-        stanza["from"] = full
-        Fanout(stanza).send_all([other for other in self.router.resources(session.bare).values()
-                                 if other.available or other is session], address=True)
+                self.router.route(fan.copy(contact), session)
+        fan.send_all([other for other in self.router.resources(session.bare).values()
+                      if other.available or other is session], address=True)
         # §4.6.3: everyone who got directed presence hears it ended.
         for target in self._directed.pop(full, ()):
             if target not in told and target.split("/", 1)[0] not in told:
                 self.router.route(readdressed(stanza, target, full), session)
+
+    @handles("account-deleted")
+    def forget(self, user: str) -> None:
+        """The account is gone: its subscription-request window with it."""
+        self._requests.pop(user, None)
 
     @handles("resource-unbind")
     def gone(self, session):
@@ -333,9 +341,9 @@ class PresenceComponent(Component):
                 if session is not None:
                     session.send(event.stanza)
             else:
-                Fanout(event.stanza).send_all([session for session in
-                                               self.router.resources(user).values()
-                                               if session.available])
+                Fanout.of(event.stanza).send_all(
+                    [session for session in self.router.resources(user).values()
+                     if session.available], to=event.stanza.getAttribute("to"))
             return True
         if stype == "error" and event.to.resource is not None:
             session = self.router.resources(user).get(event.to.resource)

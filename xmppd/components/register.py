@@ -117,11 +117,10 @@ class RegisterComponent(Component):
             return event.error("not-allowed")
         user = event.from_.userhost()
         if next(event.payload.elements(ns.REGISTER, "remove"), None) is not None:
-            yield self.server.accounts.delete(user)
-            self.log.info("account {user} removed by its owner", user=user)
+            # XEP-0077 §3.2: the answer first, then the sessions end.
             self.router.reply(event, event.reply())
-            for session in list(self.router.resources(user).values()):
-                session.stream_error("not-authorized", "the account was removed")
+            yield self.server.delete_account(user, "the account was removed")
+            self.log.info("account {user} removed by its owner", user=user)
             return True
         username, password = _field(event.payload, "username"), _field(event.payload, "password")
         if username is not None and username != event.from_.user:

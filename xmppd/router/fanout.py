@@ -65,16 +65,46 @@ class Fanout:
                 return body[0] + body[1]
         return f"{body[0]} to='{_quote(to)}'{body[1]}"
 
+    def copy(self, to: str) -> domish.Element:
+        """A copy of the stanza addressed to ``to``, to route like any other
+        (a broadcast to contacts passes their blocklists and s2s); a handler
+        that delivers it finds this fanout again with :meth:`of`, so the
+        bytes are made once for all the copies."""
+        copy = domish.Element((self.stanza.uri, self.stanza.name), self.stanza.defaultUri)
+        copy.attributes = dict(self.stanza.attributes)
+        copy.children = list(self.stanza.children)
+        copy["to"] = to
+        copy.fanout = self
+        return copy
+
+    @classmethod
+    def of(cls, stanza: domish.Element) -> Fanout:
+        """The fanout ``stanza`` was copied from, if the copy is unchanged
+        since (same attributes but 'to', the same children); else a new one."""
+        fan = getattr(stanza, "fanout", None)
+        if fan is not None:
+            original = fan.stanza
+            if len(stanza.children) == len(original.children) \
+                    and all(a is b for a, b in zip(stanza.children, original.children)) \
+                    and len(stanza.attributes) == len(original.attributes) + \
+                    ("to" not in original.attributes) \
+                    and all(stanza.attributes.get(k) == v for k, v in original.attributes.items()
+                            if k != "to"):
+                return fan
+        return cls(stanza)
+
     def send(self, session: Any, to: str | None = None) -> None:
         """Write the stanza to ``session`` (addressed to ``to``, if given)."""
         session.send(self.text(session, to))
 
-    def send_all(self, sessions: Iterable[Any], address: bool = False) -> int:
-        """Write the stanza to every session; with ``address`` each copy is
-        addressed to that session's full JID (a broadcast to one's own
-        resources). Returns how many were sent."""
+    def send_all(self, sessions: Iterable[Any], address: bool = False,
+                 to: str | None = None) -> int:
+        """Write the stanza to every session, addressed to ``to`` (the
+        stanza's own 'to' when None), or with ``address`` each copy to that
+        session's full JID (a broadcast to one's own resources). Returns how
+        many were sent."""
         count = 0
         for session in sessions:
-            self.send(session, session.jid.full() if address else None)
+            self.send(session, session.jid.full() if address else to)
             count += 1
         return count
