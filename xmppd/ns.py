@@ -21,6 +21,13 @@ XML = "http://www.w3.org/XML/1998/namespace"
 # XEP-0030 service discovery
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+# XEP-0115 entity capabilities
+CAPS = "http://jabber.org/protocol/caps"
+# XEP-0157 contact addresses (the FORM_TYPE of a XEP-0128 extended disco#info form)
+SERVERINFO = "http://jabber.org/network/serverinfo"
+# XEP-0215 external service discovery (STUN/TURN); :1 kept for older clients
+EXTDISCO = "urn:xmpp:extdisco:2"
+EXTDISCO_1 = "urn:xmpp:extdisco:1"
 # XEP-0199 ping
 PING = "urn:xmpp:ping"
 # XEP-0092 software version
@@ -57,5 +64,8 @@ CHATSTATES = "http://jabber.org/protocol/chatstates"
 PRIVATE = "jabber:iq:private"
 # XEP-0012 last activity
 LAST = "jabber:iq:last"
+# XEP-0054 vcard-temp, and XEP-0153 vCard-based avatars (the hash in presence)
+VCARD = "vcard-temp"
+VCARD_UPDATE = "vcard-temp:x:update"
 
 STANZA_KINDS = frozenset(("message", "presence", "iq"))

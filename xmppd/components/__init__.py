@@ -14,4 +14,5 @@ BUILTIN: dict[str, str] = {
     "carbons": "xmppd.components.carbons:CarbonsComponent",
     "private": "xmppd.components.private:PrivateComponent",
     "last": "xmppd.components.last:LastActivityComponent",
+    "extdisco": "xmppd.components.extdisco:ExternalServicesComponent",
 }
