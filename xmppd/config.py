@@ -130,7 +130,7 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "PEM certificate (chain); empty: a self-signed one in data_dir/certs, made on first start"),
         Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
         Option("components", words, "disco ping version time roster presence messaging offline "
-               "carbons blocking private last extdisco register",
+               "carbons blocking private last vcard vcard_update extdisco register",
                "the components to enable, by name"),
         Option("max_stanza_size", integer(1024), "262144",
                "largest stanza accepted, in bytes (policy-violation beyond)"),

@@ -14,5 +14,7 @@ BUILTIN: dict[str, str] = {
     "carbons": "xmppd.components.carbons:CarbonsComponent",
     "private": "xmppd.components.private:PrivateComponent",
     "last": "xmppd.components.last:LastActivityComponent",
+    "vcard": "xmppd.components.vcard:VCardComponent",
+    "vcard_update": "xmppd.components.vcard_update:VCardUpdateComponent",
     "extdisco": "xmppd.components.extdisco:ExternalServicesComponent",
 }
