@@ -10,9 +10,12 @@ slow, so it runs in a thread and never on the reactor.
 from __future__ import annotations
 
 import base64
+import collections
 import hmac
 
 import scramp
+from typing import Any
+
 from twisted.internet import defer, threads
 
 from xmppd import jid as jidlib
@@ -67,8 +70,17 @@ class Accounts:
     #: How key derivation is run off the reactor; the test harness runs it inline.
     run_blocking = staticmethod(threads.deferToThread)
 
-    def __init__(self, storage: IStorage, iterations: int = 10000):
+    #: Deletions remembered, so that a stream that authenticated before its
+    #: account was deleted cannot bind after (it has auth_timeout to do so).
+    MAX_REVOKED = 10_000
+
+    def __init__(self, storage: IStorage, iterations: int = 10000, clock: Any = None):
         self.storage = storage
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        #: bare JID → when its account was deleted, oldest first
+        self.revoked: collections.OrderedDict[str, float] = collections.OrderedDict()
         self.store = storage.keyvalue("accounts")
         self.iterations = iterations
         #: Called with the bare JID after an account's rows are deleted; each
@@ -123,10 +135,34 @@ class Accounts:
 
     @defer.inlineCallbacks
     def delete(self, user_jid: str):
-        """Remove the account and everything stored for it."""
+        """Remove the account and everything stored for it (with no sessions
+        to end: the admin command on a stopped server; the running server
+        uses :meth:`XMPPServer.delete_account`)."""
         user_jid = normalize(user_jid)
         if not (yield self.exists(user_jid)):
             raise AccountError(f"{user_jid} does not exist")
+        yield self.revoke(user_jid)
+        yield self.purge(user_jid)
+
+    def revoke(self, user_jid: str) -> defer.Deferred:
+        """Delete the account's credentials: nobody logs in as it from now
+        on, and a stream that authenticated before cannot bind (see
+        :meth:`revoked_since`). Its data stays until :meth:`purge`."""
+        self.revoked[user_jid] = self.clock.seconds()
+        self.revoked.move_to_end(user_jid)
+        while len(self.revoked) > self.MAX_REVOKED:
+            self.revoked.popitem(last=False)
+        return self.store.delete(user_jid)
+
+    def revoked_since(self, user_jid: str, when: float) -> bool:
+        """Was the account deleted at or after ``when`` (an authentication)?"""
+        revoked = self.revoked.get(user_jid)
+        return revoked is not None and revoked >= when
+
+    @defer.inlineCallbacks
+    def purge(self, user_jid: str):
+        """Delete everything stored for the account, then tell every
+        component (``on_delete``: the server's ``account-deleted`` event)."""
         yield self.storage.purge_user(user_jid)
         for forget in list(self.on_delete):
             yield forget(user_jid)

@@ -152,7 +152,11 @@ def cmd_account(args: argparse.Namespace, config: configlib.Config) -> str:
     if args.command == "deluser":
         # A running server deletes it itself: it ends the account's sessions
         # and forgets what it holds of it in memory, not only in storage.
-        answer = control.ask(control.socket_path(config.server["data_dir"]), f"deluser {user}")
+        try:
+            answer = control.ask(control.socket_path(config.server["data_dir"]),
+                                 f"deluser {user}")
+        except control.ControlError as e:
+            raise Fail(str(e)) from None
         if answer is not None:
             status, _, text = answer.partition(" ")
             if status != "ok":

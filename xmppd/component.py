@@ -87,9 +87,12 @@ class Component(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self._open_stores()
+        self._hook_handlers()
+
+    def _open_stores(self) -> None:
         for store_name, kind in self.stores.items():
             self.store[store_name] = getattr(self.server.storage, kind)(store_name)
-        self._hook_handlers()
 
     def _hook_handlers(self, domain: str | None = None) -> None:
         for attr in dir(type(self)):
@@ -146,14 +149,12 @@ class Service(Component):
 
     def __init__(self, server: XMPPServer, config: dict[str, Any]):
         super().__init__(server, config)
-        #: the hosted domain
-        self.domain: str = config.get("domain") or \
-            f"{self.subdomain or self.name}.{server.config.domains[0]}"
+        #: the hosted domain (its default was filled in by the configuration)
+        self.domain: str = config["domain"]
 
     def startService(self) -> None:
         service.Service.startService(self)
-        for store_name, kind in self.stores.items():
-            self.store[store_name] = getattr(self.server.storage, kind)(store_name)
+        self._open_stores()
         self.router.add_service(self.domain, self)
         self._unhooks.append(lambda: self.router.remove_service(self.domain))
         self._unhooks.append(self.router.hook(f"iq-get/host/{ns.DISCO_INFO}:query",

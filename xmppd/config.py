@@ -62,15 +62,21 @@ def words(text: str) -> list[str]:
     return [w for w in text.replace(",", " ").split() if w]
 
 
-def domains(text: str) -> list[str]:
+def _parsed_jids(text: str, what: str) -> list:
     result = []
     for word in words(text):
         try:
-            parsed = jidlib.parse(word)
+            result.append(jidlib.parse(word))
         except jidlib.InvalidJID as e:
-            raise _BadValue(f"{word!r} is not a valid domain: {e}") from None
+            raise _BadValue(f"{word!r} is not a valid {what}: {e}") from None
+    return result
+
+
+def domains(text: str) -> list[str]:
+    result = []
+    for parsed in _parsed_jids(text, "domain"):
         if parsed.user is not None or parsed.resource is not None:
-            raise _BadValue(f"{word!r} is a JID, not a domain")
+            raise _BadValue(f"{parsed.full()!r} is a JID, not a domain")
         result.append(parsed.host)
     return result
 
@@ -78,13 +84,9 @@ def domains(text: str) -> list[str]:
 def jids(text: str) -> list[str]:
     """A list of bare JIDs (normalised), separated by commas and/or whitespace."""
     result = []
-    for word in words(text):
-        try:
-            parsed = jidlib.parse(word)
-        except jidlib.InvalidJID as e:
-            raise _BadValue(f"{word!r} is not a valid JID: {e}") from None
+    for parsed in _parsed_jids(text, "JID"):
         if parsed.resource is not None:
-            raise _BadValue(f"{word!r} has a resource; give a bare JID")
+            raise _BadValue(f"{parsed.full()!r} has a resource; give a bare JID")
         result.append(parsed.userhost())
     return result
 

@@ -15,6 +15,7 @@ The protocol is one line each way: ``deluser alice@localhost`` →
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any
@@ -68,8 +69,6 @@ class ControlProtocol(LineOnlyReceiver):
     @defer.inlineCallbacks
     def do_deluser(self, argument: str):
         user = normalize(argument)
-        if not (yield self.server.accounts.exists(user)):
-            raise AccountError(f"{user} does not exist")
         yield self.server.delete_account(user)
         self.log.info("account {user} deleted by the admin command", user=user)
         return f"deleted {user} and all its data"
@@ -83,25 +82,40 @@ class ControlFactory(Factory):
         return ControlProtocol(self.server)
 
 
+class ControlError(Exception):
+    """Something listens on the control socket but does not answer."""
+
+
 def listen(server: Any, reactor: Any) -> Any:
     """Listen on the data directory's control socket (a stale one, left by a
     server killed with -9, is replaced; a live one means another server
     runs on this data directory, which is refused)."""
     path = socket_path(server.config.server["data_dir"])
     if os.path.exists(path):
-        if ask(path, "ping", timeout=2.0) is not None:
+        try:
+            alive = ask(path, "ping", timeout=2.0) is not None
+        except ControlError:
+            alive = True
+        if alive:
             raise SystemExit(f"xmppd: another xmppd runs on {os.path.dirname(path)} "
-                             f"(it answers on {path})")
+                             f"(it listens on {path})")
         os.unlink(path)
+    old_umask = os.umask(0o177)  # no moment in which others may connect
     try:
         return reactor.listenUNIX(path, ControlFactory(server), mode=0o600)
     except (CannotListenError, OSError) as e:
+        cause = getattr(e, "socketError", e)
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            raise SystemExit(f"xmppd: another xmppd runs on {os.path.dirname(path)} "
+                             f"(it listens on {path})") from None
         # A path too long for a UNIX socket (about 100 bytes), a file system
         # without sockets: the server runs, the admin command works on the
         # storage alone (a deleted account's sessions live on until logout).
         Logger().warn("no control socket at {path} ({error}): `xmppd deluser` will not "
                       "reach this server", path=path, error=e)
         return None
+    finally:
+        os.umask(old_umask)
 
 
 def ask(path: str, line: str, timeout: float = CLIENT_TIMEOUT) -> str | None:
@@ -121,5 +135,7 @@ def ask(path: str, line: str, timeout: float = CLIENT_TIMEOUT) -> str | None:
                     break
                 data += chunk
     except (ConnectionRefusedError, FileNotFoundError):
-        return None
+        return None  # a socket file left by a server that is gone
+    except OSError as e:  # a hung server (timeout), a path too long …
+        raise ControlError(f"the server at {path} did not answer: {e}") from None
     return data.decode("utf-8", "replace").strip()

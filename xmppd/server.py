@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import os
-import time
 from typing import Any, Iterable
 
 from twisted.application import service
@@ -14,7 +13,8 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 
 from xmppd import control, tls
-from xmppd.accounts import Accounts
+from xmppd import jid as jidlib
+from xmppd.accounts import AccountError, Accounts
 from xmppd.component import Component, Service
 from xmppd.config import Config
 from xmppd.reclaim import Reclaimer
@@ -42,7 +42,7 @@ class XMPPServer(service.MultiService):
         #: every timer of the server and its sessions runs on this clock (a
         #: ``task.Clock`` in tests)
         self.clock: IReactorTime = clock if clock is not None else reactor
-        self.started_at = time.time()
+        self.started_at = self.clock.seconds()
         #: things an operator wants counted: timeouts, aborted connections, …
         self.counters: collections.Counter[str] = collections.Counter()
         #: memory back after bursts of traffic (sessions report their bytes)
@@ -51,7 +51,7 @@ class XMPPServer(service.MultiService):
         server = config.server
         self.storage = open_storage(server["storage"], base_dir=server["data_dir"],
                                     synchronous=server["sqlite_synchronous"])
-        self.accounts = Accounts(self.storage, server["scram_iterations"])
+        self.accounts = Accounts(self.storage, server["scram_iterations"], clock=self.clock)
         self.accounts.on_delete.append(self._account_deleted)
         #: bare JIDs with administrator rights (``[server] admins``)
         self.admins: frozenset[str] = frozenset(server["admins"])
@@ -161,10 +161,12 @@ class XMPPServer(service.MultiService):
         yield self.storage.stop()
 
     @defer.inlineCallbacks
-    def _drain(self, timeout: float):
-        """Wait for the handlers' unfinished work, but not for ever: a stuck
-        handler must not keep the process from stopping."""
-        drained = self.router.drain()
+    def _drain(self, timeout: float, work: set[defer.Deferred] | None = None):
+        """Wait for the handlers' unfinished work (all of it, or ``work``),
+        but not for ever: a stuck handler must not keep the process from
+        stopping."""
+        drained = self.router.drain() if work is None else \
+            defer.DeferredList(list(work), consumeErrors=True)
         timer: defer.Deferred = defer.Deferred()
         call = self.clock.callLater(timeout, timer.callback, None)
         yield defer.DeferredList([drained, timer], fireOnOneCallback=True, consumeErrors=True)
@@ -199,22 +201,37 @@ class XMPPServer(service.MultiService):
         Every component that offers something to admins only asks this."""
         if jid is None:
             return False
-        bare = jid.userhost() if hasattr(jid, "userhost") else str(jid).split("/", 1)[0]
-        return bare in self.admins
+        parsed = jid if hasattr(jid, "userhost") else jidlib.parse_or_none(str(jid))
+        return parsed is not None and parsed.userhost() in self.admins
 
     # -- session life, announced to components ---------------------------------------
 
     @defer.inlineCallbacks
     def delete_account(self, bare: str, reason: str = "the account was deleted"):
         """Delete an account the way every path must (XEP-0077 removal, the
-        admin command): its sessions end first (``not-authorized``), the
-        work their logout starts (unavailable broadcasts, last activity) is
-        let finish, and only then are its rows purged and ``account-deleted``
-        fired — so nothing written at logout outlives the account."""
+        admin command), in Prosody's order:
+
+        1. its credentials go: no new login, and a stream that authenticated
+           before and has not bound yet is refused at bind;
+        2. its sessions end (``not-authorized``); their logout handlers
+           (unavailable broadcasts, last activity) submit their writes now;
+        3. the handler work pending at that moment is let finish (not work
+           started later, which may be waiting for this deletion itself);
+        4. its rows are purged — after the logout writes, since the storage
+           runs writes in the order they were submitted — and
+           ``account-deleted`` tells every component to forget it.
+        """
+        # Taken before the first wait: the handler that called this (an
+        # XEP-0077 removal) joins the pending work once it waits, and must
+        # not be waited for.
+        earlier = set(self.router.pending)
+        if not (yield self.accounts.exists(bare)):
+            raise AccountError(f"{bare} does not exist")
+        yield self.accounts.revoke(bare)
         for session in list(self.router.resources(bare).values()):
             session.stream_error("not-authorized", reason)
-        yield self._drain(DRAIN_TIMEOUT)
-        yield self.accounts.delete(bare)
+        yield self._drain(DRAIN_TIMEOUT, earlier)
+        yield self.accounts.purge(bare)
 
     def _account_deleted(self, bare: str) -> defer.Deferred:
         """An account is gone (XEP-0077 removal, ``xmppd deluser``, an admin):

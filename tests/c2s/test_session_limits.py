@@ -319,3 +319,36 @@ def test_an_empty_stanza_before_the_closing_tag_is_measured_to_its_own_end():
     alice.dataReceived(b"<presence/></stream:stream>")
     assert b"policy-violation" not in alice_t.value()
     assert alice_t.value().endswith(b"</stream:stream>")
+
+
+# -- account deletion ----------------------------------------------------------------
+
+
+def test_a_stream_authenticated_before_its_account_was_deleted_cannot_bind():
+    h, clock = harness()
+    session, transport = connect(h)
+    session.dataReceived(HEADER)
+    token = base64.b64encode(b"\0alice\0secret").decode()
+    session.dataReceived(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>".encode())
+    assert session.user == "alice@localhost"
+    clock.advance(1)
+    bound, bound_transport = login(h, "alice", "phone")
+    h.server.delete_account("alice@localhost")
+    assert b"not-authorized" in bound_transport.value()  # the bound session ended
+    session.dataReceived(HEADER)
+    session.dataReceived(f"<iq type='set' id='bind'><bind xmlns='{BIND}'/></iq>".encode())
+    assert session.jid is None and b"not-authorized" in transport.value()
+    # and nobody authenticates as it any more
+    late, late_transport = connect(h)
+    late.dataReceived(HEADER)
+    late.dataReceived(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>".encode())
+    assert late.user is None and b"not-authorized" in late_transport.value()
+
+
+def test_an_account_made_again_after_deletion_can_log_in():
+    h, clock = harness()
+    h.server.delete_account("alice@localhost")
+    clock.advance(1)
+    h.add_user("alice@localhost", "secret")
+    session, _ = login(h, "alice", "again")
+    assert session.jid.full() == "alice@localhost/again"

@@ -4,6 +4,7 @@ import pytest
 
 from xmppd.testing import Harness
 from xmppd.testing import result_of as fired, only
+from xmppd.testing import result_of
 
 REGISTER = "jabber:iq:register"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -232,3 +233,39 @@ def test_remove_deletes_account_replies_result_and_kicks_all_sessions():
     assert h.router.resources("alice@localhost") == {}
     assert bob.stream_errors == [] and "bob@localhost" in h.router.sessions
     assert exists(h, "bob@localhost") is True
+
+
+def test_removal_waits_for_earlier_work_only_not_for_itself():
+    """The removal lets work pending when it began finish before purging
+    (it may be a write of the account's), but not work that started after —
+    its own handler's included, or it would wait for itself until the
+    drain time-out."""
+    from twisted.internet import defer, task
+
+    from xmppd.component import Component, handles
+
+    class Slow(Component):
+        name = "slow"
+
+        @handles("iq-set/host/urn:example:slow:q")
+        def slow(self, event):
+            d = defer.Deferred()
+            self.clock.callLater(3, d.callback, event.reply())
+            return d
+
+    clock = task.Clock()
+    h = Harness(["register", Slow], clock=clock)
+    purged = []
+    h.router.hook("account-deleted", lambda user: purged.append((user, clock.seconds())))
+    bob, alice = h.login("bob@localhost/pc"), h.login("alice@localhost/phone")
+    alice.feed(f"<iq type='set' id='rm'><query xmlns='{REGISTER}'><remove/></query></iq>")
+    assert purged == [("alice@localhost", 0)]
+    bob.feed("<iq type='set' id='s' to='localhost'><q xmlns='urn:example:slow'/></iq>")
+    carol = h.login("carol@localhost/pc")
+    carol.feed(f"<iq type='set' id='rm2'><query xmlns='{REGISTER}'><remove/></query></iq>")
+    # no login as carol from now on, though her rows wait for bob's work
+    assert not result_of(h.server.accounts.verify_password("carol@localhost", "secret"))
+    clock.advance(2.9)
+    assert len(purged) == 1
+    clock.advance(0.1)
+    assert purged[1] == ("carol@localhost", 3)

@@ -103,3 +103,10 @@ def test_a_service_domain_can_track_its_own_requests():
     iq, outcome = request(h, from_="room@conference.localhost/nick")
     alice.feed(f"<iq type='result' id='{iq['id']}' to='room@conference.localhost/nick'/>")
     assert outcome[0]["type"] == "result"
+
+
+def test_a_request_to_a_malformed_jid_fails_at_once(h):
+    iq = parse("<iq type='get' to='a@b@c' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    with pytest.raises(ValueError, match="not a valid JID"):
+        h.router.iq.request(iq)
+    assert len(h.router.iq) == 0 and h.server.clock.getDelayedCalls() == []

@@ -189,3 +189,30 @@ def test_a_route_that_refuses_the_stanza_is_remote_server_not_found():
     h.router.routes.add("down.example", lambda stanza, to: False)
     alice.feed("<iq type='get' id='1' to='down.example'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert error_condition(only(alice)) == "remote-server-not-found"
+
+
+def test_a_stopped_service_is_not_listed_in_the_servers_disco_items(h):
+    alice = h.login("alice@a.example/pc")
+    h.component("rooms").stopService()
+    alice.feed(f"<iq type='get' id='i' to='a.example'><query xmlns='{ns.DISCO_ITEMS}'/></iq>")
+    listed = [i["jid"] for i in only(alice).firstChildElement().elements()]
+    assert listed == ["nodes.b.example"]
+
+
+def test_a_service_cannot_hook_events_only_user_domains_have():
+    class Confused(RoomsService):
+        name = "confused"
+
+        @handles("inbound/bare")
+        def never(self, event):
+            return True
+
+    with pytest.raises(ValueError, match="event of user domains"):
+        Harness([Confused])
+
+
+def test_is_admin_normalises_what_it_is_given():
+    h = Harness([], options={"server": {"admins": "Admin@LocalHost"}})
+    assert h.server.is_admin("admin@localhost/phone")
+    assert h.server.is_admin("ADMIN@localhost")
+    assert not h.server.is_admin("other@localhost") and not h.server.is_admin(None)

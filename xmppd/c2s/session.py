@@ -65,6 +65,7 @@ class C2SSession(XMPPStream):
         self.direct_tls = direct_tls
         self.mechanism = ""
         self.user: str | None = None  # authenticated bare JID
+        self.authenticated_at = 0.0
         self.jid = None  # full JID once bound
         self.bare: str | None = None
         self.resource: str | None = None
@@ -484,6 +485,7 @@ class C2SSession(XMPPStream):
         elif step.kind == "success":
             self.sasl = None
             self.user = step.user
+            self.authenticated_at = self.clock.seconds()
             self.mechanism = getattr(mechanism, "name", "PLAIN")
             payload = base64.b64encode(step.data).decode() if step.data else ""
             success = f"<success xmlns='{ns.SASL}'>{payload}</success>"
@@ -533,6 +535,9 @@ class C2SSession(XMPPStream):
             full = jidlib.parse(f"{self.user}/{resource}")
         except jidlib.InvalidJID:
             self.send(stanza_error(iq, "bad-request", text="invalid resource"))
+            return
+        if self.server.accounts.revoked_since(self.user, self.authenticated_at):
+            self.stream_error("not-authorized", "the account was deleted")
             return
         limit = self.server.config.c2s["max_resources"]
         resources = self.router.resources(full.userhost())

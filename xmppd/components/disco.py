@@ -207,12 +207,13 @@ class DiscoComponent(Component):
             return event.error("item-not-found", text="Node does not exist")
         query = domish.Element((ns.DISCO_ITEMS, "query"))
         # (``server.services`` is Twisted's list of child services: the hosted
-        # ones are ``server.hosted``, domain → service.)
-        services = getattr(self.server, "hosted", {})
-        for domain in sorted(services):
+        # ones are ``server.hosted``, domain → service.) A stopped service
+        # serves its domain no more, so it is not listed.
+        services = self.server.hosted
+        for domain in sorted(d for d, service in services.items() if service.running):
             item = query.addElement("item")
             item["jid"] = domain
-            title = getattr(services[domain], "title", "")
+            title = services[domain].title
             if title:
                 item["name"] = title
         return event.reply(query)

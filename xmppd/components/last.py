@@ -49,7 +49,6 @@ Where Prosody and XEP-0012 part ways:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from twisted.internet import defer
@@ -85,7 +84,7 @@ class LastActivityComponent(Component):
 
     @handles(f"iq-get/host/{ns.LAST}:query")
     def uptime(self, event: StanzaEvent):
-        return event.reply(last_query(time.time() - self.server.started_at))
+        return event.reply(last_query(self.clock.seconds() - self.server.started_at))
 
     # -- a user's bare JID (§3) --------------------------------------------------
 
@@ -104,7 +103,7 @@ class LastActivityComponent(Component):
         record = yield self.store["lastactivity"].get(user)
         if not record:
             return event.error("service-unavailable")
-        return event.reply(last_query(time.time() - record["when"], record.get("status")))
+        return event.reply(last_query(self.clock.seconds() - record["when"], record.get("status")))
 
     # -- a user's full JID (§4) --------------------------------------------------
 
@@ -189,5 +188,5 @@ class LastActivityComponent(Component):
         return False
 
     def _record(self, bare: str, status: str | None) -> None:
-        self.store["lastactivity"].set(bare, {"when": time.time(), "status": status}).addErrback(
+        self.store["lastactivity"].set(bare, {"when": self.clock.seconds(), "status": status}).addErrback(
             lambda f: self.log.failure("recording the last activity of {user}", f, user=bare))

@@ -70,8 +70,9 @@ DELAY_TEXT = "Offline Storage"
 FULL_TEXT = "The recipient's offline message storage is full"
 
 #: Seconds a user's cached record (the account exists, N messages stored) is
-#: trusted before it is read from storage again: an account deleted by the
-#: admin command in another process is noticed within this time.
+#: trusted before it is read from storage again: an account created by the
+#: admin command (in another process) is noticed within this time. Deletion
+#: reaches the running server itself (``account-deleted``), so it is at once.
 STATE_TTL = 60.0
 
 

@@ -22,6 +22,8 @@ from typing import Any, Iterable
 
 from twisted.words.xish import domish
 
+from xmppd.router.events import readdressed
+
 
 def _quote(value: str) -> str:
     return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -70,10 +72,7 @@ class Fanout:
         (a broadcast to contacts passes their blocklists and s2s); a handler
         that delivers it finds this fanout again with :meth:`of`, so the
         bytes are made once for all the copies."""
-        copy = domish.Element((self.stanza.uri, self.stanza.name), self.stanza.defaultUri)
-        copy.attributes = dict(self.stanza.attributes)
-        copy.children = list(self.stanza.children)
-        copy["to"] = to
+        copy = readdressed(self.stanza, to)
         copy.fanout = self
         return copy
 

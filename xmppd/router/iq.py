@@ -58,6 +58,10 @@ class IQTracker:
         to, from_ = stanza.getAttribute("to"), stanza.getAttribute("from")
         if to is None or from_ is None:
             raise ValueError("a tracked iq needs 'to' and 'from'")
+        for address in (to, from_):
+            if jidlib.parse_or_none(address) is None:
+                # its bounce could never be matched: fail now, not at the timeout
+                raise ValueError(f"{address!r} is not a valid JID")
         if len(self._pending) >= self.max_pending:
             return defer.fail(IQTimeout(f"{self.max_pending} iqs are waiting for answers already"))
         if not stanza.getAttribute("id"):
@@ -74,7 +78,12 @@ class IQTracker:
         d: defer.Deferred = defer.Deferred(cancelled)
         timer = self.clock.callLater(timeout, self._expire, key, timeout)
         self._pending[key] = (d, timer)
-        self.router.route(stanza)
+        try:
+            self.router.route(stanza)
+        except BaseException:
+            self._pending.pop(key, None)
+            timer.cancel()
+            raise
         return d
 
     def _expire(self, key: tuple[str, str, str], timeout: float) -> None:

@@ -84,7 +84,7 @@ class Router:
         #: iqs the server sent, waiting for their answers
         self.iq = IQTracker(self, clock)
         #: Deferreds handlers returned that have not fired yet (see :meth:`drain`).
-        self._pending: set[defer.Deferred] = set()
+        self.pending: set[defer.Deferred] = set()
         #: The session whose stanza is being handled right now, if any: a
         #: session whose output backs up stops reading from it (backpressure).
         self.current: Session | None = None
@@ -134,6 +134,9 @@ class Router:
         entry = (-priority, next(self._order), handler, ordered)
         table = self._handlers
         if domain is not None and is_stanza_event(name):
+            if name.startswith("inbound/") or name.split("/")[1] == "self":
+                # never fired for a service: a hook on them would silently do nothing
+                raise ValueError(f"{name} is an event of user domains, not of {domain}")
             table = self.domains[domain].handlers
         handlers = table.setdefault(name, [])
         bisect.insort(handlers, entry)
@@ -165,14 +168,14 @@ class Router:
                 continue
             if result is not True:
                 if isinstance(result, defer.Deferred):
-                    self._pending.add(result)
+                    self.pending.add(result)
                     result.addCallbacks(self._deferred_reply, self._deferred_failure,
                                         callbackArgs=(event,), errbackArgs=(event, handler))
                     result.addBoth(self._settled, result)
                     # Still pending once the callbacks above ran (``called`` is no
                     # test: a Deferred waiting on another one has been called).
                     hold = getattr(getattr(event, "origin", None), "hold", None)
-                    if ordered and result in self._pending and hold is not None:
+                    if ordered and result in self.pending and hold is not None:
                         hold(result)  # after the reply callbacks: the answer leaves first
                 else:
                     self.reply(event, result)
@@ -202,15 +205,15 @@ class Router:
         return defer.DeferredList(waits).addCallback(lambda _: None)
 
     def _settled(self, _: Any, d: defer.Deferred) -> None:
-        self._pending.discard(d)
+        self.pending.discard(d)
 
     @defer.inlineCallbacks
     def drain(self):
         """Fire once every handler's unfinished work (a store write, a chain of
         them) has finished, including work that work started: a graceful
         shutdown waits for this before it closes the storage."""
-        while self._pending:
-            yield defer.DeferredList(list(self._pending), consumeErrors=True)
+        while self.pending:
+            yield defer.DeferredList(list(self.pending), consumeErrors=True)
 
     def _deferred_reply(self, result: Any, event: StanzaEvent) -> None:
         if result is not None and result is not True and result is not False:
