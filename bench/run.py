@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import math
@@ -39,10 +40,35 @@ import servers  # noqa: E402
 BOOKKEEPING = ("lost", "dup", "sent", "server CPU", "generator CPU")
 
 
+def busy_cores(interval: float = 1.0) -> float:
+    """How many cores the machine kept busy over ``interval`` (from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    total = total1 - total0
+    return (1 - (idle1 - idle0) / total) * (os.cpu_count() or 1) if total else 0.0
+
+
+def wait_quiet(limit: float, threshold: float = 0.3) -> float:
+    """Wait up to ``limit`` seconds for the machine to be quiet (under
+    ``threshold`` busy cores over a second): on a shared machine, another
+    process's test run takes a core from whichever server runs then.
+    Returns the busy cores last seen."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy = busy_cores()
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+
+
 def run_once(scenario: scenarios.Scenario, name: str, workdir: Path, cert, quick: bool,
              profile: Path | None = None) -> dict:
     server = servers.SERVERS[name](workdir, cert, scenario.tls)
-    server.start(scenario.users)
+    scenario.start(server, quick)
     spy = None
     if profile is not None and name == "xmppd":
         # py-spy samples the running twistd; collapsed stacks, one file per run.
@@ -123,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-r", "--repeats", type=int, default=3)
     parser.add_argument("--only", choices=sorted(servers.SERVERS), help="run one server alone")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--extras", metavar="LIST",
+                        help="replace the chosen scenarios' extra features (comma-separated "
+                             f"names among {', '.join(servers.EXTRAS)}; '' for none)")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="before each run, wait up to this long for the machine to be idle "
+                             "(other processes using under 0.3 cores); the busy cores seen are "
+                             "printed with the run")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample xmppd with py-spy during each run (collapsed stacks in DIR)")
     args = parser.parse_args(argv)
@@ -133,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     loop_name = loadgen.install_fast_loop()
     names = [args.only] if args.only else ["xmppd", "prosody"]
     chosen = [scenarios.SCENARIOS[n] for n in (args.scenario or scenarios.SCENARIOS)]
+    if args.extras is not None:
+        extras = tuple(e for e in args.extras.split(",") if e)
+        unknown = [e for e in extras if e not in servers.EXTRAS]
+        if unknown:
+            parser.error(f"unknown extras: {', '.join(unknown)}")
+        chosen = [dataclasses.replace(sc, extras=extras) for sc in chosen]
     workdir = Path(tempfile.mkdtemp(prefix="xmppd-bench-"))
     workdir.chmod(0o755)  # Prosody runs as its own user
     cert = servers.make_certificate(workdir)
@@ -148,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeats):
                 order = names if rep % 2 == 0 else names[::-1]
                 for name in order:
+                    busy = wait_quiet(args.quiet_wait) if args.quiet_wait else None
                     r = run_once(sc, name, workdir, cert, args.quick, args.profile)
+                    if busy is not None:
+                        r["busy cores before"] = busy
                     results[sc.name][name].append(r)
                     failures += r.get("lost", 0) + r.get("dup", 0)
                     shown = ", ".join(f"{k} {fmt(v) if k not in ('server CPU', 'generator CPU') else f'{v:.0%}'}"
@@ -162,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Features in both servers: {servers.FEATURES}. Repeats: {args.repeats}"
           f"{' (quick sizes)' if args.quick else ''}. Ratio = xmppd / Prosody.")
+    for sc in chosen:
+        for extra in sc.extras:
+            ours, theirs = servers.EXTRAS[extra]
+            print(f"{sc.name} adds {extra}: xmppd {' '.join(ours)}, Prosody "
+                  f"{' '.join('mod_' + m for m in theirs)}.")
     print()
     print(table(results, chosen, names))
     if args.json:

@@ -19,8 +19,11 @@ its measured stretch, so a table shows when the generator was the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
+import hashlib
 import random
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -51,14 +54,26 @@ class Scenario:
     metrics: list[Metric]
     run: Callable[["Context"], Awaitable[dict[str, float]]]
     about: str = ""
+    #: given ``quick``, each user's contacts, written into both servers'
+    #: storage before they start as mutual subscriptions (see ``servers.py``)
+    rosters: Callable[[bool], dict[int, list[int]]] | None = None
+    #: features of ``servers.EXTRAS`` enabled in both servers for this scenario
+    extras: tuple[str, ...] = ()
+
+    def start(self, server: Server, quick: bool) -> None:
+        """Start ``server`` with this scenario's accounts, rosters and extras."""
+        server.start(self.users, self.rosters(quick) if self.rosters else None, self.extras)
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(name: str, users: int, tls: bool, metrics: list[Metric]):
+def scenario(name: str, users: int, tls: bool, metrics: list[Metric],
+             rosters: Callable[[bool], dict[int, list[int]]] | None = None,
+             extras: tuple[str, ...] = ()):
     def register(fn):
-        SCENARIOS[name] = Scenario(name, users, tls, metrics, fn, (fn.__doc__ or "").strip())
+        SCENARIOS[name] = Scenario(name, users, tls, metrics, fn, (fn.__doc__ or "").strip(),
+                                   rosters, extras)
         return fn
     return register
 
@@ -69,6 +84,9 @@ class Context:
     quick: bool = False
     tls: bool = True
     measured: dict[str, float] = field(default_factory=dict)
+    #: seconds to wait for what is still owed after the measured stretch
+    #: (scenarios that use it; None: their own default)
+    drain: float | None = None
 
     async def login(self, i: int, presence: bool = True, resource: str = "bench"):
         return await loadgen.login("127.0.0.1", self.server.port, DOMAIN, user_name(i),
@@ -499,3 +517,265 @@ async def soak(ctx: Context) -> dict[str, float]:
             "sent": counters["sent"], "misrouted": counters["misrouted"],
             "close timeouts": counters["close timeouts"], "via offline": counters["via offline"],
             "RSS MiB every %gs" % every: samples}
+
+
+# -- helpers for scenarios that set up data over XMPP first ---------------------------------
+
+
+def _cpu_per(ctx: Context, stretch: _Stretch, done: int) -> float:
+    """The server's CPU microseconds per unit of work over a measured stretch:
+    steadier than a rate on a shared machine, where another process can take
+    the server's core for a while (the rate drops, this does not)."""
+    return ctx.measured["server CPU"] * stretch.wall / done * 1e6 if done else float("nan")
+
+
+async def settle(count: Callable[[], int], quiet: float = 1.0, limit: float = 60.0) -> None:
+    """Wait until ``count()`` (stanzas received so far) has not moved for
+    ``quiet`` seconds: what set-up caused (broadcasts, probes' answers) has
+    arrived before the measured stretch starts."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    last, since = count(), loop.time()
+    while loop.time() < end:
+        await asyncio.sleep(0.1)
+        now_count = count()
+        if now_count != last:
+            last, since = now_count, loop.time()
+        elif loop.time() - since >= quiet:
+            return
+
+
+#: The vCards' photo: 6 KiB of image, 8 KiB once base64-encoded in BINVAL.
+PHOTO_BYTES = 6144
+
+
+def photo(i: int) -> bytes:
+    """User ``i``'s photo: random bytes seeded by ``i``, so every photo and
+    its hash differ."""
+    return random.Random(i).randbytes(PHOTO_BYTES)
+
+
+def photo_hash(i: int) -> bytes:
+    """The XEP-0153 hash of user ``i``'s photo (SHA-1 of its bytes, hex)."""
+    return hashlib.sha1(photo(i)).hexdigest().encode()
+
+
+def vcard(i: int) -> str:
+    """User ``i``'s vCard-temp (XEP-0054): name, nickname, e-mail and its photo."""
+    photo_text = base64.b64encode(photo(i)).decode()
+    return (f"<vCard xmlns='vcard-temp'><FN>Bench User {i}</FN><N><FAMILY>User</FAMILY>"
+            f"<GIVEN>Bench {i}</GIVEN></N><NICKNAME>{user_name(i)}</NICKNAME>"
+            f"<EMAIL><INTERNET/><PREF/><USERID>{user_name(i)}@{DOMAIN}</USERID></EMAIL>"
+            f"<PHOTO><TYPE>image/jpeg</TYPE><BINVAL>{photo_text}</BINVAL></PHOTO></vCard>")
+
+
+async def publish_vcards(conns, first: int = 0) -> int:
+    """Each connection sets its user's vCard (``first`` is the first user's
+    index); returns how many sets the server refused."""
+    collectors = []
+    for k, conn in enumerate(conns):
+        got = Collector()
+        conn.stanzas(got)
+        collectors.append(got)
+        conn.write(f"<iq type='set' id='vcard-set'>{vcard(first + k)}</iq>".encode())
+    refused = 0
+    for got in collectors:
+        answer = await got.iq(b"vcard-set")
+        if b"type='result'" not in answer and b'type="result"' not in answer:
+            refused += 1
+    return refused
+
+
+# -- presence fanout -----------------------------------------------------------------------------
+
+
+def _ring(users: int, contacts: int) -> dict[int, list[int]]:
+    """Mutual contacts: each user knows the ``contacts`` users nearest to it on
+    a ring (half on each side), so every roster has the same size and every
+    subscription is both ways."""
+    half = contacts // 2
+    return {i: [(i + d) % users for d in range(-half, half + 1) if d] for i in range(users)}
+
+
+def _fanout_size(quick: bool) -> tuple[int, int]:
+    return (30, 10) if quick else (100, 50)
+
+
+_FANOUT_STATUS = re.compile(rb"<status>fanout (\d+) (\d+)</status>")
+_SHOWS = ("away", "chat", "dnd", "xa")
+
+
+@scenario("presence-fanout", users=100, tls=False, metrics=[
+    Metric("deliveries/s", "higher", 1.0), Metric("presence p50 ms", "lower", 1.5),
+    Metric("presence p99 ms", "lower", 1.5), Metric("CPU µs/delivery", "lower", None)],
+    rosters=lambda quick: _ring(*_fanout_size(quick)), extras=("vcard+avatar-hash",))
+async def presence_fanout(ctx: Context) -> dict[str, float]:
+    """100 users, each with 50 mutual contacts (rosters written into storage
+    before the server starts) and a vCard with an 8 KiB photo, all online;
+    then each user changes its presence (show and status) over and over,
+    the next change as soon as all its contacts received the previous one.
+    Deliveries to contacts per second and the latency from send to receipt,
+    over 10 s after 2 s of warm-up. Every presence must reach each contact
+    once. The server adds the XEP-0153 avatar hash to each: a delivery
+    without the sender's photo hash counts as "without hash"."""
+    users, contacts = _fanout_size(ctx.quick)
+    duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
+    roster = _ring(users, contacts)
+    watchers = [frozenset(roster[i]) for i in range(users)]
+    conns, _ = await ctx.login_many(range(users), presence=False)
+    # run without its extras (run.py --extras ''), there is no vCard to set
+    refused = await publish_vcards(conns) if ctx.server.extras else 0
+    outstanding: dict[tuple[int, int], list] = {}  # (sender, seq) -> [sent at, contacts owed]
+    latencies: list[float] = []
+    counters = {"stanzas": 0, "delivered": 0, "changes": 0, "dup": 0, "misrouted": 0,
+                "without hash": 0, "sent": 0}
+    state = {"running": False, "counting": False}
+    seq = [0] * users
+    now = time.perf_counter
+    # with the avatar hash on, each delivery must carry the sender's photo hash
+    hashes = [b"<photo>%s</photo>" % photo_hash(i) for i in range(users)] \
+        if "vcard+avatar-hash" in ctx.server.extras else None
+
+    def send(s: int) -> None:
+        seq[s] += 1
+        outstanding[(s, seq[s])] = [now(), set(watchers[s])]
+        counters["sent"] += 1
+        conns[s].transport.write(
+            f"<presence id='f{s}-{seq[s]}'><show>{_SHOWS[seq[s] % 4]}</show>"
+            f"<status>fanout {s} {seq[s]}</status></presence>".encode())
+
+    def receiver(r: int):
+        def got(stanza: bytes) -> None:
+            counters["stanzas"] += 1
+            if not stanza.startswith(b"<presence"):
+                return
+            match = _FANOUT_STATUS.search(stanza)
+            if match is None:
+                return  # set-up: initial presence, answers to probes
+            s, k = int(match.group(1)), int(match.group(2))
+            if s == r:
+                return  # the echo to the sender's own resource (RFC 6121 §4.2.2)
+            entry = outstanding.get((s, k))
+            if entry is None or r not in entry[1]:
+                counters["dup" if r in watchers[s] else "misrouted"] += 1
+                return
+            entry[1].discard(r)
+            if hashes and (hashes[s] not in stanza or b"vcard-temp:x:update" not in stanza):
+                counters["without hash"] += 1
+            if state["counting"]:
+                counters["delivered"] += 1
+                latencies.append(now() - entry[0])
+            if not entry[1]:
+                del outstanding[(s, k)]
+                if state["counting"]:
+                    counters["changes"] += 1
+                if state["running"]:
+                    send(s)
+        return got
+
+    for r, conn in enumerate(conns):
+        conn.stanzas(receiver(r))
+    for conn in conns:  # initial presence: broadcasts and probes, then quiet
+        conn.write(b"<presence/>")
+    await settle(lambda: counters["stanzas"])
+    state["running"] = True
+    for s in range(users):
+        send(s)
+    await asyncio.sleep(warmup)
+    state["counting"] = True
+    with ctx.measure() as m:
+        await asyncio.sleep(duration)
+        state["counting"] = False
+    state["running"] = False
+    deadline = time.monotonic() + (ctx.drain or (5 if ctx.quick else 15))
+    while outstanding and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in conns:
+        conn.close()
+    return {"deliveries/s": counters["delivered"] / m.wall,
+            "CPU µs/delivery": _cpu_per(ctx, m, counters["delivered"]),
+            "presence p50 ms": percentile(latencies, 50) * 1e3,
+            "presence p99 ms": percentile(latencies, 99) * 1e3,
+            "changes/s": counters["changes"] / m.wall,
+            "lost": sum(len(owed) for _, owed in outstanding.values()) + refused,
+            "dup": counters["dup"], "misrouted": counters["misrouted"],
+            "without hash": counters["without hash"], "sent": counters["sent"]}
+
+
+# -- vCard get -------------------------------------------------------------------------------------
+
+
+@scenario("vcard-get", users=100, tls=False, metrics=[
+    Metric("vcard gets/s", "higher", 1.0), Metric("vcard p50 ms", "lower", 1.5),
+    Metric("vcard p99 ms", "lower", 1.5), Metric("CPU µs/get", "lower", None)],
+    extras=("vcard+avatar-hash",))
+async def vcard_get(ctx: Context) -> dict[str, float]:
+    """100 users online, each with a vCard holding an 8 KiB photo (set over
+    XMPP first), fetch each other's vCards (XEP-0054 get to a random other
+    user's bare JID), each keeping one request in flight; requests answered
+    per second and the latency of one, over 10 s after 2 s of warm-up. Every
+    answer must be a result carrying the asked user's vCard and photo."""
+    users, window = (20, 1) if ctx.quick else (100, 1)
+    duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
+    conns, _ = await ctx.login_many(range(users))
+    refused = await publish_vcards(conns)
+    markers = [f"<FN>Bench User {i}</FN>".encode() for i in range(users)]
+    rng = random.Random(54)
+    in_flight: dict[bytes, tuple[float, int]] = {}
+    latencies: list[float] = []
+    counters = {"answered": 0, "wrong": 0, "dup": 0, "sent": 0}
+    state = {"running": True, "counting": False}
+    seq = [0] * users
+    now = time.perf_counter
+
+    def send(c: int) -> None:
+        target = rng.randrange(users - 1)
+        target += target >= c
+        seq[c] += 1
+        ident = f"v{c}-{seq[c]}"
+        in_flight[ident.encode()] = (now(), target)
+        counters["sent"] += 1
+        conns[c].transport.write(f"<iq type='get' id='{ident}' to='{user_name(target)}@{DOMAIN}'>"
+                                 f"<vCard xmlns='vcard-temp'/></iq>".encode())
+
+    def receiver(c: int):
+        def got(stanza: bytes) -> None:
+            if not stanza.startswith(b"<iq"):
+                return
+            entry = in_flight.pop(loadgen.stanza_id(stanza), None)
+            if entry is None:
+                counters["dup"] += 1
+                return
+            head = stanza[:stanza.find(b">")]
+            if (b"type='result'" not in head and b'type="result"' not in head) \
+                    or markers[entry[1]] not in stanza or len(stanza) < PHOTO_BYTES * 4 // 3:
+                counters["wrong"] += 1
+            elif state["counting"]:
+                counters["answered"] += 1
+                latencies.append(now() - entry[0])
+            if state["running"]:
+                send(c)
+        return got
+
+    for c, conn in enumerate(conns):
+        conn.stanzas(receiver(c))
+    for c in range(users):
+        for _ in range(window):
+            send(c)
+    await asyncio.sleep(warmup)
+    state["counting"] = True
+    with ctx.measure() as m:
+        await asyncio.sleep(duration)
+        state["counting"] = False
+    state["running"] = False
+    deadline = time.monotonic() + (ctx.drain or (5 if ctx.quick else 15))
+    while in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in conns:
+        conn.close()
+    return {"vcard gets/s": counters["answered"] / m.wall,
+            "CPU µs/get": _cpu_per(ctx, m, counters["answered"]),
+            "vcard p50 ms": percentile(latencies, 50) * 1e3,
+            "vcard p99 ms": percentile(latencies, 99) * 1e3,
+            "lost": len(in_flight) + counters["wrong"] + refused, "dup": counters["dup"],
+            "wrong": counters["wrong"], "sent": counters["sent"]}

@@ -7,6 +7,11 @@ rosters, presence, offline storage, carbons, blocking, private storage, last
 activity, disco, ping, version, time. Neither archives messages (MAM): xmppd
 has no archive yet, and Prosody's file-backed archive alone changes its
 message rate about tenfold. Both log at info level to a file.
+
+A scenario may also have rosters written into both servers' storage before
+they start (mutual subscriptions, as the accounts are written), and may
+enable extra features in both (:data:`EXTRAS`, such as vCards and XEP-0153
+avatar hashes); without them, neither server has those features.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ ITERATIONS = 10000
 #: work a login costs is the same), so the keys are derived once.
 SALT = "bench-salt-0b5e6a43-3c1f-4d55-9a2f"
 FEATURES = "offline+carbons on, archive (MAM) off"
+
+#: Features a scenario may add to both servers (``Scenario.extras``): the
+#: xmppd components and the Prosody modules that give the same behaviour.
+#: Without the extra, neither server has them (xmppd's default components
+#: are trimmed to match).
+EXTRAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # vCard-temp (XEP-0054) kept as the client sent it: Prosody's mod_vcard
+    # stores the element and reads it back for each get, as xmppd's does.
+    "vcard": (("vcard",), ("vcard",)),
+    # vCard-temp plus the XEP-0153 avatar hash injected into every available
+    # presence. Prosody does that in mod_vcard_legacy, which keeps the vCard
+    # in PEP (vcard4 and avatar nodes; it loads mod_pep) and answers
+    # vcard-temp gets by converting back. Prosody's own default config.
+    "vcard+avatar-hash": (("vcard", "vcard_update"), ("vcard_legacy",)),
+}
+
+
+def roster_item_name(i: int) -> str:
+    return f"Contact {user_name(i)}"
 
 
 def tls_libraries() -> str:
@@ -94,11 +118,21 @@ class Server:
 
     # -- life cycle ------------------------------------------------------------------
 
-    def start(self, users: int) -> None:
+    def start(self, users: int, rosters: dict[int, list[int]] | None = None,
+              extras: tuple[str, ...] = ()) -> None:
+        """Start on a fresh directory with ``users`` accounts; ``rosters`` maps a
+        user to its contacts, written straight into storage as mutual
+        subscriptions (``both``), each in the group "Bench"; ``extras`` names
+        features of :data:`EXTRAS` to enable."""
+        unknown = [e for e in extras if e not in EXTRAS]
+        if unknown:
+            raise ValueError(f"unknown extras {unknown}")
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         self.port = free_port()
+        self.rosters = rosters or {}
+        self.extras = tuple(extras)
         self.prepare(users)
         self.process = self.spawn()
         deadline = time.monotonic() + 30
@@ -166,7 +200,7 @@ storage = sqlite:xmppd.sqlite3
 certificate = {cert}
 private_key = {key}
 scram_iterations = {ITERATIONS}
-
+{self._components()}
 [c2s]
 interfaces = 127.0.0.1
 port = {self.port}
@@ -186,8 +220,43 @@ max_messages = 20000
                    " value TEXT NOT NULL, PRIMARY KEY (store, user))")
         db.executemany("INSERT INTO kv VALUES ('accounts', ?, ?)",
                        ((f"{user_name(i)}@{DOMAIN}", record) for i in range(users)))
+        if self.rosters:
+            # The roster component's map store (xmppd/components/roster.py):
+            # one row per contact, and the key "" for the roster's version.
+            db.execute("CREATE TABLE IF NOT EXISTS map (store TEXT NOT NULL, user TEXT NOT NULL,"
+                       " key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (store, user, key))")
+            rows = []
+            for i, contacts in self.rosters.items():
+                user = f"{user_name(i)}@{DOMAIN}"
+                rows.append((user, "", json.dumps({"version": 1, "epoch": "bench", "oldest": 0})))
+                for j in contacts:
+                    rows.append((user, f"{user_name(j)}@{DOMAIN}", json.dumps(
+                        {"name": roster_item_name(j), "groups": ["Bench"], "subscription": "both",
+                         "ask": False, "pending_in": None, "approved": False, "listed": True,
+                         "ver": 1}, separators=(",", ":"))))
+            db.executemany("INSERT INTO map VALUES ('roster', ?, ?, ?)", rows)
         db.commit()
         db.close()
+
+    def _components(self) -> str:
+        """The ``components`` line: xmppd's default list (read from the tree
+        under test) without the components of extras this scenario does not
+        enable (xmppd enables ``vcard`` by default, Prosody's bench config has
+        no vCard module), plus those of the extras it enables."""
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from xmppd.components import BUILTIN
+        from xmppd.config import CORE_OPTIONS
+        wanted = [c for extra in self.extras for c in EXTRAS[extra][0]]
+        missing = [c for c in wanted if c not in BUILTIN]
+        if missing:
+            raise RuntimeError(f"xmppd has no component {', '.join(missing)} (xmppd/components/"
+                               f"__init__.py BUILTIN); the scenario needs it")
+        optional = {c for ours, _ in EXTRAS.values() for c in ours}
+        default = next(o.default for o in CORE_OPTIONS["server"] if o.name == "components").split()
+        names = [c for c in default if c not in optional or c in wanted]
+        names += [c for c in dict.fromkeys(wanted) if c not in names]
+        return "components = " + " ".join(names) + "\n"
 
     def spawn(self) -> subprocess.Popen:
         twistd = Path(sys.executable).with_name("twistd")
@@ -216,6 +285,18 @@ class Prosody(Server):
                    f'["stored_key"] = "{stored.hex()}"; ["server_key"] = "{server.hex()}"; }};\n')
         for i in range(users):
             (host / "accounts" / f"{user_name(i)}.dat").write_text(account)
+        if self.rosters:
+            # Prosody's roster store (core/rostermanager.lua): a keyval entry per
+            # user, contacts by bare JID, metadata under the key false.
+            (host / "roster").mkdir()
+            for i, contacts in self.rosters.items():
+                items = "".join(
+                    f'\t["{user_name(j)}@{DOMAIN}"] = {{ ["subscription"] = "both"; '
+                    f'["name"] = "{roster_item_name(j)}"; ["groups"] = {{ ["Bench"] = true; }}; }};\n'
+                    for j in contacts)
+                (host / "roster" / f"{user_name(i)}.dat").write_text(
+                    f'return {{\n\t[false] = {{ ["version"] = 1; ["pending"] = {{}}; }};\n{items}}};\n')
+        modules = "".join(f' "{m}";' for extra in self.extras for m in EXTRAS[extra][1])
         for name in ("cert.pem", "key.pem"):
             shutil.copy(cert if name == "cert.pem" else key, self.dir / name)
         tls = "true" if self.tls else "false"
@@ -247,7 +328,7 @@ allow_unencrypted_plain_auth = false
 allow_registration = false
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "carbons"; "private"; "blocklist";
-    "lastactivity"; "version"; "uptime"; "time"; "ping";
+    "lastactivity"; "version"; "uptime"; "time"; "ping";{modules}
 }}
 modules_disabled = {{ "s2s" }}
 ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; }}

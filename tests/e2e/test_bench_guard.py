@@ -1,7 +1,8 @@
 """The CI regression guard of the benchmark (bench/): short runs of the 1:1
-message scenarios and of the soak (logins, logouts and messages for 30 s)
-against xmppd alone, over real sockets, through the same load generator and
-server launcher as ``bench/run.py``.
+message scenarios, of the soak (logins, logouts and messages for 30 s), of
+the presence fanout and of vCard gets against xmppd alone, over real
+sockets, through the same load generator and server launcher as
+``bench/run.py``.
 
 It fails only on lost or duplicated stanzas, never on timing: speed is
 compared with Prosody by the benchmark itself, on a quiet machine.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from xmppd.components import BUILTIN
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -25,9 +28,10 @@ import servers  # noqa: E402
 
 @contextlib.contextmanager
 def xmppd_for(scenario, tmp_path):
-    """The benchmark's own xmppd launcher, with the scenario's accounts."""
+    """The benchmark's own xmppd launcher, with the scenario's accounts (and
+    rosters and extra components, at the quick sizes)."""
     server = servers.Xmppd(tmp_path, servers.make_certificate(tmp_path), scenario.tls)
-    server.start(scenario.users)
+    scenario.start(server, quick=True)
     try:
         yield server
     finally:
@@ -60,6 +64,61 @@ def test_short_soak_accounts_for_every_message(tmp_path):
     assert result["dup"] == 0, result
     assert result["misrouted"] == 0, result
     assert result["close timeouts"] == 0, result
+
+
+def _needs_components(scenario):
+    """Skip a scenario whose extras need components this tree does not have."""
+    wanted = {c for extra in scenario.extras for c in servers.EXTRAS[extra][0]}
+    missing = sorted(wanted - set(BUILTIN))
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} component in this tree")
+
+
+def test_short_presence_fanout_reaches_every_contact_once_with_the_avatar_hash(tmp_path):
+    """Users with mutual rosters (written into storage by the launcher) change
+    presence over and over: each change reaches each contact exactly once,
+    nobody else, and carries the XEP-0153 avatar hash of the sender's photo."""
+    scenario = scenarios.SCENARIOS["presence-fanout"]
+    _needs_components(scenario)
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+    assert alive, server.log_tail()
+    assert result["sent"] > 300, result  # it really ran (not a speed target)
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+    assert result["misrouted"] == 0, result
+    assert result["without hash"] == 0, result
+
+
+def test_the_fanout_accounting_reports_a_contact_that_never_hears(tmp_path):
+    """The fanout guard can fail: when one roster lacks a contact (u1 is not
+    on u0's roster, though u0 is on u1's), u0's presence never reaches u1 and
+    the run reports it lost. Without extras, so it needs no vCard component."""
+    scenario = scenarios.SCENARIOS["presence-fanout"]
+    rosters = scenario.rosters(True)
+    rosters[0] = [c for c in rosters[0] if c != 1]
+    server = servers.Xmppd(tmp_path, servers.make_certificate(tmp_path), scenario.tls)
+    server.start(scenario.users, rosters)
+    try:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls,
+                                                            drain=1.0)))
+    finally:
+        server.stop()
+    assert result["lost"] == 1, result  # u0's first change, then u0 waits for it forever
+
+
+def test_short_vcard_run_answers_every_get_with_the_asked_users_vcard(tmp_path):
+    scenario = scenarios.SCENARIOS["vcard-get"]
+    _needs_components(scenario)
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+    assert alive, server.log_tail()
+    assert result["sent"] > 200, result  # it really ran (not a speed target)
+    assert result["wrong"] == 0, result
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
 
 
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):
