@@ -36,10 +36,12 @@ class Fanout:
     ``stanza`` is not modified and must not change while the fanout is in
     use (the serialisations are cached)."""
 
-    __slots__ = ("stanza", "_bodies", "serialisations")
+    __slots__ = ("stanza", "_attributes", "_bodies", "serialisations")
 
     def __init__(self, stanza: domish.Element):
         self.stanza = stanza
+        #: the attributes every unchanged copy has (its own 'to' aside)
+        self._attributes = dict(stanza.attributes, to=None)
         #: shape → the serialisation without 'to', split after the tag name
         self._bodies: dict[Any, tuple[str, str]] = {}
         #: how many times the stanza was serialised (one per shape)
@@ -81,15 +83,9 @@ class Fanout:
         """The fanout ``stanza`` was copied from, if the copy is unchanged
         since (same attributes but 'to', the same children); else a new one."""
         fan = getattr(stanza, "fanout", None)
-        if fan is not None:
-            original = fan.stanza
-            if len(stanza.children) == len(original.children) \
-                    and all(a is b for a, b in zip(stanza.children, original.children)) \
-                    and len(stanza.attributes) == len(original.attributes) + \
-                    ("to" not in original.attributes) \
-                    and all(stanza.attributes.get(k) == v for k, v in original.attributes.items()
-                            if k != "to"):
-                return fan
+        if fan is not None and stanza.children == fan.stanza.children \
+                and dict(stanza.attributes, to=None) == fan._attributes:
+            return fan
         return cls(stanza)
 
     def send(self, session: Any, to: str | None = None) -> None:
