@@ -1,6 +1,6 @@
 """XEP-0191: the blocklist, its pushes and its enforcement, through the harness."""
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from xmppd import ns
 from xmppd.subscription import State
@@ -589,6 +589,50 @@ def test_unblocking_a_subscriber_resends_current_presence():
     assert [str(s) for s in got.elements(ns.CLIENT, "status")] == ["busy"]
 
 
+def test_unblocked_subscriber_gets_the_presence_with_the_delay_of_when_it_was_sent():
+    """As Prosody (its unblock probes on the contact's behalf): the presence
+    sent again carries the XEP-0203 delay of when the server received it."""
+    clock = task.Clock()
+    clock.advance(1_000_000_000)
+    h = Harness(COMPONENTS, clock=clock)
+    alice = h.login("alice@localhost/phone")
+    bob = h.login("bob@localhost/x")
+    subscribe_from(h, "alice@localhost", "bob@localhost")
+    block(alice, "bob@localhost")
+    alice.feed("<presence><status>busy</status></presence>")
+    bob.take()
+    clock.advance(600)
+    unblock(alice, "bob@localhost")
+    (got,) = presences(bob)
+    (delay,) = list(got.elements(ns.DELAY, "delay"))
+    assert delay.attributes == {"from": "localhost", "stamp": "2001-09-09T01:46:40Z"}
+
+
+def test_blocking_drops_the_blocked_jids_waiting_subscription_request():
+    """As Prosody: a request waiting for the user's answer is forgotten when
+    its sender is blocked — silently, and it does not come back on unblock."""
+    h = harness()
+    alice = h.login("alice@localhost/phone", available=False)
+    bob = h.login("bob@localhost/x")
+    carol = h.login("carol@localhost/x")
+    bob.feed("<presence type='subscribe' to='alice@localhost'/>")
+    carol.feed("<presence type='subscribe' to='alice@localhost'/>")
+    bob.take(), carol.take()
+    roster = result_of(h.component("roster").load("alice@localhost"))
+    assert {i.jid for i in roster.pending_requests()} == {"bob@localhost", "carol@localhost"}
+    block(alice, "bob@localhost")
+    alice.take()
+    assert [i.jid for i in roster.pending_requests()] == ["carol@localhost"]
+    stored_roster = result_of(h.component("roster").store["roster"].items("alice@localhost"))
+    assert "bob@localhost" not in stored_roster
+    assert bob.take() == []  # no unsubscribed: the request is dropped, not refused
+    unblock(alice, "bob@localhost")
+    alice.take()
+    alice.feed("<presence/>")
+    requests = [p["from"] for p in alice.take() if p.getAttribute("type") == "subscribe"]
+    assert requests == ["carol@localhost"]
+
+
 def test_unblocking_all_resends_presence_to_previously_blocked_subscribers():
     h = harness()
     alice = h.login("alice@localhost/phone")
@@ -628,3 +672,15 @@ def test_message_to_blocked_contact_is_not_carbon_copied():
     phone.feed("<message to='bob@localhost' id='m1' type='chat'><body>hi</body></message>")
     assert_blocked_error(only(phone))
     assert desk.take() == []
+
+
+def test_deleted_account_leaves_no_blocklist_in_memory():
+    h = harness()
+    alice = h.login("alice@localhost/phone")
+    request_blocklist(alice)
+    block(alice, "mallory@localhost")
+    alice.take()
+    result_of(h.server.delete_account("alice@localhost"))
+    assert h.component("blocking").blocklist("alice@localhost") == frozenset()
+    again = h.login("alice@localhost/phone")
+    assert request_blocklist(again) == []

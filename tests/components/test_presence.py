@@ -1,7 +1,7 @@
 """RFC 6121 §4: a session's own broadcast presence sets its availability and priority."""
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.words.xish import domish
 
 from xmppd import ns
@@ -232,7 +232,7 @@ def test_subscribe_pushes_ask_to_users_interested_resources_and_reaches_contacts
     ask = [{"jid": BOB, "subscription": "none", "ask": "subscribe"}]
     assert pushed(got["alice/phone"], ALICE) == ask
     assert pushed(got["alice/tablet"], ALICE) == ask
-    assert got["alice/laptop"] == []
+    assert pushed(got["alice/laptop"], ALICE) == []
     for name in ("bob/pc", "bob/mobile"):
         (request,) = got[name]
         assert request.name == "presence" and request["type"] == "subscribe"
@@ -258,15 +258,63 @@ def test_subscribed_pushes_both_sides_and_lets_presence_flow():
     to = [{"jid": BOB, "subscription": "to"}]
     assert pushed(got["alice/phone"], ALICE) == to
     assert pushed(got["alice/tablet"], ALICE) == to
-    assert presences(got["alice/tablet"]) == []  # connected, not available
-    for name in ("alice/phone", "alice/laptop"):
-        seen = presences(got[name])
-        assert (BOB, "subscribed") in seen
-        # §3.1.5: the contact's available resources' presence follows
-        assert (f"{BOB}/pc", None) in seen and (f"{BOB}/mobile", None) in seen
-        assert seen.index((BOB, "subscribed")) < seen.index((f"{BOB}/pc", None))
+    # §3.1.6: the approval goes to the interested resources, before its push
+    # (as Prosody); the presence that follows to the available ones (§3.1.5).
+    phone = got["alice/phone"]
+    assert [(s.name, s.getAttribute("type"), s.getAttribute("from")) for s in phone] == [
+        ("presence", "subscribed", BOB), ("iq", "set", ALICE),
+        ("presence", None, f"{BOB}/pc"), ("presence", None, f"{BOB}/mobile")]
+    assert presences(got["alice/tablet"]) == [(BOB, "subscribed")]  # interested only
+    assert presences(got["alice/laptop"]) == [(f"{BOB}/pc", None), (f"{BOB}/mobile", None)]
     assert state(h, ALICE, BOB) == ("to", False, False, False)
     assert state(h, BOB, ALICE) == ("from", False, False, False)
+
+
+def test_presence_after_an_approval_waits_until_the_contacts_server_took_it_in():
+    """The approval reaches alice's side first (subscribed, then the push),
+    and only then bob's presence, as Prosody sends them — also when alice's
+    side waits on storage for it (here: the account lookup, held back)."""
+    h = world()
+    alice = connect(h, f"{ALICE}/phone")
+    bob = connect(h, f"{BOB}/pc")
+    alice.feed(f"<presence type='subscribe' to='{BOB}'/>")
+    clear(alice, bob)
+    held = []
+    exists = h.server.accounts.exists
+
+    def slow_exists(user):
+        if user != ALICE:
+            return exists(user)
+        d = defer.Deferred()
+        held.append((d, user))
+        return d
+    h.server.accounts.exists = slow_exists
+    bob.feed(f"<presence type='subscribed' to='{ALICE}'/>")
+    assert len(held) == 1 and alice.take() == []  # nothing overtakes the approval
+    h.server.accounts.exists = exists
+    d, user = held.pop()
+    exists(user).chainDeferred(d)
+    assert [(s.name, s.getAttribute("type"), s.getAttribute("from")) for s in alice.take()] == [
+        ("presence", "subscribed", BOB), ("iq", "set", ALICE), ("presence", None, f"{BOB}/pc")]
+
+
+def test_presence_sent_to_a_new_subscriber_carries_its_delay():
+    """As Prosody: the presence a new subscriber gets is the stored one,
+    stamped with when the server received it (XEP-0203, from the domain)."""
+    clock = task.Clock()
+    clock.advance(1_000_000_000)
+    h = Harness(["roster", "presence", "messaging"], clock=clock)
+    alice = connect(h, f"{ALICE}/phone")
+    bob = connect(h, f"{BOB}/pc", show="away")
+    clock.advance(90)
+    alice.feed(f"<presence type='subscribe' to='{BOB}'/>")
+    bob.feed(f"<presence type='subscribed' to='{ALICE}'/>")
+    (current,) = [p for p in alice.take() if p.name == "presence" and p.getAttribute("type") is None]
+    assert current["from"] == f"{BOB}/pc" and current["to"] == ALICE
+    delay = next(current.elements(ns.DELAY, "delay"))
+    assert delay["from"] == "localhost"
+    assert delay["stamp"] == "2001-09-09T01:46:40Z"  # when bob sent it, not now
+    assert str(next(current.elements(ns.CLIENT, "show"))) == "away"
 
 
 def test_after_one_way_subscription_only_the_subscriber_gets_presence():
@@ -322,9 +370,14 @@ def test_mutual_subscription_pushes_both_and_presence_flows_both_ways():
     assert pushed(got["bob/web"], BOB) == [{"jid": ALICE, "subscription": "both"}]
     for name in ("bob/pc", "bob/mobile"):
         seen = presences(got[name])
-        assert (ALICE, "subscribed") in seen
+        assert ((ALICE, "subscribed") in seen) == (name == "bob/pc")  # interested only
         assert (f"{ALICE}/phone", None) in seen and (f"{ALICE}/laptop", None) in seen
-    assert presences(got["bob/web"]) == []
+    assert presences(got["bob/web"]) == [(ALICE, "subscribed")]
+    # As Prosody: approving someone alice is subscribed to probes them, so
+    # bob's presence comes again to alice's available resources.
+    for name in ("alice/phone", "alice/laptop"):
+        assert presences(got[name]) == [(f"{BOB}/pc", None), (f"{BOB}/mobile", None)]
+    assert presences(got["alice/tablet"]) == []
     assert state(h, ALICE, BOB) == ("both", False, False, False)
     assert state(h, BOB, ALICE) == ("both", False, False, False)
     # and now each side's updates reach the other's available resources
@@ -404,7 +457,10 @@ def test_subscribe_to_a_nonexistent_local_user_comes_back_unsubscribed():
     assert state(h, ALICE, "ghost@localhost") == ("none", False, False, False)
 
 
-def test_repeated_subscribe_when_already_subscribed_bothers_nobody():
+def test_repeated_subscribe_when_already_subscribed_is_answered_with_the_current_presence():
+    """§3.1.3: already approved, answered by the server, not shown to bob. As
+    Prosody: the item is pushed again, and bob's current presence follows
+    the answer (unavailable from bob's bare JID when he has none)."""
     h = world()
     alice = connect(h, f"{ALICE}/phone")
     bob = connect(h, f"{BOB}/pc")
@@ -413,9 +469,49 @@ def test_repeated_subscribe_when_already_subscribed_bothers_nobody():
     clear(alice, bob)
     before_a, before_b = stored(h, ALICE), stored(h, BOB)
     alice.feed(f"<presence type='subscribe' to='{BOB}'/>")
-    assert bob.take() == []  # §3.1.3: already approved, answered by the server
-    assert pushed(alice.take(), ALICE) == []
+    assert bob.take() == []
+    got = alice.take()
+    assert pushed(got, ALICE) == [{"jid": BOB, "subscription": "to"}]
+    assert presences(got) == [(f"{BOB}/pc", None)]
+    assert next(got[1].elements(ns.DELAY, "delay"))["from"] == "localhost"
     assert stored(h, ALICE) == before_a and stored(h, BOB) == before_b
+    bob.feed("<presence type='unavailable'/>")
+    alice.take()
+    alice.feed(f"<presence type='subscribe' to='{BOB}'/>")
+    assert presences(alice.take()) == [(BOB, "unavailable")]
+
+
+def test_subscribe_from_someone_who_cannot_see_the_presence_is_acknowledged_unavailable():
+    """As Prosody's mod_presence: a request from someone not subscribed to
+    the user's presence (and not pre-approved) is acknowledged at once with
+    unavailable from the user's bare JID, before it is delivered — and again
+    for a request repeated while the first still waits."""
+    h = world()
+    alice = connect(h, f"{ALICE}/phone", interested=False)
+    bob = connect(h, f"{BOB}/pc")
+    seen = spy(h)
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='s1'/>")
+    assert [(s.getAttribute("from"), s.getAttribute("to"), s.getAttribute("type"))
+            for s in seen] == [(ALICE, BOB, "subscribe"), (BOB, ALICE, "unavailable")]
+    (ack,) = alice.take()
+    assert ack.attributes == {"from": BOB, "to": ALICE, "type": "unavailable"}
+    assert ack.children == []
+    assert presences(bob.take()) == [(ALICE, "subscribe")]
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='s2'/>")
+    assert presences(alice.take()) == [(BOB, "unavailable")]
+    assert bob.take() == []  # already waiting: not shown twice
+
+
+def test_subscribe_that_is_pre_approved_or_from_a_subscriber_gets_no_unavailable():
+    h = world()
+    alice = connect(h, f"{ALICE}/phone", interested=False)
+    bob = connect(h, f"{BOB}/pc", interested=False)
+    bob.feed(f"<presence type='subscribed' to='{ALICE}'/>")  # a pre-approval
+    clear(alice, bob)
+    alice.feed(f"<presence type='subscribe' to='{BOB}'/>")
+    assert (BOB, "unavailable") not in presences(alice.take())
+    alice.feed(f"<presence type='subscribe' to='{BOB}'/>")  # subscribed now
+    assert (BOB, "unavailable") not in presences(alice.take())
 
 
 def test_subscription_to_oneself_changes_nothing():
@@ -510,8 +606,11 @@ def test_unsubscribe_pushes_both_sides_and_the_contact_goes_unavailable_for_the_
     assert pushed(got["alice/tablet"], ALICE) == [{"jid": BOB, "subscription": "from"}]
     assert pushed(got["bob/pc"], BOB) == [{"jid": ALICE, "subscription": "to"}]
     assert pushed(got["bob/web"], BOB) == [{"jid": ALICE, "subscription": "to"}]
-    for name in ("bob/pc", "bob/mobile"):
-        assert (ALICE, "unsubscribe") in presences(got[name])
+    # §3.3.3: the unsubscribe to bob's interested resources, before the push
+    assert [(s.name, s.getAttribute("type")) for s in got["bob/pc"]] == [
+        ("presence", "unsubscribe"), ("iq", "set")]
+    assert presences(got["bob/web"]) == [(ALICE, "unsubscribe")]
+    assert got["bob/mobile"] == []  # available, not interested
     # §3.3.3: unavailable from each of bob's available resources to alice
     for name in ("alice/phone", "alice/laptop"):
         seen = presences(got[name])
@@ -534,15 +633,16 @@ def test_unsubscribed_pushes_both_sides_and_unavailable_precedes_it():
     got = take_all(s)
     assert pushed(got["bob/pc"], BOB) == [{"jid": ALICE, "subscription": "to"}]
     assert pushed(got["alice/phone"], ALICE) == [{"jid": BOB, "subscription": "from"}]
-    for name in ("alice/phone", "alice/laptop"):
-        seen = presences(got[name])
-        assert (BOB, "unsubscribed") in seen
-        # §3.2.2: unavailable from all of bob's online resources, sent while alice is
-        # still subscribed, i.e. before the unsubscribed
-        for resource in ("pc", "mobile"):
-            assert (f"{BOB}/{resource}", "unavailable") in seen, seen
-            assert seen.index((f"{BOB}/{resource}", "unavailable")) < seen.index(
-                (BOB, "unsubscribed")), seen
+    # §3.2.2: unavailable from all of bob's online resources, sent while alice
+    # is still subscribed, i.e. before the unsubscribed; §3.2.3: the
+    # unsubscribed to alice's interested resources, then the push.
+    assert [(s.name, s.getAttribute("type"), s.getAttribute("from"))
+            for s in got["alice/phone"]] == [
+        ("presence", "unavailable", f"{BOB}/pc"), ("presence", "unavailable", f"{BOB}/mobile"),
+        ("presence", "unsubscribed", BOB), ("iq", "set", ALICE)]
+    assert presences(got["alice/laptop"]) == [(f"{BOB}/pc", "unavailable"),
+                                              (f"{BOB}/mobile", "unavailable")]
+    assert presences(got["alice/tablet"]) == [(BOB, "unsubscribed")]
     assert state(h, ALICE, BOB) == ("from", False, False, False)
     assert state(h, BOB, ALICE) == ("to", False, False, False)
     s["bob/mobile"].feed("<presence><show>chat</show></presence>")
@@ -1135,24 +1235,96 @@ def test_directed_presence_ends_on_explicit_unavailable_without_a_broadcast():
     assert presences(carol.take()) == [(ALICE + "/phone", "unavailable")]
 
 
-def test_a_kept_subscription_request_is_trimmed_to_status_and_nick():
-    """A waiting request is stored until answered: only what a client shows
-    (status, XEP-0172 nick) is kept, each capped, not the whole stanza."""
+def test_a_kept_subscription_request_is_kept_whole_and_delivered_as_it_came():
+    """As Prosody: a request waiting for an offline contact is stored whole —
+    its id and every child a client put in it (a status, an XEP-0172 nick, an
+    XEP-0379 pre-authentication token, anything else) — and delivered at the
+    contact's next initial presence exactly as it came, from the bare JID."""
     h = world()
-    connect(h, BOB + "/pc")
+    h.add_user(BOB)
     alice = connect(h, ALICE + "/phone")
-    h.router.resources(BOB)["pc"].logout()
-    alice.feed(f"<presence type='subscribe' to='{BOB}'><status>{'s' * 5000}</status>"
-               f"<nick xmlns='http://jabber.org/protocol/nick'>Al</nick>"
-               f"<junk xmlns='urn:example:junk'>{'j' * 5000}</junk></presence>")
-    kept = parse(stored(h, BOB)[ALICE]["pending_in"])
-    assert [(c.uri, c.name) for c in kept.elements()] == [
-        (ns.CLIENT, "status"), ("http://jabber.org/protocol/nick", "nick")]
-    assert len(str(next(kept.elements(ns.CLIENT, "status")))) == 1024
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='req1'><status>{'s' * 5000}</status>"
+               f"<nick xmlns='{ns.NICK}'>Al</nick>"
+               f"<preauth xmlns='urn:xmpp:pars:0' token='f00b4r'/>"
+               f"<junk xmlns='urn:example:junk' a='1'>{'j' * 5000}<deep/></junk></presence>")
     bob = h.login(BOB + "/pc", available=False)
     bob.feed("<presence/>")
-    request = [p for p in bob.take() if p.getAttribute("type") == "subscribe"]
-    assert len(request) == 1 and request[0].getAttribute("from") == ALICE
+    (request,) = [p for p in bob.take() if p.getAttribute("type") == "subscribe"]
+    assert request.attributes == {"from": ALICE, "to": BOB, "type": "subscribe", "id": "req1"}
+    assert [(c.uri, c.name) for c in request.elements()] == [
+        (ns.CLIENT, "status"), (ns.NICK, "nick"), ("urn:xmpp:pars:0", "preauth"),
+        ("urn:example:junk", "junk")]
+    assert str(next(request.elements(ns.CLIENT, "status"))) == "s" * 5000
+    assert next(request.elements("urn:xmpp:pars:0", "preauth"))["token"] == "f00b4r"
+    junk = next(request.elements("urn:example:junk", "junk"))
+    assert junk["a"] == "1" and str(junk) == "j" * 5000
+    assert [c.name for c in junk.elements()] == ["deep"]
+
+
+def test_a_kept_subscription_request_counts_whole_against_the_roster_bytes():
+    """Kept whole, a request counts whole (entry_size over its stanza): one
+    too big for the room left in the contact's roster is refused with
+    resource-constraint, and nothing is stored or acknowledged."""
+    from xmppd.components.roster import entry_size
+    h = Harness(["roster", "presence", "messaging"],
+                options={"component:roster": {"max_size": "6000"}})
+    h.add_user(BOB)
+    alice = connect(h, ALICE + "/phone")
+    seen = spy(h)
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='big'>"
+               f"<x xmlns='urn:example:x'>{'x' * 6000}</x></presence>")
+    answers = [p for p in seen if p.getAttribute("to") == ALICE]
+    assert [(p.getAttribute("type"), p.getAttribute("id")) for p in answers] == [("error", "big")]
+    assert error_condition(answers[0]) == "resource-constraint"
+    assert ALICE not in stored(h, BOB)
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='small'>"
+               f"<x xmlns='urn:example:x'>{'x' * 4000}</x></presence>")
+    kept = stored(h, BOB)[ALICE]["pending_in"]
+    assert "x" * 4000 in kept and "small" in kept
+    assert result_of(h.component("roster").load(BOB)).bytes == entry_size(ALICE, pending=kept)
+
+
+def test_a_repeated_request_keeps_the_first_one_waiting():
+    """As Prosody: while a request waits, a repeated one is acknowledged but
+    neither delivered nor stored over it."""
+    h = world()
+    h.add_user(BOB)
+    alice = connect(h, ALICE + "/phone")
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='first'/>")
+    alice.feed(f"<presence type='subscribe' to='{BOB}' id='second'/>")
+    bob = h.login(BOB + "/pc", available=False)
+    bob.feed("<presence/>")
+    (request,) = [p for p in bob.take() if p.getAttribute("type") == "subscribe"]
+    assert request["id"] == "first"
+
+
+def test_probe_answer_carries_a_delay_stamped_when_the_presence_was_received():
+    """As Prosody: each available resource's presence answers a probe with an
+    XEP-0203 delay from the user's domain, stamped when the server received
+    that presence (not when it answers)."""
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    h = Harness(["roster", "presence", "messaging"], clock=clock)
+    sent = remote(h)
+    alice = connect(h, f"{ALICE}/phone", show="away")
+    h.router.route(parse(f"<presence type='subscribe' from='{REMOTE}' to='{ALICE}'/>"))
+    alice.feed(f"<presence type='subscribed' to='{REMOTE}'/>")
+    clock.advance(3600)
+    sent.clear()
+    h.router.route(parse(f"<presence type='probe' from='{REMOTE}/x' to='{ALICE}'/>"))
+    (answer,) = sent
+    assert (answer["from"], answer["to"], answer.getAttribute("type")) == (
+        f"{ALICE}/phone", f"{REMOTE}/x", None)
+    assert str(next(answer.elements(ns.CLIENT, "show"))) == "away"
+    (delay,) = list(answer.elements(ns.DELAY, "delay"))
+    assert delay.attributes == {"from": "localhost", "stamp": "2023-11-14T22:13:20Z"}
+    # the session's own stanza is not changed by the stamp
+    assert list(alice.presence.elements(ns.DELAY, "delay")) == []
+    alice.feed("<presence><show>dnd</show></presence>")
+    sent.clear()
+    h.router.route(parse(f"<presence type='probe' from='{REMOTE}/x' to='{ALICE}'/>"))
+    (answer,) = sent
+    assert next(answer.elements(ns.DELAY, "delay"))["stamp"] == "2023-11-14T23:13:20Z"
 
 
 def test_a_pending_request_from_a_blocked_jid_is_not_redelivered():

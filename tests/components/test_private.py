@@ -196,8 +196,8 @@ def test_a_query_without_a_child_is_not_acceptable():
         assert reply["id"] == "e1"
         assert error_condition(reply) == "not-acceptable"
         assert error_type(reply) == "modify"
-        # the request's payload is echoed (RFC 6120 §8.3.1)
-        assert next(reply.elements(PRIVATE, "query"), None) is not None
+        # the request's payload is not echoed, as in Prosody (RFC 6120 §8.3.1: MAY)
+        assert next(reply.elements(PRIVATE, "query"), None) is None
 
 
 def test_a_child_without_a_namespace_of_its_own_is_not_acceptable():
@@ -247,8 +247,7 @@ def test_get_or_set_on_another_users_storage_is_forbidden_and_changes_nothing():
                         to="alice@localhost")
     assert error_condition(reply) == "forbidden"
     # nothing of alice's was revealed in the error, nothing changed or written
-    assert next(reply.elements(PRIVATE, "query")).toXml() == \
-        parse(f"<query xmlns='{PRIVATE}'><storage xmlns='storage:bookmarks'/></query>").toXml()
+    assert [c.name for c in reply.elements()] == ["error"]
     assert stored(h) == before
     assert stored(h, "macbeth@localhost") == {}
     assert alice.take() == []

@@ -136,12 +136,31 @@ def test_roster_get_on_an_empty_roster_returns_an_empty_query():
     assert items_of(result) == {}
 
 
-def test_roster_get_without_ver_carries_no_ver():
+def test_roster_get_without_ver_carries_the_version():
+    # As Prosody's mod_roster: every full roster result says its version, so
+    # a client that did not ask learns it and can sync from it next time.
     h = harness()
     alice = h.login(f"{ALICE}/phone", available=False)
     (result,) = ask_roster(alice)
-    query = result.firstChildElement()
-    assert not query.hasAttribute("ver")
+    ver = result.firstChildElement().getAttribute("ver")
+    assert ver == result_of(h.component("roster").load(ALICE)).ver
+    set_item(alice, f"<item jid='{BOB}'/>")
+    alice.take()
+    (result,) = ask_roster(alice)
+    newer = result.firstChildElement().getAttribute("ver")
+    assert newer and newer != ver
+    (result,) = ask_roster(alice, ver=newer)
+    assert is_result(result, "get") and list(result.elements()) == []
+
+
+def test_roster_get_with_an_empty_ver_gets_the_full_roster_with_its_version():
+    h = harness()
+    alice = h.login(f"{ALICE}/phone", available=False)
+    set_item(alice, f"<item jid='{BOB}'/>")
+    alice.take()
+    (result,) = ask_roster(alice, ver="")
+    assert result.firstChildElement().getAttribute("ver")
+    assert list(items_of(result)) == [BOB]
 
 
 def test_roster_get_lists_items_with_names_and_groups():
@@ -184,14 +203,15 @@ def test_roster_get_does_not_list_a_subscription_request_awaiting_an_answer():
 # -- §2.3 roster set: add and update ---------------------------------------------------------
 
 
-def test_roster_add_pushes_to_every_interested_resource_then_answers_empty_result():
+def test_roster_add_answers_empty_result_then_pushes_to_every_interested_resource():
+    # Prosody's order (RFC 6121 §2.3.2 leaves it open): the result, then the push.
     h = harness()
     phone = interested(h, f"{ALICE}/phone")
     laptop = interested(h, f"{ALICE}/laptop")
     set_item(phone, f"<item jid='{BOB}' name='Bob'><group>Friends</group></item>", "add1")
     got = phone.take()
     assert len(got) == 2, [e.toXml() for e in got]
-    push, result = got
+    result, push = got
     assert describe(push_item(push)) == {
         "jid": BOB, "name": "Bob", "subscription": "none", "groups": ["Friends"]}
     assert push["to"] == f"{ALICE}/phone"
@@ -238,7 +258,7 @@ def test_roster_update_replaces_name_and_groups_and_pushes_the_new_item():
     phone.take(), laptop.take()
     set_item(phone, f"<item jid='{BOB}' name='Robert'><group>Work</group><group>Chess</group></item>",
              "upd")
-    push, result = phone.take()
+    result, push = phone.take()
     assert is_result(result, "upd")
     expected = {"jid": BOB, "name": "Robert", "subscription": "none", "groups": ["Chess", "Work"]}
     assert describe(push_item(push)) == expected
@@ -275,7 +295,7 @@ def test_roster_set_may_repeat_the_current_subscription():
     h = harness()
     alice = interested(h, f"{ALICE}/phone")
     set_item(alice, f"<item jid='{BOB}' subscription='none' name='Bob'/>", "same")
-    push, result = alice.take()
+    result, push = alice.take()
     assert is_result(result, "same")
     assert describe(push_item(push))["name"] == "Bob"
 
@@ -318,14 +338,14 @@ def test_roster_name_survives_subscription_changes():
 # -- §2.5 roster set: remove -----------------------------------------------------------------
 
 
-def test_roster_remove_pushes_subscription_remove_then_answers_result():
+def test_roster_remove_answers_result_then_pushes_subscription_remove():
     h = harness()
     phone = interested(h, f"{ALICE}/phone")
     laptop = interested(h, f"{ALICE}/laptop")
     set_item(phone, f"<item jid='{BOB}' name='Bob'><group>Friends</group></item>")
     phone.take(), laptop.take()
     set_item(phone, f"<item jid='{BOB}' subscription='remove'/>", "rm")
-    push, result = phone.take()
+    result, push = phone.take()
     assert describe(push_item(push)) == {"jid": BOB, "subscription": "remove"}
     assert is_result(result, "rm")
     (other,) = laptop.take()
@@ -335,12 +355,16 @@ def test_roster_remove_pushes_subscription_remove_then_answers_result():
     assert listed(h) == {}
 
 
-def test_roster_remove_of_unknown_item_is_item_not_found():
+def test_roster_remove_of_unknown_item_is_item_not_found_of_type_modify():
+    # RFC 6121 §2.5.3's example and Prosody: type modify.
     h = harness()
     alice = interested(h, f"{ALICE}/phone")
     set_item(alice, f"<item jid='{CAROL}'/>")
     alice.take()
     assert_refused(h, alice, f"<item jid='{BOB}' subscription='remove'/>", "item-not-found")
+    set_item(alice, f"<item jid='{BOB}' subscription='remove'/>", "again")
+    (error,) = alice.take()
+    assert next(error.elements(ns.CLIENT, "error"))["type"] == "modify"
 
 
 def test_roster_remove_twice_is_item_not_found_the_second_time():
@@ -568,11 +592,11 @@ def test_roster_cap_still_allows_updating_and_removing_existing_items():
         set_item(alice, f"<item jid='{name}@localhost'/>")
     alice.take()
     set_item(alice, "<item jid='b@localhost' name='B'/>", "upd")
-    assert is_result(alice.take()[-1], "upd")
+    assert is_result(alice.take()[0], "upd")
     set_item(alice, "<item jid='c@localhost' subscription='remove'/>", "rm")
-    assert is_result(alice.take()[-1], "rm")
+    assert is_result(alice.take()[0], "rm")
     set_item(alice, "<item jid='e@localhost'/>", "add")
-    assert is_result(alice.take()[-1], "add")
+    assert is_result(alice.take()[0], "add")
     assert set(listed(h)) == {"b@localhost", "d@localhost", "e@localhost"}
 
 
@@ -651,7 +675,7 @@ def test_roster_byte_cap_is_on_by_default_and_refuses_items_of_200_kb_past_1_mib
     alice = interested(h, f"{ALICE}/phone")
     for n in range(5):
         set_item(alice, item_xml(f"c{n}@localhost", big_groups(200)), f"ok{n}")
-        assert is_result(alice.take()[-1], f"ok{n}")
+        assert is_result(alice.take()[0], f"ok{n}")
     assert 5 * 200_000 < roster_bytes(h) <= 1 << 20
     before = stored(h)
     set_item(alice, item_xml("c5@localhost", big_groups(200)), "over")
@@ -673,7 +697,7 @@ def test_roster_byte_cap_boundary_exactly_full_is_accepted_one_byte_more_is_not(
     assert roster_bytes(h) == first
     assert_refused(h, alice, item_xml(CAROL, name="n" * 501), "not-allowed")
     set_item(alice, item_xml(CAROL, name="n" * 500), "exact")
-    assert is_result(alice.take()[-1], "exact")
+    assert is_result(alice.take()[0], "exact")
     assert roster_bytes(h) == cap
     assert_refused(h, alice, item_xml("d@localhost"), "not-allowed")
 
@@ -691,16 +715,16 @@ def test_roster_byte_cap_lets_an_item_shrink_or_go_and_then_has_room_again():
     # ...shrinking one is always allowed (also over a cap lowered since)...
     h.component("roster").config["max_size"] = 1000
     set_item(alice, item_xml(BOB, big_groups(4)), "shrink")
-    assert is_result(alice.take()[-1], "shrink")
+    assert is_result(alice.take()[0], "shrink")
     h.component("roster").config["max_size"] = cap
     # ...and what it or a removal freed is room for more.
     set_item(alice, item_xml(CAROL, big_groups(1, start=10)), "grow")
-    assert is_result(alice.take()[-1], "grow")
+    assert is_result(alice.take()[0], "grow")
     set_item(alice, f"<item jid='{BOB}' subscription='remove'/>", "rm")
-    assert is_result(alice.take()[-1], "rm")
+    assert is_result(alice.take()[0], "rm")
     assert roster_bytes(h) == entry_size(CAROL, groups=big_groups(1, start=10))
     set_item(alice, item_xml("d@localhost", big_groups(3)), "more")
-    assert is_result(alice.take()[-1], "more")
+    assert is_result(alice.take()[0], "more")
 
 
 def test_roster_bytes_are_counted_incrementally_and_agree_with_a_fresh_load():
@@ -726,9 +750,10 @@ def test_roster_bytes_are_counted_incrementally_and_agree_with_a_fresh_load():
 
 
 def test_roster_byte_cap_refuses_a_subscription_request_that_would_pass_it():
-    """A waiting request is kept (trimmed) until answered, so it counts: one
+    """A waiting request is kept (whole) until answered, so it counts: one
     that would take the roster past its bytes is refused like one past its
-    item count, resource-constraint to the sender, nothing stored."""
+    item count, resource-constraint to the sender, nothing stored (and no
+    acknowledgement: the request was not taken in)."""
     cap = entry_size(CAROL, groups=big_groups(2)) + entry_size(REMOTE)
     h = harness(max_size=cap)
     alice = interested(h, f"{ALICE}/phone")
@@ -744,7 +769,7 @@ def test_roster_byte_cap_refuses_a_subscription_request_that_would_pass_it():
     # With room for it, the same request waits for alice as usual.
     h.component("roster").config["max_size"] = cap + 1000
     remote_subscribe(h, stanza_id="s2")
-    assert len(sent) == 1
+    assert [s.getAttribute("type") for s in sent] == ["error", "unavailable"]
     assert stored(h)[REMOTE]["pending_in"]
 
 
@@ -766,7 +791,7 @@ def test_roster_byte_cap_zero_means_no_limit():
     alice = interested(h, f"{ALICE}/phone")
     for n in range(7):
         set_item(alice, item_xml(f"c{n}@localhost", big_groups(200)), f"ok{n}")
-        assert is_result(alice.take()[-1], f"ok{n}")
+        assert is_result(alice.take()[0], f"ok{n}")
     assert roster_bytes(h) > 7 * 200_000
 
 
@@ -849,7 +874,7 @@ def test_roster_push_carries_the_new_version():
     alice = h.login(f"{ALICE}/phone", available=False)
     (first,) = ask_roster(alice, ver="")
     set_item(alice, f"<item jid='{BOB}'/>")
-    push, _ = alice.take()
+    _, push = alice.take()
     pushed_ver = push.firstChildElement()["ver"]
     assert pushed_ver != ver_of(first)
     (result,) = ask_roster(alice, ver="")
@@ -1022,3 +1047,19 @@ def test_a_session_replacing_a_conflicting_one_is_not_interested_until_it_asks()
     other = interested(h, f"{ALICE}/laptop")
     set_item(other, f"<item jid='{BOB}'/>")
     assert replacement.take() == []
+
+
+def test_deleted_account_leaves_no_roster_in_memory():
+    """account-deleted: the rows are purged by storage, the cached roster and
+    the interested resources by the component, so an account made again
+    under the name starts with an empty roster."""
+    h = harness()
+    alice = interested(h, f"{ALICE}/phone")
+    set_item(alice, f"<item jid='{BOB}' name='Bob'/>")
+    assert h.component("roster").cached(ALICE) is not None
+    result_of(h.server.delete_account(ALICE))
+    assert h.component("roster").cached(ALICE) is None
+    assert ALICE not in h.component("roster")._interested
+    again = h.login(f"{ALICE}/phone", available=False)
+    (result,) = ask_roster(again)
+    assert items_of(result) == {}

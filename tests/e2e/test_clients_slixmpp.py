@@ -62,6 +62,9 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("disconnected", lambda r: _settle(self.closed, r))
         self.add_event_handler("stream_error", self.stream_errors.append)
         self.add_event_handler("message", self._on_message)
+        # errors come back without the message's body (as from Prosody), so
+        # slixmpp reports them as message_error, not as message
+        self.add_event_handler("message_error", self.message_errors.put_nowait)
         self.add_filter("in", self._record_features)
 
     def _record_features(self, stanza):
@@ -77,7 +80,8 @@ class Client(slixmpp.ClientXMPP):
         _settle(self.started, True)
 
     def _on_message(self, msg):
-        (self.message_errors if msg["type"] == "error" else self.messages).put_nowait(msg)
+        if msg["type"] != "error":
+            self.messages.put_nowait(msg)
 
     async def ping_server(self):
         iq = self.Iq()

@@ -144,6 +144,7 @@ def test_accounts_are_discovered_by_their_user_and_contacts_only(server):
             assert items["disco_items"]["items"] == set()
             # bob subscribes to alice's presence, alice approves: bob may discover her.
             for client in (alice, bob):
+                await client.fetch_roster()  # §3.1.6: approvals go to interested resources
                 await client.online()
             bob.send_presence(pto=who["alice"], ptype="subscribe")
             await alice.expect(presence(who["bob"], "subscribe"))

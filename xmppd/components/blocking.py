@@ -39,10 +39,17 @@ Presence on change (§3.3, §3.4): when a block makes a JID match that did not
 before, and the roster says it may see the user's presence (subscription
 ``from`` or ``both``), each available session sends it unavailable presence;
 when an unblock makes it stop matching, each available session sends it its
-current presence again. The server sends both (origin None), so they skip the
+current presence again, with the XEP-0203 delay of when it was sent, as
+Prosody does (its unblock probes on the contact's behalf, and a probe's
+answer is stamped). The server sends both (origin None), so they skip the
 ``pre-presence`` check that would stop them. A contact the user only sent
 directed presence to is not told: the presence component owns that state.
 Without a roster component nobody is told (nobody subscribes either).
+
+Waiting requests (as Prosody): blocking a JID whose subscription request
+waits for the user's answer drops the request, silently — it would never be
+shown while blocked, and an unblock should not bring back a request the user
+had ruled out. Only a JID named exactly (the request's bare JID) does this.
 
 Storage and the hot path: the router asks "is this blocked?" for every
 stanza to or from a local user and needs the answer synchronously, so every
@@ -72,9 +79,11 @@ from twisted.words.xish import domish
 from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
+from xmppd.components.presence import stamped_presence
 from xmppd.config import integer
 from xmppd.locks import KeyedLock
-from xmppd.router.events import presence, readdressed
+from xmppd.router.events import presence
+from xmppd.subscription import State
 
 #: Outbound presence types that only end a subscription; never blocked (see above).
 _ENDING = frozenset(("unsubscribe", "unsubscribed"))
@@ -157,6 +166,14 @@ class BlockingComponent(Component):
     def stopService(self):
         self._interested.clear()
         return super().stopService()
+
+    @handles("account-deleted")
+    def account_deleted(self, user: str) -> None:
+        """The account is gone (its stored list purged already): its list and
+        interest in pushes go from memory too, so a new account of the same
+        name blocks nobody."""
+        self._lists.pop(user, None)
+        self._interested.pop(user, None)
 
     # -- the API other components may use ----------------------------------------------
 
@@ -246,9 +263,25 @@ class BlockingComponent(Component):
         if after != before:
             try:
                 yield self._tell_contacts(user, before, after)
+                if blocking:
+                    yield self._drop_requests(user, after.difference(before))
             except Exception:  # the command succeeded and was answered already
                 self.log.failure("telling {user}'s contacts of a blocklist change", user=user)
         return True
+
+    @defer.inlineCallbacks
+    def _drop_requests(self, user: str, blocked: Iterable[str]):
+        """Forget the waiting subscription requests of JIDs just blocked."""
+        rosters = self.server.components.get("roster")
+        if rosters is None:
+            return
+        roster = yield rosters.load(user)
+        for jid in blocked:
+            item = roster.items.get(jid)
+            if item is not None and item.pending_in is not None:
+                state = item.state
+                yield rosters.apply(roster, jid, State(state.subscription, state.pending_out,
+                                                       False))
 
     def _push(self, user: str, blocking: bool, jids: Iterable[str]) -> None:
         """§3.3/§3.4/§3.5: the change, to each resource that asked for the list."""
@@ -290,7 +323,7 @@ class BlockingComponent(Component):
                 if now_blocked:
                     self.router.route(presence(full, target, "unavailable"))
                 elif session.presence is not None:
-                    self.router.route(readdressed(session.presence, target, full))
+                    self.router.route(stamped_presence(session, target))
 
     # -- enforcement -------------------------------------------------------------------------
 

@@ -15,6 +15,19 @@ update the recipient's roster, deliver or answer). Both halves go through
 :mod:`xmppd.subscription`, and the outbound half routes the stanza on without
 knowing whether the contact is local — so the same code serves federation.
 
+Where the RFC leaves the wire open, xmppd sends what Prosody 0.12 sends
+(``tests/e2e/test_differential_prosody.py`` compares the two stanza for
+stanza): a request from someone who may not see the user's presence is
+acknowledged with unavailable from the user's bare JID; a request waiting for
+an offline user is kept whole and delivered as it came; a session's presence
+sent again later (to a prober, a new subscriber, after an unblock) carries an
+XEP-0203 delay of when the server received it; answers and cancellations go
+to the interested resources, before their roster push; the presence that
+follows an approval waits until the contact's side has taken the approval in
+(one inbound subscription stanza at a time per user). Where Prosody departs
+from RFC 6121 (no unavailable on an inbound unsubscribe, §3.3.3; unavailable
+after an unsubscribed instead of before it, §3.2.2), xmppd follows the RFC.
+
 Broadcasts leave with the session as their origin, so they pass the same
 ``pre-presence`` hooks as what the client sends itself (a blocklist stops
 them the same way).
@@ -42,8 +55,10 @@ from twisted.words.xish import domish
 from xmppd import jid as jidlib
 from xmppd import ns, subscription
 from xmppd.component import Component, Option, handles
+from xmppd.components.offline import delay_stamp
 from xmppd.components.roster import entry_size
 from xmppd.config import integer
+from xmppd.locks import KeyedLock
 from xmppd.router.events import presence, readdressed, stanza_error
 from xmppd.router.fanout import Fanout
 from xmppd.xml.stream import parse_element
@@ -73,6 +88,8 @@ class PresenceComponent(Component):
         #: least recently active user first (so the expired are at the front)
         self._requests: collections.OrderedDict[str, collections.deque] = \
             collections.OrderedDict()
+        #: inbound subscription stanzas, one at a time per recipient (bare JID)
+        self._inbound_locks = KeyedLock()
 
     @property
     def rosters(self):
@@ -112,6 +129,7 @@ class PresenceComponent(Component):
         initial = not session.available
         session.available = True
         session.presence = stanza
+        session.presence_received = self.clock.seconds()  # for stamped_presence
         session.priority = _priority(stanza)
         d = self._roster(session.bare)
         d.addCallback(self._broadcast_available, session, stanza, initial)
@@ -132,7 +150,7 @@ class PresenceComponent(Component):
             return
         for other in self.router.resources(session.bare).values():
             if other is not session and other.available and other.presence is not None:
-                session.send(readdressed(other.presence, full, other.jid.full()))
+                session.send(stamped_presence(other, full))  # with its delay, as Prosody
         if roster is not None:
             for contact in roster.subscriptions():
                 # From the session, so the user's blocklist applies to probes too.
@@ -272,19 +290,34 @@ class PresenceComponent(Component):
         before = roster.state(contact)
         outcome = subscription.outbound(before, stype)
         approved = True if outcome.pre_approved else (False if stype == "unsubscribed" else None)
-        yield rosters.apply(roster, contact, outcome.state, approved=approved)
-        if not outcome.forward:
-            return True
-        if stype == "unsubscribed" and before.from_:
-            # §3.2.2: the contact hears the user go away while still subscribed,
-            # i.e. before the unsubscribed reaches it.
-            self._send_unavailable(user, contact)
-        # §3.1.2: stamped with the user's bare JID, addressed to the contact's.
-        self.router.route(readdressed(event.stanza, contact, user))
-        if stype == "subscribed":
-            # §3.1.5: the new subscriber hears the user's current presence.
-            self._send_current_presence(user, contact)
+        pushed = yield rosters.apply(roster, contact, outcome.state, approved=approved)
+        if not pushed and stype in ("subscribe", "unsubscribe") and roster.get(contact):
+            # As Prosody: a (un)subscribe is always answered with a push of
+            # the item, also when it changed nothing (a request repeated).
+            rosters.push(roster, [roster.get(contact)])
+        if outcome.forward:
+            if stype == "unsubscribed" and before.from_:
+                # §3.2.2: the contact hears the user go away while still
+                # subscribed, i.e. before the unsubscribed reaches it.
+                self._send_unavailable(user, contact)
+            # §3.1.2: stamped with the user's bare JID, addressed to the contact's.
+            self.router.route(readdressed(event.stanza, contact, user))
+            if stype == "subscribed":
+                # §3.1.5: the new subscriber hears the user's current presence,
+                # after its server took the approval in (a local contact's
+                # inbound processing waits on storage).
+                yield self._settled(contact)
+                self._send_current_presence(user, contact)
+        if stype == "subscribed" and outcome.state.to:
+            # As Prosody: approving someone the user is subscribed to probes
+            # them (their presence comes again, to the user's bare JID).
+            self.router.route(presence(user, contact, "probe"), session)
         return True
+
+    def _settled(self, user: str) -> defer.Deferred:
+        """Fires once the inbound subscription stanzas now queued for ``user``
+        are processed (at once for a user with none, or not local)."""
+        return self._inbound_locks.run(user, lambda: None)
 
     def _allow_request(self, user: str) -> bool:
         """May ``user`` send another subscription request now (the rate limit)?
@@ -313,11 +346,15 @@ class PresenceComponent(Component):
         requests.move_to_end(user)
         return True
 
-    def _send_current_presence(self, user: str, contact: str) -> None:
+    def _send_current_presence(self, user: str, contact: str) -> int:
+        """Each available session's presence to ``contact``, with its delay
+        stamp (:func:`stamped_presence`); how many were sent."""
+        sent = 0
         for session in list(self.router.resources(user).values()):
             if session.available and session.presence is not None:
-                self.router.route(readdressed(session.presence, contact, session.jid.full()),
-                                  session)
+                self.router.route(stamped_presence(session, contact), session)
+                sent += 1
+        return sent
 
     def _send_unavailable(self, user: str, contact: str) -> None:
         for session in list(self.router.resources(user).values()):
@@ -351,24 +388,44 @@ class PresenceComponent(Component):
                 session.send(event.stanza)
         return True
 
-    @defer.inlineCallbacks
     def _inbound_subscription(self, event, stype: str):
+        """A subscription stanza for a local user (RFC 6121 §3.1.3, §3.1.6,
+        §3.2.3, §3.3.3), one at a time per user, so that whoever waits for
+        the outcome (:meth:`_settled`) sees them all done in order."""
         if event.from_ is None:
             return True
+        user = event.to.userhost()
+        d = self._inbound_locks.run(user, self._process_inbound_subscription, event, stype)
+        return d.addCallback(self._then)
+
+    def _then(self, after) -> defer.Deferred | bool:
+        """Run what an inbound subscription left to do once the contact's
+        server has processed the answer it sent — outside the user's turn,
+        so two users answering each other never wait on each other."""
+        if after is None:
+            return True
+        contact, action = after
+        return self._settled(contact).addCallback(lambda _: action()).addCallback(
+            lambda _: True)
+
+    @defer.inlineCallbacks
+    def _process_inbound_subscription(self, event, stype: str):
         user, contact = event.to.userhost(), event.from_.userhost()
         rosters = self.rosters
         exists = yield self.server.accounts.exists(user)
         if not exists or rosters is None:
             if stype == "subscribe":  # §3.1.3: no such contact
                 self.router.route(presence(user, contact, "unsubscribed"))
-            return True
+            return None
         roster = yield rosters.load(user)
         item = roster.items.get(contact)
         before = roster.state(contact)
-        outcome = subscription.inbound(before, stype, approved=bool(item and item.approved))
+        approved = bool(item and item.approved)
+        outcome = subscription.inbound(before, stype, approved=approved)
         kept = None
-        if stype == "subscribe" and outcome.state.pending_in:
+        if stype == "subscribe" and outcome.state.pending_in and not before.pending_in:
             # The request waits in the roster until answered: it needs room.
+            # A request already waiting is kept as it is, as in Prosody.
             kept = _kept_request(event.stanza, user, contact).toXml()
             size = entry_size(contact, item.name if item else None,
                               item.groups if item else (), kept)
@@ -378,20 +435,42 @@ class PresenceComponent(Component):
                               contact=contact, user=user, why=refusal)
                 self.router.route(stanza_error(event.stanza, "resource-constraint",
                                                text="the contact's roster is full"))
-                return True
-        yield rosters.apply(roster, contact, outcome.state, pending_stanza=kept)
+                return None
+        if stype == "subscribe" and not before.from_ and not approved:
+            # As Prosody's mod_presence: a request from someone who may not
+            # see the user's presence is acknowledged at once, with
+            # unavailable presence from the user's bare JID — before it is
+            # stored or delivered, and also when it was waiting already.
+            self.router.route(presence(user, contact, "unavailable"))
+        pushed = yield rosters.apply(roster, contact, outcome.state, pending_stanza=kept,
+                                     push=False)
         if outcome.forward:
+            # A request goes to the available resources (§3.1.3), answers and
+            # cancellations to the interested ones (§3.1.6, §3.2.3, §3.3.3) —
+            # before the roster push that goes with them, as Prosody sends them.
+            if stype == "subscribe":
+                sessions = [s for s in self.router.resources(user).values() if s.available]
+            else:
+                sessions = rosters.interested(user)
             delivered = readdressed(event.stanza, user, contact)
-            for session in list(self.router.resources(user).values()):
-                if session.available:
-                    session.send(delivered)
-        if outcome.auto_reply:
-            self.router.route(presence(user, contact, outcome.auto_reply))
-            if not before.from_:  # a pre-approval was used: presence follows
-                self._send_current_presence(user, contact)
+            for session in sessions:
+                session.send(delivered)
+        if pushed:
+            rosters.push(roster, [roster.items[contact]])
         if stype == "unsubscribe" and before.from_:
             self._send_unavailable(user, contact)  # §3.3.3
-        return True
+        if not outcome.auto_reply:
+            return None
+        self.router.route(presence(user, contact, outcome.auto_reply))
+        if before.from_:
+            # Subscribed already: as Prosody, the current presence follows
+            # the answer, or unavailable from the bare JID if there is none.
+            def present():
+                if not self._send_current_presence(user, contact):
+                    self.router.route(presence(user, contact, "unavailable"))
+            return contact, present
+        # A pre-approval was used (§3.4): the new subscriber gets the presence.
+        return contact, lambda: self._send_current_presence(user, contact)
 
     @defer.inlineCallbacks
     def _probe(self, event):
@@ -411,27 +490,37 @@ class PresenceComponent(Component):
         sessions = [s for s in self.router.resources(user).values()
                     if s.available and s.presence is not None]
         for session in sessions:
-            self.router.route(readdressed(session.presence, prober.full(), session.jid.full()),
-                              session)
+            # With the XEP-0203 delay of when it was sent, as Prosody answers.
+            self.router.route(stamped_presence(session, prober.full()), session)
         if not sessions:
             self.router.route(presence(user, prober.full(), "unavailable"))
         return True
 
 
-#: What of a subscription request is kept for later delivery: the status text
-#: and the XEP-0172 nickname, each at most this many characters.
-_KEPT = {(ns.CLIENT, "status"), (ns.NICK, "nick")}
-_KEPT_LENGTH = 1024
+def stamped_presence(session, to: str) -> domish.Element:
+    """``session``'s current presence addressed to ``to``, with an XEP-0203
+    ``<delay/>`` from the user's domain stamped when the server received it.
+
+    Prosody stamps a session's presence so once it has broadcast it, and
+    every later copy of it carries the stamp: the answer to a probe, the
+    presence a new subscriber gets, the presence sent again after an unblock.
+    A client learns how long the contact has been in that state.
+    """
+    copy = readdressed(session.presence, to, session.jid.full())
+    delay = copy.addElement((ns.DELAY, "delay"))
+    delay["from"] = session.jid.host
+    delay["stamp"] = delay_stamp(session.presence_received)
+    return copy
 
 
 def _kept_request(stanza: domish.Element, user: str, contact: str) -> domish.Element:
-    """The part of a subscribe worth storing until the user answers it: a
-    waiting request costs a few hundred bytes, not a whole stanza's worth."""
-    request = presence(contact, user, "subscribe")
-    for child in stanza.elements():
-        if (child.uri, child.name) in _KEPT:
-            request.addElement((child.uri, child.name), content=str(child)[:_KEPT_LENGTH])
-    return request
+    """A subscribe to keep until the user answers it: the whole stanza as it
+    came — its id and every child a client put in it (a status, an XEP-0172
+    nick, an XEP-0379 pre-authentication token …) — from the contact's bare
+    JID to the user's, as Prosody keeps it. Its size counts against the
+    roster's ``max_size`` (:func:`entry_size`), so a request too big for the
+    room left is refused rather than trimmed."""
+    return readdressed(stanza, user, contact)
 
 
 def _priority(stanza: domish.Element) -> int:

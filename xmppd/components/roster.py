@@ -5,7 +5,16 @@ reads or writes it: the presence component asks it for subscription states
 and hands it the new ones (:meth:`RosterComponent.load`,
 :meth:`RosterComponent.apply`), last activity and blocking ask who may see a
 user's presence. A change is durable before anyone hears of it: the store
-write fires first, then the roster push, then the iq result.
+write fires first, then the iq result, then the roster push — the order
+Prosody's mod_roster sends them in (RFC 6121 §2.3.2 leaves it open).
+
+Roster results always carry the roster's version (XEP-0237), also when the
+client sent no ``ver``: Prosody does the same, and a client that learns the
+version from its first get can sync incrementally from then on. A get whose
+``ver`` is the current one is answered with an empty result; an older
+version this roster can still account for is answered with an empty result
+and one push per entry changed since (XEP-0237 §3's second way; Prosody,
+which keeps no per-item versions, sends the whole roster instead).
 
 Storage is one map store ``roster``: per user, one entry per contact (bare
 JID) and the key ``""`` for the roster's version. An entry that is not
@@ -289,6 +298,15 @@ class RosterComponent(Component):
         """Drop an offline user's roster from memory (the next load reads the store)."""
         self._cache.pop(user, None)
 
+    @handles("account-deleted")
+    def account_deleted(self, user: str) -> None:
+        """The account is gone (its rows purged already): nothing of its roster
+        may stay in memory, or an account made again under the name would
+        find the old contacts."""
+        self._online.pop(user, None)
+        self._cache.pop(user, None)
+        self._interested.pop(user, None)
+
     def refusal(self, roster: Roster, contact: str, size: int) -> str | None:
         """Why ``contact``'s entry may not become an entry of ``size`` bytes
         (:func:`entry_size`) in ``roster``, or None if it may.
@@ -332,10 +350,13 @@ class RosterComponent(Component):
               push: bool = True) -> defer.Deferred:
         """Record ``contact``'s new subscription ``state`` in ``roster``, store it
         and push it to the user's interested resources if the user can see the
-        change. Fires once it is durable.
+        change. Fires once it is durable, with whether the user can see the
+        change (a push is due: with ``push=False`` the caller sends it, after
+        what it must deliver first).
 
         ``pending_stanza`` is the subscribe request to keep while the state is
-        pending in. An entry joins the roster the user sees as soon as there is
+        pending in (a request already waiting is kept unless a new one is
+        given). An entry joins the roster the user sees as soon as there is
         a subscription either way, a request of the user's, or a pre-approval.
         """
         item = roster.items.get(contact)
@@ -356,23 +377,34 @@ class RosterComponent(Component):
             item.listed = True
         visible = (item.subscription, item.ask, item.approved, item.listed) != before
         d = self._save(roster, [item], bump=visible)
-        if push and visible and item.listed:
+        due = visible and item.listed
+        if push and due:
             d.addCallback(lambda _: self.push(roster, [item]))
-        return d
+        return d.addCallback(lambda _: due)
 
     def push(self, roster: Roster, items: Iterable[RosterItem]) -> None:
         """Send a roster push per item to every interested resource (§2.1.6)."""
-        interested = self._interested.get(roster.user)
-        if not interested:
-            return
-        sessions = self.router.resources(roster.user)
+        sessions = self.interested(roster.user)
         for item in items:
-            for resource in list(interested):
-                session = sessions.get(resource)
-                if session is None:
-                    interested.discard(resource)
-                    continue
+            for session in sessions:
                 session.send(self._push_stanza(roster, item, session))
+
+    def interested(self, user: str) -> list[Any]:
+        """The sessions of ``user`` that asked for the roster (RFC 6121 §2.2's
+        *interested resources*): they get roster pushes, and the subscription
+        answers and cancellations that go with them (§3.1.6, §3.2.3, §3.3.3)."""
+        interested = self._interested.get(user)
+        if not interested:
+            return []
+        sessions = self.router.resources(user)
+        found = []
+        for resource in list(interested):
+            session = sessions.get(resource)
+            if session is None:
+                interested.discard(resource)
+            else:
+                found.append(session)
+        return found
 
     def _push_stanza(self, roster: Roster, item: RosterItem, session: Any) -> domish.Element:
         iq = domish.Element((ns.CLIENT, "iq"))
@@ -457,8 +489,7 @@ class RosterComponent(Component):
             self.push_to(event.origin, roster, changed)
             return True
         query = domish.Element((ns.ROSTER, "query"))
-        if asked is not None:
-            query["ver"] = roster.ver
+        query["ver"] = roster.ver  # also unasked, as Prosody (see the module docstring)
         for item in roster.listed():
             query.addChild(item.to_element())
         return event.reply(query)
@@ -516,8 +547,9 @@ class RosterComponent(Component):
         item.groups = groups
         item.listed = True
         yield self._save(roster, [item])
+        self.router.reply(event, event.reply())
         self.push(roster, [item])
-        return event.reply()
+        return True
 
     @staticmethod
     def _invalid(element: domish.Element, item: RosterItem | None) -> tuple[str, ...] | None:
@@ -541,11 +573,11 @@ class RosterComponent(Component):
     def _remove(self, event, roster: Roster, contact: str):
         item = roster.items.get(contact)
         if item is None or not item.counts:
-            return event.error("item-not-found")
-        # RFC 6121 §2.5.2: cancel every subscription either way, then forget.
+            # RFC 6121 §2.5.3's example, and Prosody, say modify.
+            return event.error("item-not-found", "modify")
+        # RFC 6121 §2.5.2: cancel every subscription either way, then forget;
+        # in Prosody's order: unsubscribed, then unsubscribe.
         user = roster.user
-        if item.subscription in ("to", "both") or item.ask:
-            self._send_presence(user, contact, "unsubscribe")
         if item.subscription in ("from", "both"):
             # §3.2.2: the contact hears each available resource go away while
             # still subscribed, i.e. before the unsubscribed.
@@ -555,13 +587,16 @@ class RosterComponent(Component):
                                       session)
         if item.subscription in ("from", "both") or item.pending_in is not None:
             self._send_presence(user, contact, "unsubscribed")
+        if item.subscription in ("to", "both") or item.ask:
+            self._send_presence(user, contact, "unsubscribe")
         was_listed = item.listed
         item.subscription, item.ask, item.pending_in, item.approved = "none", False, None, False
         item.name, item.groups, item.listed = None, [], False
         yield self._save(roster, [item])
+        self.router.reply(event, event.reply())
         if was_listed:
             self.push(roster, [item])
-        return event.reply()
+        return True
 
     def _send_presence(self, user: str, contact: str, stype: str) -> None:
         self.router.route(presence(user, contact, stype))

@@ -17,16 +17,16 @@ if TYPE_CHECKING:
 
 def stanza_error(stanza: domish.Element, condition: str, type: str | None = None,
                  text: str | None = None) -> domish.Element:
-    """The error reply to ``stanza`` (RFC 6120 §8.3): to/from swapped, the
-    original payload kept, and the ``<error/>`` with ``condition``."""
+    """The error reply to ``stanza`` (RFC 6120 §8.3): to/from swapped and
+    the ``<error/>`` with ``condition``. The original payload is not echoed
+    (§8.3.1 leaves it to us): as Prosody's error replies, and a refused
+    oversized stanza is not sent back whole."""
     reply = domish.Element((ns.CLIENT, stanza.name))
     for ours, theirs in (("to", "from"), ("from", "to"), ("id", "id")):
         value = stanza.getAttribute(theirs)
         if value is not None:
             reply[ours] = value
     reply["type"] = "error"
-    reply.children = [c for c in stanza.children if isinstance(c, domish.Element)
-                      and c.name != "error"]
     error = reply.addElement("error")
     error["type"] = type or STANZA_CONDITIONS.get(condition, {}).get("type", "cancel")
     error.addElement((ns.STANZA_ERRORS, condition))
