@@ -216,3 +216,11 @@ def test_is_admin_normalises_what_it_is_given():
     assert h.server.is_admin("admin@localhost/phone")
     assert h.server.is_admin("ADMIN@localhost")
     assert not h.server.is_admin("other@localhost") and not h.server.is_admin(None)
+
+
+def test_disco_of_a_service_domain_nobody_serves_is_remote_server_not_found(h):
+    alice = h.login("alice@a.example/pc")
+    alice.feed(f"<iq type='get' id='x' to='nothere.a.example'><query xmlns='{ns.DISCO_INFO}'/></iq>")
+    reply = only(alice)
+    assert error_condition(reply) == "remote-server-not-found"
+    assert reply["from"] == "nothere.a.example"

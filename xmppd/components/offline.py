@@ -306,7 +306,8 @@ class OfflineComponent(Component):
             queue.count -= 1
             queue.size -= size
             return failure
-        return self.store["offline"].append(user, text, with_=sender).addCallbacks(
+        return self.store["offline"].append(user, text, with_=sender,
+                                                 when=self.clock.seconds()).addCallbacks(
             lambda _: True, failed)
 
     def _store_failed(self, failure, event: StanzaEvent, user: str):

@@ -92,6 +92,24 @@ def test_disco_of_the_service_is_its_own_and_the_server_lists_it(server):
     run(scenario())
 
 
+def test_disco_of_an_unknown_service_domain_is_refused_and_the_server_serves_on(server):
+    from slixmpp.exceptions import IqError
+
+    async def scenario():
+        alice = await IMClient.login(server, "alice@localhost/pc")
+        try:
+            with pytest.raises(IqError) as refused:
+                await alice.iq("get", "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+                               to="nothere.localhost")
+            assert refused.value.condition == "remote-server-not-found"
+            info = await alice.iq("get", "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+                                  to="echo.localhost")
+            assert info.get("type") == "result"
+        finally:
+            await close_all(alice)
+    run(scenario())
+
+
 def test_disco_of_the_service_with_aioxmpp(server):
     aioxmpp = pytest.importorskip("aioxmpp")
     import aioxmpp.connector
