@@ -132,7 +132,8 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "PEM certificate (chain); empty: a self-signed one in data_dir/certs, made on first start"),
         Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
         Option("components", words, "disco ping version time roster presence messaging offline "
-               "carbons blocking private last vcard vcard_update extdisco register",
+               "carbons blocking private last vcard vcard_update extdisco register pubsub "
+               "caps pep bookmarks vcard4",
                "the components to enable, by name"),
         Option("max_stanza_size", integer(1024), "262144",
                "largest stanza accepted, in bytes (policy-violation beyond)"),

@@ -67,5 +67,33 @@ LAST = "jabber:iq:last"
 # XEP-0054 vcard-temp, and XEP-0153 vCard-based avatars (the hash in presence)
 VCARD = "vcard-temp"
 VCARD_UPDATE = "vcard-temp:x:update"
+# XEP-0292 vCard4 over PEP (the payload namespace, and the PEP node), and
+# XEP-0398 conversion between a vcard-temp PHOTO and a XEP-0084 avatar
+VCARD4 = "urn:ietf:params:xml:ns:vcard-4.0"
+VCARD4_NODE = "urn:xmpp:vcard4"
+PEP_VCARD_CONVERSION = "urn:xmpp:pep-vcard-conversion:0"
+# XEP-0084 user avatar: the data node and the metadata node (also namespaces)
+AVATAR_DATA = "urn:xmpp:avatar:data"
+AVATAR_METADATA = "urn:xmpp:avatar:metadata"
+# XEP-0048 bookmarks (private XML, and the legacy PEP node of the same name);
+# XEP-0402 bookmarks (its node is its namespace), its compatibility features,
+# the version-0 namespace Prosody refuses, and XEP-0411 bookmarks conversion
+BOOKMARKS = "storage:bookmarks"
+BOOKMARKS2 = "urn:xmpp:bookmarks:1"
+BOOKMARKS2_COMPAT = "urn:xmpp:bookmarks:1#compat"
+BOOKMARKS2_COMPAT_PEP = "urn:xmpp:bookmarks:1#compat-pep"
+BOOKMARKS2_OLD = "urn:xmpp:bookmarks:0"
+BOOKMARKS_CONVERSION = "urn:xmpp:bookmarks-conversion:0"
+# XEP-0060 publish-subscribe: the request namespaces, events, errors, and the
+# FORM_TYPEs of its data forms; XEP-0122 data form validation
+PUBSUB = "http://jabber.org/protocol/pubsub"
+PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
+PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+PUBSUB_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+PUBSUB_META_DATA = "http://jabber.org/protocol/pubsub#meta-data"
+PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+PUBSUB_SUBSCRIBE_OPTIONS = "http://jabber.org/protocol/pubsub#subscribe_options"
+DATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
 
 STANZA_KINDS = frozenset(("message", "presence", "iq"))

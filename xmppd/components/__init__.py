@@ -17,4 +17,9 @@ BUILTIN: dict[str, str] = {
     "vcard": "xmppd.components.vcard:VCardComponent",
     "vcard_update": "xmppd.components.vcard_update:VCardUpdateComponent",
     "extdisco": "xmppd.components.extdisco:ExternalServicesComponent",
+    "pubsub": "xmppd.services.pubsub.service:PubSubService",
+    "caps": "xmppd.components.caps:CapsComponent",
+    "pep": "xmppd.components.pep:PEPComponent",
+    "bookmarks": "xmppd.components.bookmarks:BookmarksComponent",
+    "vcard4": "xmppd.components.vcard4:VCard4Component",
 }

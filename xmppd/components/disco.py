@@ -234,10 +234,54 @@ class DiscoComponent(Component):
     def _account_info(self, event: StanzaEvent, user: str) -> domish.Element:
         kind = "admin" if self.server.is_admin(user) else "registered"
         return self._account_reply(event, user, info_query(
-            [("account", kind, "")], self.account_feature_list))
+            [("account", kind, ""), *self._account_identities()], self.account_feature_list))
 
-    def _account_items(self, event: StanzaEvent, user: str) -> domish.Element:
-        return self._account_reply(event, user, domish.Element((ns.DISCO_ITEMS, "query")))
+    def _account_items(self, event: StanzaEvent, user: str) -> Any:
+        query = domish.Element((ns.DISCO_ITEMS, "query"))
+        waits = self._account_item_lists(event.from_.full(), user)
+        if not waits:
+            return self._account_reply(event, user, query)
+
+        def listed(results):
+            for ok, items in results:
+                for item in (items if ok else ()):
+                    query.addChild(item)
+            return self._account_reply(event, user, query)
+        return defer.DeferredList(waits, consumeErrors=True).addCallback(listed)
+
+    # -- hook (issue 12, PEP): what other components add to an account's disco ----
+    # A component may declare ``account_identities`` ((category, type, name)
+    # tuples: PEP's ``pubsub/pep``) and define ``account_disco_items(requester:
+    # str, owner: str) -> Deferred[list[<item/> elements]]`` (PEP: the nodes the
+    # requester may see). Called only after the access check above.
+
+    def _account_identities(self) -> list[Identity]:
+        return [identity for component in self.server.components.values()
+                for identity in getattr(component, "account_identities", ())]
+
+    def _account_item_lists(self, requester: str, user: str) -> list[defer.Deferred]:
+        return [defer.maybeDeferred(component.account_disco_items, requester, user)
+                for component in self.server.components.values()
+                if callable(getattr(component, "account_disco_items", None))]
+
+    # A disco#info or #items query with a ``node`` on an account goes to the
+    # components defining ``account_disco_node(event, owner) -> reply element,
+    # Deferred of one, or None`` (not my node; PEP: its nodes' identity,
+    # meta-data and items); the first answer wins, none: item-not-found.
+    def _account_node(self, event: StanzaEvent, user: str) -> Any:
+        askers = [component.account_disco_node for component in self.server.components.values()
+                  if callable(getattr(component, "account_disco_node", None))]
+
+        def ask(index: int) -> Any:
+            if index == len(askers):
+                return event.error("item-not-found", text="Node does not exist")
+            answered = askers[index](event, user)
+            if isinstance(answered, defer.Deferred):
+                return answered.addCallback(lambda found: found if found is not None
+                                            else ask(index + 1))
+            return answered if answered is not None else ask(index + 1)
+        return ask(0)
+    # -- end of the hook ---------------------------------------------------------
 
     @staticmethod
     def _account_reply(event: StanzaEvent, user: str, query: domish.Element) -> domish.Element:
@@ -255,7 +299,7 @@ class DiscoComponent(Component):
             if not allowed:
                 return event.error("service-unavailable")
             if event.payload.getAttribute("node"):
-                return event.error("item-not-found", text="Node does not exist")
+                return self._account_node(event, user)  # (issue 12 hook, below)
             return answer(event, user)
 
         if requester.userhost() == user:

@@ -20,6 +20,7 @@ better than a loss.
 from typing import Any, Iterable
 
 from xmppd.component import Component, handles
+from xmppd.router.fanout import Fanout
 
 
 def bare_recipients(sessions: Iterable[Any], stype: str) -> list[Any]:
@@ -47,8 +48,14 @@ class MessagingComponent(Component):
         if stype == "groupchat":
             return event.error("service-unavailable")
         sessions = bare_recipients(self.router.resources(event.to.userhost()).values(), stype)
-        for session in sessions:
-            session.send(event.stanza)
+        if stype == "headline":
+            # A headline is never re-routed (see ``undelivered``), so it may go
+            # as text: a broadcast's copy (a pubsub notification) is then
+            # serialised once for all its recipients.
+            Fanout.of(event.stanza).send_all(sessions, to=event.stanza.getAttribute("to"))
+        else:
+            for session in sessions:
+                session.send(event.stanza)
         if sessions or stype == "headline":
             return True
         if self.router.fire("message/offline", event):
