@@ -168,8 +168,11 @@ class RawClient:
             return
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
         if not pending:
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
+            # poll, not select: a test holding a thousand sockets has
+            # descriptors beyond select()'s limit of 1024
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            if not poller.poll(remaining * 1000):
                 return
         try:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
