@@ -73,7 +73,9 @@ def run_once(scenario: scenarios.Scenario, name: str, workdir: Path, cert, quick
     if profile is not None and name == "xmppd":
         # py-spy samples the running twistd; collapsed stacks, one file per run.
         profile.mkdir(parents=True, exist_ok=True)
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
+        # The venv's own py-spy when it has one (run without activating it).
+        beside = Path(sys.executable).with_name("py-spy")
+        spy = subprocess.Popen([str(beside) if beside.exists() else "py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
                                 "-o", str(profile / f"{scenario.name}.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)

@@ -779,3 +779,205 @@ async def vcard_get(ctx: Context) -> dict[str, float]:
             "vcard p99 ms": percentile(latencies, 99) * 1e3,
             "lost": len(in_flight) + counters["wrong"] + refused, "dup": counters["dup"],
             "wrong": counters["wrong"], "sent": counters["sent"]}
+
+
+# -- PEP fanout ------------------------------------------------------------------------------------
+
+#: The node the publishers publish to, and the feature that asks for its events.
+PEP_NODE = "http://jabber.org/protocol/geoloc"
+#: What the generator's clients say they can do (XEP-0115): one identity and
+#: these features, ``PEP_NODE+notify`` among them.
+CAPS_IDENTITY = ("client", "bot", "", "xmppd bench")
+CAPS_FEATURES = ("http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info",
+                 f"{PEP_NODE}+notify", "urn:xmpp:ping")
+CAPS_NODE = "https://github.com/xmppd/bench"
+
+
+def caps_ver() -> str:
+    """The XEP-0115 §5.1 ``ver`` (SHA-1, base64) of the generator's disco#info:
+    what both servers check the answer against (xmppd verifies it, Prosody
+    believes it)."""
+    category, kind, lang, name = CAPS_IDENTITY
+    text = f"{category}/{kind}/{lang}/{name}<" + "".join(f"{f}<" for f in sorted(CAPS_FEATURES))
+    return base64.b64encode(hashlib.sha1(text.encode()).digest()).decode()
+
+
+def _disco_info_answer(query: bytes) -> bytes | None:
+    """The result a client owes for a disco#info get (``query``, raw bytes):
+    its identity and features, echoing the id and the asked node. None for
+    any other stanza."""
+    if not query.startswith(b"<iq") or b"disco#info" not in query:
+        return None
+    head = query[:query.find(b">")]
+    attrs = {m.group(1): m.group(2) or m.group(3) for m in _ATTR.finditer(head)}
+    if attrs.get(b"type") != b"get":
+        return None
+    node = _NODE.search(query)
+    category, kind, _, name = CAPS_IDENTITY
+    to = b" to='%s'" % attrs[b"from"] if b"from" in attrs else b""
+    node_attr = b" node='%s'" % node.group(1) if node else b""
+    return (b"<iq type='result' id='%s'%s><query xmlns='http://jabber.org/protocol/disco#info'%s>"
+            % (attrs.get(b"id", b""), to, node_attr)
+            + f"<identity category='{category}' type='{kind}' name='{name}'/>".encode()
+            + b"".join(f"<feature var='{f}'/>".encode() for f in CAPS_FEATURES)
+            + b"</query></iq>")
+
+
+_ATTR = re.compile(rb"""\s(from|id|type)=(?:'([^']*)'|"([^"]*)")""")
+_NODE = re.compile(rb"""<query[^>]*\snode=(?:'([^']*)'|"([^"]*)")""")
+_PEP_TEXT = re.compile(rb"<text>pep (\d+) (\d+)</text>")
+
+
+def _pep_size(quick: bool) -> tuple[int, int]:
+    """(publishers, contacts): every publisher has every contact. One more
+    user (the last) only brings the caps hash to the server first."""
+    return (2, 30) if quick else (4, 200)
+
+
+def _pep_rosters(quick: bool) -> dict[int, list[int]]:
+    """Users 0..P-1 publish; each has all the contacts P..P+C-1 as mutual
+    contacts, and each contact has all the publishers (contacts do not know
+    each other)."""
+    publishers, contacts = _pep_size(quick)
+    everyone = list(range(publishers, publishers + contacts))
+    rosters = {p: everyone for p in range(publishers)}
+    rosters.update({c: list(range(publishers)) for c in everyone})
+    return rosters
+
+
+@scenario("pep-fanout", users=205, tls=False, metrics=[
+    Metric("notifications/s", "higher", 1.0), Metric("pep p50 ms", "lower", 1.5),
+    Metric("pep p99 ms", "lower", 1.5), Metric("CPU µs/notification", "lower", None)],
+    rosters=_pep_rosters, extras=("pep",))
+async def pep_fanout(ctx: Context) -> dict[str, float]:
+    """4 users, each with the same 200 mutual contacts, all online; the
+    contacts advertise XEP-0115 caps whose features include
+    ``geoloc+notify`` and answer the servers' disco#info queries about them.
+    Each publisher publishes a geoloc item (XEP-0163) over and over, the
+    next as soon as all 200 contacts got the previous one's notification
+    (800 in flight). Notifications per second and the latency from publish
+    to receipt, over 10 s after 2 s of warm-up. Each item must reach each
+    contact exactly once and nobody else; every publish must be a result."""
+    publishers, contacts = _pep_size(ctx.quick)
+    duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
+    audience = frozenset(range(publishers, publishers + contacts))
+    outstanding: dict[tuple[int, int], list] = {}  # (publisher, seq) -> [sent at, contacts owed]
+    latencies: list[float] = []
+    counters = {"stanzas": 0, "delivered": 0, "items": 0, "dup": 0, "misrouted": 0,
+                "refused": 0, "caps queries": 0, "sent": 0}
+    state = {"running": False, "counting": False}
+    seq = [0] * publishers
+    now = time.perf_counter
+    conns: list = [None] * (publishers + contacts)
+
+    def publish(s: int) -> None:
+        seq[s] += 1
+        k = seq[s]
+        outstanding[(s, k)] = [now(), set(audience)]
+        counters["sent"] += 1
+        conns[s].transport.write(
+            f"<iq type='set' id='pub{s}-{k}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+            f"<publish node='{PEP_NODE}'><item id='i{k}'><geoloc xmlns='{PEP_NODE}'>"
+            f"<lat>{45 + k % 90 / 100:.2f}</lat><lon>{5 + s / 100:.2f}</lon>"
+            f"<text>pep {s} {k}</text></geoloc></item></publish></pubsub></iq>".encode())
+
+    def receiver(r: int):
+        def got(stanza: bytes) -> None:
+            counters["stanzas"] += 1
+            answer = _disco_info_answer(stanza)
+            if answer is not None:
+                counters["caps queries"] += 1
+                conns[r].transport.write(answer)
+                return
+            if stanza.startswith(b"<iq"):
+                head = stanza[:stanza.find(b">")]
+                if r < publishers and b"'result'" not in head and b'"result"' not in head:
+                    counters["refused"] += 1
+                return
+            if not stanza.startswith(b"<message"):
+                return
+            match = _PEP_TEXT.search(stanza)
+            if match is None:
+                return
+            s, k = int(match.group(1)), int(match.group(2))
+            if r == s:  # the publisher's own resource advertised no caps: none is due
+                counters["misrouted"] += 1
+                return
+            entry = outstanding.get((s, k))
+            if entry is None or r not in entry[1]:
+                counters["dup" if r in audience else "misrouted"] += 1
+                return
+            entry[1].discard(r)
+            if state["counting"]:
+                counters["delivered"] += 1
+                latencies.append(now() - entry[0])
+            if not entry[1]:
+                del outstanding[(s, k)]
+                if state["counting"]:
+                    counters["items"] += 1
+                if state["running"]:
+                    publish(s)
+        return got
+
+    caps = (f"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{CAPS_NODE}' "
+            f"ver='{caps_ver()}'/>").encode()
+    # First a user outside every roster comes online with the caps: its
+    # server asks it what the hash stands for (xmppd verifies the answer,
+    # Prosody believes it) and keeps the answer for everyone. Doing this
+    # with a contact instead makes Prosody 0.12 notify every contact twice:
+    # when a client answers its own account's query, mod_pep also adds the
+    # client's bare JID as a recipient on the PEP service of each of its
+    # contacts (its "fiddle with other local users" shortcut), beside the
+    # full JID, and a headline to the bare JID reaches every resource.
+    scout = await ctx.login(publishers + contacts, presence=False)
+    scouted = {"queries": 0}
+
+    def scout_got(stanza: bytes) -> None:
+        counters["stanzas"] += 1
+        answer = _disco_info_answer(stanza)
+        if answer is not None:
+            scouted["queries"] += 1
+            scout.transport.write(answer)
+    scout.stanzas(scout_got)
+    scout.write(b"<presence>" + caps + b"</presence>")
+    await settle(lambda: counters["stanzas"], quiet=0.5)
+    # The publishers (their presence probes find nobody yet), then the
+    # contacts, whose available presence with the caps reaches each
+    # publisher's PEP service: the hash is known, so each contact becomes a
+    # recipient of the node at once. A contact asked anyway answers.
+    first, _ = await ctx.login_many(range(publishers), presence=False)
+    rest, _ = await ctx.login_many(range(publishers, publishers + contacts), presence=False)
+    conns[:] = first + rest
+    for r, conn in enumerate(conns):
+        conn.stanzas(receiver(r))
+    for conn in first:
+        conn.write(b"<presence/>")
+    await settle(lambda: counters["stanzas"], quiet=0.5)
+    for conn in rest:
+        conn.write(b"<presence>" + caps + b"</presence>")
+    await settle(lambda: counters["stanzas"])
+    state["running"] = True
+    for s in range(publishers):
+        publish(s)
+    await asyncio.sleep(warmup)
+    state["counting"] = True
+    with ctx.measure() as m:
+        await asyncio.sleep(duration)
+        state["counting"] = False
+    state["running"] = False
+    deadline = time.monotonic() + (ctx.drain or (5 if ctx.quick else 15))
+    while outstanding and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # a late duplicate still shows
+    for conn in conns + [scout]:
+        conn.close()
+    return {"notifications/s": counters["delivered"] / m.wall,
+            "CPU µs/notification": _cpu_per(ctx, m, counters["delivered"]),
+            "pep p50 ms": percentile(latencies, 50) * 1e3,
+            "pep p99 ms": percentile(latencies, 99) * 1e3,
+            "items/s": counters["items"] / m.wall,
+            "lost": sum(len(owed) for _, owed in outstanding.values()) + counters["refused"],
+            "dup": counters["dup"], "misrouted": counters["misrouted"],
+            "refused": counters["refused"], "scout queries": scouted["queries"],
+            "caps queries": counters["caps queries"],
+            "sent": counters["sent"]}

@@ -53,7 +53,16 @@ EXTRAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # in PEP (vcard4 and avatar nodes; it loads mod_pep) and answers
     # vcard-temp gets by converting back. Prosody's own default config.
     "vcard+avatar-hash": (("vcard", "vcard_update"), ("vcard_legacy",)),
+    # XEP-0163 PEP with XEP-0115 caps-based implicit subscriptions
+    # (``<node>+notify``): xmppd's ``caps`` (learns each hash's features with
+    # one disco#info query) and ``pep``; Prosody's mod_pep, which does both.
+    "pep": (("caps", "pep"), ("pep",)),
 }
+
+#: xmppd components on by default that no scenario's Prosody has a module
+#: for: left out of every run (the pubsub service, bookmarks and vCard4 are
+#: built on PEP and would only add hooks to the other scenarios' paths).
+XMPPD_ONLY = ("pubsub", "bookmarks", "vcard4")
 
 
 def roster_item_name(i: int) -> str:
@@ -241,8 +250,9 @@ max_messages = 20000
     def _components(self) -> str:
         """The ``components`` line: xmppd's default list (read from the tree
         under test) without the components of extras this scenario does not
-        enable (xmppd enables ``vcard`` by default, Prosody's bench config has
-        no vCard module), plus those of the extras it enables."""
+        enable (xmppd enables ``vcard``, ``caps`` and ``pep`` by default,
+        Prosody's bench config has no vCard or PEP module) and without
+        :data:`XMPPD_ONLY`, plus those of the extras it enables."""
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         from xmppd.components import BUILTIN
@@ -252,7 +262,7 @@ max_messages = 20000
         if missing:
             raise RuntimeError(f"xmppd has no component {', '.join(missing)} (xmppd/components/"
                                f"__init__.py BUILTIN); the scenario needs it")
-        optional = {c for ours, _ in EXTRAS.values() for c in ours}
+        optional = {c for ours, _ in EXTRAS.values() for c in ours} | set(XMPPD_ONLY)
         default = next(o.default for o in CORE_OPTIONS["server"] if o.name == "components").split()
         names = [c for c in default if c not in optional or c in wanted]
         names += [c for c in dict.fromkeys(wanted) if c not in names]

@@ -1,6 +1,7 @@
 """The CI regression guard of the benchmark (bench/): short runs of the 1:1
 message scenarios, of the soak (logins, logouts and messages for 30 s), of
-the presence fanout and of vCard gets against xmppd alone, over real
+the presence fanout, of vCard gets and of PEP notifications to contacts
+with XEP-0115 caps against xmppd alone, over real
 sockets, through the same load generator and server launcher as
 ``bench/run.py``.
 
@@ -119,6 +120,40 @@ def test_short_vcard_run_answers_every_get_with_the_asked_users_vcard(tmp_path):
     assert result["wrong"] == 0, result
     assert result["lost"] == 0, result
     assert result["dup"] == 0, result
+
+
+def test_short_pep_fanout_notifies_every_caps_contact_once(tmp_path):
+    """Contacts advertise XEP-0115 caps with ``geoloc+notify`` (the server
+    verifies the hash by asking one client, which answers), then publishers
+    publish over and over: each item's notification reaches each contact
+    exactly once, nobody else, and every publish is a result."""
+    scenario = scenarios.SCENARIOS["pep-fanout"]
+    _needs_components(scenario)
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+    assert alive, server.log_tail()
+    assert result["scout queries"] == 1, result  # one tracked query for the hash, answered
+    assert result["sent"] > 100, result  # it really ran (not a speed target)
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+    assert result["misrouted"] == 0, result
+
+
+def test_the_pep_accounting_reports_contacts_whose_caps_do_not_verify(tmp_path, monkeypatch):
+    """The PEP guard can fail: when the clients claim a ``ver`` their
+    disco#info answer does not hash to, xmppd believes none of them, nobody
+    becomes a recipient, and each publisher's first item is reported lost
+    for every contact."""
+    scenario = scenarios.SCENARIOS["pep-fanout"]
+    _needs_components(scenario)
+    monkeypatch.setattr(scenarios, "caps_ver", lambda: "bm90IHRoZSBoYXNoIG9mIGl0IGF0IGFsbA==")
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls,
+                                                            drain=1.0)))
+    publishers, contacts = scenarios._pep_size(True)
+    assert result["caps queries"] >= 1, result  # contacts were asked, and answered
+    assert result["lost"] == publishers * contacts, result
 
 
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):
