@@ -161,6 +161,39 @@ def test_someone_without_a_presence_subscription_is_not_notified_and_may_not_rea
                for c in error.elements())
 
 
+def test_a_strangers_directed_presence_does_not_make_it_a_recipient_of_open_nodes(w):
+    # Prosody's mod_pep tracks only presence from accounts subscribed to the owner's
+    alice = w.login("alice@localhost/pc", [DEVICES])
+    eve = w.login("eve@localhost/pc", [DEVICES])
+    eve.feed("<presence to='alice@localhost'/>")
+    eve.take()
+    w.publish(alice, node=DEVICES, payload=f"<list xmlns='{DEVICES}'/>",
+              options=options_form(access_model="open"))
+    assert events(eve) == []
+    assert w.items_of(eve, "alice@localhost", DEVICES)["type"] == "result"  # it may read
+
+
+def test_a_contacts_presence_makes_it_a_recipient_of_open_nodes(w):
+    alice = w.login("alice@localhost/pc", [DEVICES])
+    bob = w.login("bob@localhost/pc", [DEVICES])
+    w.friends(alice, bob)
+    w.publish(alice, node=DEVICES, payload=f"<list xmlns='{DEVICES}'/>",
+              options=options_form(access_model="open"))
+    assert [item_ids(m) for m in events(bob, DEVICES)] == [["current"]]
+
+
+def test_a_publish_past_the_accounts_max_bytes_is_policy_violation():
+    w = World(max_bytes="200")
+    alice = w.login("alice@localhost/pc")
+    big = f"<nick xmlns='{NICK}'>{'a' * 120}</nick>"
+    assert w.publish(alice, node=NICK, payload=big)["type"] == "result"
+    reply = w.publish(alice, node=DEVICES, payload=f"<list xmlns='{DEVICES}'>{'d' * 120}</list>")
+    assert error_condition(reply) == "policy-violation"
+    assert w.items_of(alice, "alice@localhost", DEVICES)["type"] == "error"  # not created
+    # replacing the one item of a max_items=1 node frees its bytes first
+    assert w.publish(alice, node=NICK, payload=big.replace("a", "b"))["type"] == "result"
+
+
 def test_a_contact_reads_the_items_of_a_presence_node(w):
     alice = w.login("alice@localhost/pc")
     bob = w.login("bob@localhost/pc")

@@ -195,6 +195,64 @@ def test_payload_too_big(env):
     service.publish(OWNER, "news", "x", "a" * 100)
 
 
+def _recount(service) -> int:
+    return sum(len(i.payload) for n in service.nodes.values() for i in n.items.values())
+
+
+def test_publish_past_max_bytes_is_policy_violation_and_stores_nothing():
+    service, store, rec, _ = make_service(limits=Limits(max_items=10, max_payload=100,
+                                                        max_nodes=5, max_bytes=25))
+    service.create(OWNER, "n")
+    service.publish(OWNER, "n", "a", "x" * 20)
+    service.take_writes()
+    rec.take()
+    with pytest.raises(PubSubError) as e:
+        service.publish(OWNER, "n", "b", "y" * 6)
+    assert err(e) == ("modify", "policy-violation", None)
+    assert list(service.nodes["n"].items) == ["a"] and list(store.items["n"]) == ["a"]
+    assert service.take_writes() == [] and rec.take() == []
+    assert service.used_bytes == 20
+
+
+def test_max_bytes_refuses_an_autocreating_publish_without_creating_the_node():
+    service, store, _, _ = make_service(autocreate=True, limits=Limits(
+        max_items=10, max_payload=100, max_nodes=5, max_bytes=25))
+    service.publish(OWNER, "n", "a", "x" * 20)
+    with pytest.raises(PubSubError) as e:
+        service.publish(OWNER, "m", "a", "x" * 10)
+    assert e.value.condition == "policy-violation"
+    assert "m" not in service.nodes and "m" not in store.nodes
+
+
+def test_max_bytes_counts_out_what_the_publish_replaces_or_evicts():
+    service, *_ = make_service(limits=Limits(max_items=10, max_payload=100, max_nodes=5,
+                                             max_bytes=25))
+    service.create(OWNER, "one", {"max_items": 1})
+    service.publish(OWNER, "one", "a", "x" * 20)
+    service.publish(OWNER, "one", "b", "y" * 24)   # evicts a
+    service.publish(OWNER, "one", "b", "z" * 25)   # replaces b
+    assert service.used_bytes == 25 == _recount(service)
+
+
+def test_used_bytes_follow_retract_purge_delete_trim_and_load(env):
+    service, *_ = env
+    service.publish(OWNER, "news", "a", "x" * 10)
+    service.publish(OWNER, "news", "b", "y" * 20)
+    service.publish(OWNER, "news", "c", "z" * 30)
+    assert service.used_bytes == 60 == _recount(service)
+    service.retract(OWNER, "news", ["a"])
+    assert service.used_bytes == 50 == _recount(service)
+    service.configure(OWNER, "news", {"max_items": 1})
+    assert service.used_bytes == 30 == _recount(service)
+    reloaded = PubSub("x", nodes=service.nodes)
+    assert reloaded.used_bytes == 30
+    service.purge(OWNER, "news")
+    assert service.used_bytes == 0
+    service.publish(OWNER, "news", "d", "d" * 5)
+    service.delete(OWNER, "news")
+    assert service.used_bytes == 0
+
+
 def test_publish_options_precondition_not_met(env):
     service, store, *_ = env
     with pytest.raises(PubSubError) as e:
@@ -267,6 +325,36 @@ def test_publish_notifies_subscribers_the_access_model_allows(env):
     item = service.publish(OWNER, "news", "a", "<p/>")
     assert rec.take() == [{"node": "news", "kind": "items", "last": False, "items": [item],
                            "recipients": [MEMBER, "stranger@example.org"]}]
+
+
+def test_change_without_subscribers_is_not_broadcast_by_default(env):
+    service, _, rec, _ = env
+    service.publish(OWNER, "news", "a", "<p/>")
+    service.retract(OWNER, "news", ["a"], notify=True)
+    assert rec.take() == []
+
+
+def test_notify_without_subscribers_hands_every_notification_to_the_broadcaster():
+    # PEP: the broadcaster adds the implicit (caps +notify) recipients itself
+    service, _, rec, _ = make_service(notify_without_subscribers=True)
+    service.create(OWNER, "n")
+    rec.take()
+    item = service.publish(OWNER, "n", "a", "<p/>")
+    service.retract(OWNER, "n", ["a"], notify=True)
+    service.delete(OWNER, "n")
+    assert rec.take() == [
+        {"node": "n", "kind": "items", "last": False, "items": [item], "recipients": []},
+        {"node": "n", "kind": "retract", "ids": ["a"], "recipients": []},
+        {"node": "n", "kind": "delete", "redirect": None, "recipients": []},
+    ]
+
+
+def test_notify_without_subscribers_still_honours_deliver_notifications():
+    service, _, rec, _ = make_service(notify_without_subscribers=True)
+    service.create(OWNER, "n", {"deliver_notifications": False})
+    rec.take()
+    service.publish(OWNER, "n", "a", "<p/>")
+    assert rec.take() == []
 
 
 def test_deliver_notifications_false_sends_nothing(env):

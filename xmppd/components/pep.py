@@ -17,9 +17,11 @@ shared with the pubsub service; this module adds what makes it PEP:
   models read the account's roster (the roster component).
 - *Implicit subscriptions* (XEP-0163 §4, ``auto-subscribe`` and
   ``filtered-notifications``). Like Prosody's mod_pep, each service keeps the
-  resources whose available presence reached the account — the contacts'
-  broadcasts and probe answers, directed presence, and the account's own
-  resources — and for each the nodes its XEP-0115 caps ask for
+  resources whose available presence reached the account from an account
+  subscribed to its presence — the contacts' broadcasts, probe answers and
+  directed presence — and the account's own resources (presence of anyone
+  else, a stranger's directed presence included, is not tracked: Prosody's
+  rule), and for each the nodes its XEP-0115 caps ask for
   (``<node>+notify``, from the caps component). A notification of a node goes
   to each of those resources that may see the node (its access model, asked
   at that moment, so a subscription or group change counts at once), plus
@@ -48,8 +50,10 @@ Limits (``[component:pep]``): ``max_nodes`` per account (``policy-violation``
 to existing nodes goes on), ``max_items`` per node (the ceiling of
 ``pubsub#max_items`` and what ``max`` means, Prosody's ``pep_max_items``),
 ``max_payload_size`` per item (``not-acceptable`` + ``payload-too-big``),
-``max_subscriptions`` per node, ``cache_size`` services of accounts without a
-session. The implicit recipients are bounded by the sessions on this server
+``max_subscriptions`` per node, ``max_bytes`` of item payloads per account
+(``policy-violation``: without it ``max_nodes`` × ``max_items`` ×
+``max_payload_size`` would be 1.6 GB), ``cache_size`` services of accounts
+without a session. The implicit recipients are bounded by the sessions on this server
 times what each session's presence may reach (its roster's ``max_items`` and
 the presence component's ``max_directed``): a session's entries go when it
 does.
@@ -151,22 +155,18 @@ class PEPService(PubSub):
     It records every change (:meth:`take_changes`; the component fires
     ``pep-changed`` for them once the request is answered), and hands every
     notification to the broadcaster even when the node has no explicit
-    subscriber: in PEP most recipients are implicit (caps ``+notify``), and
-    the protocol adds them (:meth:`PEPProtocol.recipients`)."""
+    subscriber (the core's ``notify_without_subscribers``): in PEP most
+    recipients are implicit (caps ``+notify``), and the protocol adds them
+    (:meth:`PEPProtocol.recipients`)."""
 
     def __init__(self, jid: str, **kw: Any):
+        kw.setdefault("notify_without_subscribers", True)
         super().__init__(jid, **kw)
         self.changes: list[PEPChange] = []
 
     def take_changes(self) -> list[PEPChange]:
         changes, self.changes = self.changes, []
         return changes
-
-    # The core skips its broadcaster when no one subscribed explicitly; PEP
-    # must not. (A public hook in the core would be cleaner: see the report.)
-    def _notify(self, node: Node, kind: str, recipients: list[str], **data: Any) -> None:
-        if self.broadcaster is not None:
-            self.broadcaster.notify(self, node, kind, recipients, **data)
 
     def publish(self, actor, name, item_id, payload, options=None, publisher=None) -> Item:
         item = super().publish(actor, name, item_id, payload, options, publisher)
@@ -247,6 +247,9 @@ class PEPComponent(Component):
         Option("max_subscriptions", integer(1), "1000",
                "most explicit subscriptions of one PEP node; more are refused with "
                "policy-violation + too-many-subscriptions"),
+        Option("max_bytes", integer(1), "10485760",
+               "most bytes of item payloads one account's PEP holds, all nodes together; "
+               "a publish that would pass it is refused with policy-violation"),
         Option("cache_size", integer(0), "1000",
                "PEP services of accounts without a session kept in memory (those "
                "of accounts with one always are); the least recently used beyond "
@@ -260,7 +263,8 @@ class PEPComponent(Component):
         self.limits = Limits(max_items=config["max_items"],
                              max_payload=config["max_payload_size"],
                              max_nodes=config["max_nodes"],
-                             max_subscriptions=config["max_subscriptions"])
+                             max_subscriptions=config["max_subscriptions"],
+                             max_bytes=config["max_bytes"])
         #: services of accounts with a session
         self._online: dict[str, PEPService] = {}
         #: services of accounts without one, least recently used first
@@ -279,7 +283,8 @@ class PEPComponent(Component):
         self.storage = storelib.PubSubStorage(self.store[NODES_STORE], self.store[ITEMS_STORE],
                                               self.store[REFS_STORE])
         for needed, without in (("caps", "only explicit subscribers are notified"),
-                                ("roster", "presence and roster nodes are the owner's alone")):
+                                ("roster", "presence and roster nodes are the owner's "
+                                 "alone, and only its own resources are notified implicitly")):
             if self.server.components.get(needed) is None:
                 self.log.warn("pep is enabled without the {needed} component: {without}",
                               needed=needed, without=without)
@@ -518,10 +523,28 @@ class PEPComponent(Component):
             return False  # not a session of this server
         owner = event.to.userhost()
         if event.type is None:
-            self._reached(owner, sender)
+            if sender.bare == owner:
+                self._reached(owner, sender)
+            else:
+                self._contact_reached(owner, sender)
         else:
             self._lose(sender.jid.full(), sender, only=owner)
         return False
+
+    def _contact_reached(self, owner: str, sender: Any) -> None:
+        """Available presence of another account's resource: it becomes an
+        implicit recipient only if that account is subscribed to ``owner``'s
+        presence (as Prosody's mod_pep: presence from anyone else, directed
+        presence of a stranger included, is not tracked; XEP-0163 §4.1 makes
+        the presence subscription the implicit subscription). The roster is
+        read from memory, loaded first when it is not there."""
+        def check(_: Any) -> None:
+            if self.relation(owner, sender.bare).get("presence"):
+                self._reached(owner, sender)
+        d = self._with_roster(owner, None)
+        d.addCallback(check)
+        d.addErrback(lambda f: self.log.failure("PEP presence of {jid} to {owner}", f,
+                                                jid=sender.jid.full(), owner=owner))
 
     @handles(CAPS_KNOWN)
     def caps_known(self, session: Any) -> None:

@@ -200,13 +200,17 @@ class Limits:
 
     ``max_items``: the ceiling of a node's ``max_items`` (what ``max`` means);
     ``max_payload``: bytes of one item's payload; ``max_nodes``: nodes per
-    service (per PEP account); ``max_subscriptions``: subscriptions per node.
+    service (per PEP account); ``max_subscriptions``: subscriptions per node;
+    ``max_bytes``: bytes of all the service's item payloads together (None:
+    no bound), since ``max_nodes`` × ``max_items`` × ``max_payload`` alone
+    would let one PEP account hold gigabytes.
     """
 
     max_items: int = 256
     max_payload: int = 65536
     max_nodes: int = 1000
     max_subscriptions: int = 1000
+    max_bytes: int | None = None
 
 
 class Access(Protocol):
@@ -230,6 +234,9 @@ class Broadcaster(Protocol):
     last published item sent on subscription), ``'retract'`` (``ids=[str]``),
     ``'purge'``, ``'delete'`` (``redirect=str|None``), ``'configuration'``,
     ``'subscription'`` (``jid=str``, ``state='subscribed'|'none'``).
+
+    ``recipients`` is never empty unless the service was made with
+    ``notify_without_subscribers`` (then the broadcaster finds its own).
     """
 
     def notify(self, service: "PubSub", node: Node, kind: str,
@@ -295,6 +302,13 @@ class PubSub:
     whether ``actor`` may create nodes. ``autocreate``: a publish to a missing
     node creates it (XEP-0163 §3: PEP does), with the publish-options as its
     configuration. ``defaults`` override :data:`DEFAULT_CONFIG` for new nodes.
+
+    ``notify_without_subscribers``: hand every notification to the
+    broadcaster even when the core found no recipient for it (the list is
+    then empty). Off, a change no explicit subscriber hears is not
+    broadcast at all (the pubsub service). PEP turns it on: most of its
+    recipients are implicit (XEP-0163 §4, caps ``+notify``), known only to
+    the broadcaster, which adds them to the list it is given.
     """
 
     def __init__(self, jid: str, *, store: NodeStore | None = None,
@@ -306,6 +320,7 @@ class PubSub:
                  new_id: Callable[[], str] = _uuid_hex,
                  clock: Callable[[], float] | None = None,
                  autocreate: bool = False,
+                 notify_without_subscribers: bool = False,
                  nodes: dict[str, Node] | None = None):
         self.jid = jid
         self.store = store if store is not None else NullStore()
@@ -317,6 +332,7 @@ class PubSub:
         self.new_id = new_id
         self.clock = clock or (lambda: 0.0)
         self.autocreate = autocreate
+        self.notify_without_subscribers = notify_without_subscribers
         base = dict(DEFAULT_CONFIG)
         base.update(defaults or {})
         if isinstance(base["max_items"], int) and base["max_items"] > self.limits.max_items:
@@ -324,9 +340,12 @@ class PubSub:
         self.defaults = self._validate(base)
         self.nodes: dict[str, Node] = {}
         self.writes: list = []
+        #: bytes of every item payload held (what ``Limits.max_bytes`` bounds)
+        self.used_bytes = 0
         for node in (nodes or {}).values():
             self.nodes[node.name] = node
             node.config = {**self.defaults, **node.config}
+            self.used_bytes += self._bytes(node.items.values())
 
     # ------------------------------------------------------------ plumbing
 
@@ -340,8 +359,32 @@ class PubSub:
             self.writes.append(result)
 
     def _notify(self, node: Node, kind: str, recipients: list[str], **data: Any) -> None:
-        if self.broadcaster is not None and recipients:
+        if self.broadcaster is not None and (recipients or self.notify_without_subscribers):
             self.broadcaster.notify(self, node, kind, recipients, **data)
+
+    @staticmethod
+    def _bytes(items: Any) -> int:
+        return sum(payload_size(item.payload) for item in items)
+
+    def _check_quota(self, node: Node | None, item_id: str | None, size: int) -> None:
+        """Refuse a publish of ``size`` bytes that would take the service past
+        ``Limits.max_bytes`` (``policy-violation``, stating the quota), counting
+        what it replaces and what ``max_items`` would then evict. Items held
+        before the bound was lowered are kept; only growth is refused."""
+        limit = self.limits.max_bytes
+        if limit is None:
+            return
+        freed = 0
+        if node is not None:
+            keep = self.max_items(node)
+            others = [i for i in node.items.values() if i.id != item_id]
+            if item_id is not None and item_id in node.items:
+                freed += payload_size(node.items[item_id].payload)
+            if len(others) + 1 > keep:
+                freed += self._bytes(others[:len(others) + 1 - keep])
+        if size > freed and self.used_bytes - freed + size > limit:
+            raise PubSubError("policy-violation",
+                              text=f"the service holds at most {limit} bytes of items")
 
     def _node(self, name: str | None) -> Node:
         if name is None or name == "":
@@ -558,6 +601,7 @@ class PubSub:
         self._require(actor, node, "delete")
         recipients = self._recipients(node) if node.config.get("notify_delete", True) else []
         del self.nodes[name]
+        self.used_bytes -= self._bytes(node.items.values())
         self._write(self.store.delete_node(name))
         self._notify(node, "delete", recipients, redirect=redirect)
 
@@ -565,6 +609,7 @@ class PubSub:
         """Delete every item (owner or publisher, as Prosody); always notified."""
         node = self._node(name)
         self._require(actor, node, "purge")
+        self.used_bytes -= self._bytes(node.items.values())
         node.items.clear()
         if node.config.get("persist_items"):
             self._write(self.store.delete_items(node, None))
@@ -589,6 +634,7 @@ class PubSub:
                 raise PubSubError("item-not-found")
             if payload_size(payload) > self.limits.max_payload:
                 raise PubSubError("not-acceptable", "payload-too-big")
+            self._check_quota(None, None, payload_size(payload))
             node = self.create(actor, name, checked)
         else:
             if not self._may_publish(actor, node):
@@ -597,6 +643,7 @@ class PubSub:
                 self._check_preconditions(node, checked)
             if payload_size(payload) > self.limits.max_payload:
                 raise PubSubError("not-acceptable", "payload-too-big")
+            self._check_quota(node, item_id or None, payload_size(payload))
         if item_id is None or item_id == "":
             item_id = self.new_id()
             while item_id in node.items:
@@ -604,8 +651,11 @@ class PubSub:
         item = Item(id=item_id, payload=payload,
                     publisher=bare(publisher if publisher is not None else actor),
                     when=float(self.clock()))
-        node.items.pop(item_id, None)
+        replaced = node.items.pop(item_id, None)
+        if replaced is not None:
+            self.used_bytes -= payload_size(replaced.payload)
         node.items[item_id] = item
+        self.used_bytes += payload_size(payload)
         if node.config.get("persist_items"):
             self._write(self.store.save_item(node, item))
         self._trim(node)
@@ -617,7 +667,8 @@ class PubSub:
         limit = self.max_items(node)
         evicted: list[str] = []
         while len(node.items) > limit:
-            old_id, _ = node.items.popitem(last=False)
+            old_id, old = node.items.popitem(last=False)
+            self.used_bytes -= payload_size(old.payload)
             evicted.append(old_id)
         if evicted and node.config.get("persist_items"):
             self._write(self.store.delete_items(node, evicted))
@@ -639,7 +690,7 @@ class PubSub:
             if not self._can(actor, node, "retract") and item.publisher != bare(actor):
                 raise PubSubError("forbidden")
         for item_id in ids:
-            del node.items[item_id]
+            self.used_bytes -= payload_size(node.items.pop(item_id).payload)
         if node.config.get("persist_items"):
             self._write(self.store.delete_items(node, ids))
         if notify and node.config.get("notify_retract", True):
@@ -795,6 +846,7 @@ class PubSub:
             node.affiliations.pop(b, None)
             if not node.owners():
                 del self.nodes[node.name]
+                self.used_bytes -= self._bytes(node.items.values())
                 self._write(self.store.delete_node(node.name))
             else:
                 self._write(self.store.save_node(node))

@@ -76,6 +76,9 @@ class PubSubService(Service):
         Option("max_subscriptions", integer(1), "1000",
                "most subscriptions of one node; more are refused with policy-violation "
                "+ too-many-subscriptions"),
+        Option("max_bytes", integer(1), "104857600",
+               "most bytes of item payloads the service holds, all nodes together; a "
+               "publish that would pass it is refused with policy-violation"),
         Option("default_access_model", choice(*ACCESS_MODELS), "open",
                "pubsub#access_model of a new node: open or whitelist"),
         Option("default_publish_model", choice(*PUBLISH_MODELS), "publishers",
@@ -116,7 +119,8 @@ class PubSubService(Service):
             limits=Limits(max_items=config["max_items"],
                           max_payload=config["max_payload_size"],
                           max_nodes=config["max_nodes"],
-                          max_subscriptions=config["max_subscriptions"]),
+                          max_subscriptions=config["max_subscriptions"],
+                          max_bytes=config["max_bytes"]),
             defaults={
                 "access_model": config["default_access_model"],
                 "publish_model": config["default_publish_model"],
