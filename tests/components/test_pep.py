@@ -3,7 +3,7 @@ filtered by the XEP-0115 caps of each resource, the last item on coming
 online, access models read from the roster."""
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from xmppd.components.caps import digest, verification_string
 from xmppd.components.pep import CHANGED
@@ -596,3 +596,18 @@ def test_new_caps_being_verified_keep_the_old_interest_and_resend_nothing_twice(
              + "".join(f"<feature var='{f}'/>" for f in features) + "</query></iq>")
     got = events(bob)
     assert [item_ids(n) for n in got] == [["n"]]  # only the newly asked node's last item
+
+
+def test_a_resource_gone_while_the_owners_roster_loaded_is_not_kept_as_recipient():
+    w = World()
+    alice = w.login("alice@localhost/pc", [TUNE])
+    bob = w.login("bob@localhost/pc", [TUNE])
+    w.friends(alice, bob)
+    pending = defer.Deferred()
+    w.pep._with_roster = lambda owner, service: pending  # the roster read still under way
+    gone = w.h.login("bob@localhost/tmp", available=False)
+    w.present(gone, [TUNE])
+    gone.logout()
+    pending.callback(None)
+    assert [full for owner in w.pep._recipients.values() for full in owner
+            if full == "bob@localhost/tmp"] == []

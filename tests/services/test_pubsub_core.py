@@ -785,3 +785,46 @@ def test_loaded_nodes_get_defaults_filled_in():
     service = PubSub("s", nodes={"n": Node("n", {"title": "T"}, {"o@x": "owner"})},
                      limits=Limits())
     assert service.nodes["n"].config == {**DEFAULT_CONFIG, "title": "T"}
+
+
+# -- bounds and crash recovery found by review ------------------------------------------
+
+
+def test_one_owner_cannot_take_every_node_of_a_shared_service():
+    from xmppd.services.pubsub.core import Limits, PubSub, PubSubError
+
+    service = PubSub("pubsub.localhost", limits=Limits(max_nodes=10, max_nodes_per_owner=3))
+    for n in range(3):
+        service.create("mallory@localhost/x", f"m{n}")
+    with pytest.raises(PubSubError) as refused:
+        service.create("mallory@localhost/y", "m3")
+    assert (refused.value.condition, refused.value.pubsub_condition) == (
+        "policy-violation", "max-nodes-exceeded")
+    service.create("alice@localhost/pc", "a0")  # others still can
+
+
+def test_affiliations_of_a_node_are_bounded():
+    from xmppd.services.pubsub.core import Limits, PubSub, PubSubError
+
+    service = PubSub("pubsub.localhost", limits=Limits(max_affiliations=5))
+    service.create("alice@localhost/pc", "n")
+    service.set_affiliations("alice@localhost/pc", "n",
+                             {f"u{i}@localhost": "member" for i in range(4)})
+    with pytest.raises(PubSubError) as refused:
+        service.set_affiliations("alice@localhost/pc", "n",
+                                 {f"v{i}@localhost": "member" for i in range(2)})
+    assert refused.value.condition == "policy-violation"
+    assert len(service.nodes["n"].affiliations) == 5
+
+
+def test_max_items_holds_from_the_load_after_a_crash_between_publish_and_trim():
+    from collections import OrderedDict
+
+    from xmppd.services.pubsub.core import Item, Node, PubSub
+
+    node = Node(name="n", config={"max_items": 1},
+                affiliations={"alice@localhost": "owner"}, subscriptions={},
+                items=OrderedDict((i, Item(i, f"<p>{i}</p>", "alice@localhost", 0.0))
+                                  for i in ("old", "new")))
+    service = PubSub("alice@localhost", nodes={"n": node})
+    assert list(service.nodes["n"].items) == ["new"]

@@ -695,11 +695,13 @@ def test_the_service_is_a_pubsub_service_with_prosodys_features(h):
                  "delete-nodes", "retrieve-items", "retrieve-subscriptions", "subscribe",
                  "config-node", "config-node-max", "meta-data", "modify-affiliations",
                  "persistent-items", "access-open", "retrieve-default", "item-ids",
-                 "multi-items", "member-affiliation", "outcast-affiliation",
+                 "member-affiliation", "outcast-affiliation",
                  "publisher-affiliation"):
         assert f"{PUBSUB}#{name}" in features, name
     assert PUBSUB in features
     assert f"{PUBSUB}#subscription-options" not in features
+    # one item per publish (more are refused): multi-items is not claimed
+    assert f"{PUBSUB}#multi-items" not in features
     assert f"{PUBSUB}#auto-create" not in features
 
 

@@ -49,14 +49,14 @@ class PubSubStoreTests(unittest.TestCase):
 
     def service(self, storage, jid=SERVICE, nodes=None, stores=None, **kw) -> PubSub:
         stores = stores or PubSubStorage.from_storage(storage)
-        return PubSub(jid, store=stores.service(jid), nodes=nodes,
-                      limits=Limits(max_items=5), clock=lambda: 1234.5, **kw)
+        kw.setdefault("limits", Limits(max_items=5))
+        return PubSub(jid, store=stores.service(jid), nodes=nodes, clock=lambda: 1234.5, **kw)
 
     async def settle(self, service: PubSub):
         for result in await defer.DeferredList(service.take_writes(), consumeErrors=True):
             self.assertTrue(result[0], result[1])
 
-    async def reopen_load(self, jid=SERVICE):
+    async def reopen_load(self, jid=SERVICE, **kw):
         """Open the same file through a second connection (the first is never
         closed: as after a crash) and load the service from it."""
         other = open_storage(f"sqlite:{self.path}")
@@ -64,7 +64,7 @@ class PubSubStoreTests(unittest.TestCase):
         self.addCleanup(other.stop)
         stores = PubSubStorage.from_storage(other)
         nodes = await stores.load(jid)  # the ServiceStore that loaded is the one to write with
-        return self.service(other, jid, nodes=nodes, stores=stores), other
+        return self.service(other, jid, nodes=nodes, stores=stores, **kw), other
 
     async def test_round_trip_of_nodes_items_affiliations_subscriptions(self):
         ps = self.service(self.storage)
@@ -240,8 +240,34 @@ class PubSubStoreTests(unittest.TestCase):
         self.assertEqual(line, b"done\n", err.decode(errors="replace"))
         self.assertEqual(child.returncode, -signal.SIGKILL)
 
-        loaded, _ = await self.reopen_load("killed@example.org")
+        loaded, _ = await self.reopen_load("killed@example.org", limits=Limits(max_items=10))
         node = loaded.nodes["urn:xmpp:microblog:0"]
         self.assertEqual(list(node.items), [f"i{i}" for i in range(10, 20)])
         self.assertEqual(node.subscriptions, {"friend@example.org": "subscribed"})
         self.assertEqual(node.affiliations, {"killed@example.org": "owner"})
+
+
+def test_items_left_by_a_crash_during_a_node_deletion_never_reach_a_new_node():
+    """Items are deleted before the node row, and a load deletes items whose
+    node is gone: a new node of the same name starts empty."""
+    from xmppd.storage.memory import MemoryStorage
+
+    def load(stores, jid):
+        out = []
+        stores.load(jid).addCallback(out.append)
+        return out[0]
+
+    storage = MemoryStorage()
+    stores = PubSubStorage.from_storage(storage)
+    core = PubSub("pubsub.localhost", store=stores.service("pubsub.localhost"))
+    core.create("alice@localhost", "n", {"access_model": "open"})
+    core.publish("alice@localhost", "n", "secret", "<x xmlns='s'>secret</x>")
+    real = stores.items.set_many
+    stores.items.set_many = lambda *a, **k: None  # the item deletion never happened
+    core.delete("alice@localhost", "n")
+    stores.items.set_many = real
+    again = PubSubStorage.from_storage(storage)
+    core = PubSub("pubsub.localhost", store=again.service("pubsub.localhost"),
+                  nodes=load(again, "pubsub.localhost"))
+    core.create("mallory@localhost", "n", {"access_model": "open"})
+    assert list(load(PubSubStorage.from_storage(storage), "pubsub.localhost")["n"].items) == []

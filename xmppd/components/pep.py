@@ -539,6 +539,10 @@ class PEPComponent(Component):
         the presence subscription the implicit subscription). The roster is
         read from memory, loaded first when it is not there."""
         def check(_: Any) -> None:
+            # the session may have gone while the roster loaded: a recipient
+            # added now would never be removed
+            if self.router.resources(sender.bare).get(sender.resource) is not sender:
+                return
             if self.relation(owner, sender.bare).get("presence"):
                 self._reached(owner, sender)
         d = self._with_roster(owner, None)

@@ -201,6 +201,7 @@ class Limits:
     ``max_items``: the ceiling of a node's ``max_items`` (what ``max`` means);
     ``max_payload``: bytes of one item's payload; ``max_nodes``: nodes per
     service (per PEP account); ``max_subscriptions``: subscriptions per node;
+    ``max_affiliations``: affiliations per node (each is stored with the node);
     ``max_bytes``: bytes of all the service's item payloads together (None:
     no bound), since ``max_nodes`` × ``max_items`` × ``max_payload`` alone
     would let one PEP account hold gigabytes.
@@ -210,7 +211,10 @@ class Limits:
     max_payload: int = 65536
     max_nodes: int = 1000
     max_subscriptions: int = 1000
+    max_affiliations: int = 1000
     max_bytes: int | None = None
+    #: nodes one account may own on a shared service (None: only max_nodes)
+    max_nodes_per_owner: int | None = None
 
 
 class Access(Protocol):
@@ -346,6 +350,10 @@ class PubSub:
             self.nodes[node.name] = node
             node.config = {**self.defaults, **node.config}
             self.used_bytes += self._bytes(node.items.values())
+            # A crash between an item's write and its eviction's can leave
+            # one too many: max_items holds from the load on (the deletion
+            # goes through the store like any other, see take_writes).
+            self._trim(node)
 
     # ------------------------------------------------------------ plumbing
 
@@ -549,6 +557,14 @@ class PubSub:
         checked = self._validate(config or {})
         if len(self.nodes) >= self.limits.max_nodes:
             raise PubSubError("policy-violation", "max-nodes-exceeded")
+        per_owner = self.limits.max_nodes_per_owner
+        if per_owner is not None:
+            owner = bare(actor)
+            if sum(1 for n in self.nodes.values()
+                   if n.affiliations.get(owner) == "owner") >= per_owner:
+                # one account's flood must not take every node of a shared service
+                raise PubSubError("policy-violation", "max-nodes-exceeded",
+                                  text=f"at most {per_owner} nodes per account")
         if name is None:
             name = self.new_id()
             while name in self.nodes:
@@ -798,6 +814,9 @@ class PubSub:
                 new[jid] = aff
         if not any(a == "owner" for a in new.values()):
             raise PubSubError("not-acceptable", text="A node must keep an owner")
+        if len(new) > len(node.affiliations) and len(new) > self.limits.max_affiliations:
+            raise PubSubError("policy-violation",
+                              text=f"at most {self.limits.max_affiliations} affiliations per node")
         node.affiliations = new
         dropped = [j for j in node.subscriptions if not self._can(j, node, "subscribe")]
         for j in dropped:

@@ -105,7 +105,7 @@ _AFFILIATION_FEATURES = ("member", "outcast", "publisher", "publish-only")
 _FEATURES = (
     "create-nodes", "instant-nodes", "item-ids", "create-and-configure",
     "delete-nodes", "retrieve-items", "retrieve-subscriptions", "retrieve-affiliations",
-    "retrieve-default", "publish", "multi-items", "publish-options", "purge-nodes",
+    "retrieve-default", "publish", "publish-options", "purge-nodes",
     "delete-items", "retract-items", "config-node", "config-node-max", "meta-data",
     "modify-affiliations", "manage-subscriptions", "subscribe", "persistent-items",
 )

@@ -79,6 +79,10 @@ class PubSubService(Service):
         Option("max_bytes", integer(1), "104857600",
                "most bytes of item payloads the service holds, all nodes together; a "
                "publish that would pass it is refused with policy-violation"),
+        Option("max_nodes_per_user", integer(1), "100",
+               "most nodes one account may own on the service (so one account's flood of "
+               "creations does not take every node); more: policy-violation + "
+               "max-nodes-exceeded"),
         Option("default_access_model", choice(*ACCESS_MODELS), "open",
                "pubsub#access_model of a new node: open or whitelist"),
         Option("default_publish_model", choice(*PUBLISH_MODELS), "publishers",
@@ -120,7 +124,8 @@ class PubSubService(Service):
                           max_payload=config["max_payload_size"],
                           max_nodes=config["max_nodes"],
                           max_subscriptions=config["max_subscriptions"],
-                          max_bytes=config["max_bytes"]),
+                          max_bytes=config["max_bytes"],
+                          max_nodes_per_owner=config["max_nodes_per_user"]),
             defaults={
                 "access_model": config["default_access_model"],
                 "publish_model": config["default_publish_model"],

@@ -94,19 +94,26 @@ class ServiceStore:
             "affiliations": dict(node.affiliations),
             "subscriptions": dict(node.subscriptions),
         }
-        writes = [self.storage.nodes.set(self.service, node.name, value)]
+        # The reverse index first (the storage runs writes in order): after a
+        # crash between the two, a stale reference is harmless, a missing one
+        # would hide a member from account deletion.
         members = _members(node)
-        writes += self._ref_writes(node.name, self._members.get(node.name, set()), members)
+        writes = self._ref_writes(node.name, self._members.get(node.name, set()), members)
+        writes.append(self.storage.nodes.set(self.service, node.name, value))
         self._members[node.name] = members
         self._item_ids.setdefault(node.name, set())
         return _gather(writes)
 
     def delete_node(self, name: str) -> defer.Deferred:
-        writes = [self.storage.nodes.delete(self.service, name)]
+        # Items before the node row (writes run in order): a crash between
+        # the two must not leave items a new node of the same name would
+        # inherit.
+        writes = []
         ids = self._item_ids.pop(name, set())
         if ids:
             writes.append(self.storage.items.set_many(
                 self.service, {item_key(name, i): None for i in ids}))
+        writes.append(self.storage.nodes.delete(self.service, name))
         writes += self._ref_writes(name, self._members.pop(name, set()), set())
         return _gather(writes)
 
@@ -173,7 +180,7 @@ class PubSubStorage:
         """Deferred firing with ``{name: Node}`` of a service: two queries.
 
         Items come back oldest first; items of a node that no longer exists
-        (a crash between the two deletions) are ignored. Configs hold only what
+        (a crash between the two deletions) are deleted. Configs hold only what
         was stored: the core fills in its defaults.
         """
         rows = yield self.nodes.items(service_jid)
@@ -189,6 +196,12 @@ class PubSubStorage:
                 subscriptions=dict(value.get("subscriptions") or {}),
             )
         seq = 0
+        orphans = [key for key, v in item_rows.items()
+                   if not isinstance(v, dict) or v.get("node") not in nodes]
+        if orphans:
+            # items of a node deleted before a crash: gone now, so that a new
+            # node of the same name never inherits them
+            yield self.items.set_many(service_jid, {key: None for key in orphans})
         ordered = sorted((v for v in item_rows.values() if isinstance(v, dict)),
                          key=lambda v: v.get("seq", 0))
         for value in ordered:
