@@ -100,7 +100,10 @@ def listen(server: Any, reactor: Any) -> Any:
             raise SystemExit(f"xmppd: another xmppd runs on {os.path.dirname(path)} "
                              f"(it listens on {path})")
         os.unlink(path)
-    old_umask = os.umask(0o177)  # no moment in which others may connect
+    # Twisted makes the socket 0600 right after binding it; the data
+    # directory is the server's own (never a shared one), so that instant
+    # does not let anyone else in. (A process-wide umask here would also
+    # apply to the files other threads create meanwhile.)
     try:
         return reactor.listenUNIX(path, ControlFactory(server), mode=0o600)
     except (CannotListenError, OSError) as e:
@@ -114,8 +117,6 @@ def listen(server: Any, reactor: Any) -> Any:
         Logger().warn("no control socket at {path} ({error}): `xmppd deluser` will not "
                       "reach this server", path=path, error=e)
         return None
-    finally:
-        os.umask(old_umask)
 
 
 def ask(path: str, line: str, timeout: float = CLIENT_TIMEOUT) -> str | None:
