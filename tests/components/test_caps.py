@@ -302,6 +302,21 @@ def test_the_cache_keeps_the_configured_number_of_hashes():
     assert w.queries(last) == []
 
 
+def test_one_user_cycling_unverifiable_caps_never_evicts_verified_hashes():
+    w = World(cache_size="20")  # unverifiable answers get a tenth of it: 2
+    verified = w.login("alice@localhost/pc")
+    w.present(verified, ver_of())
+    w.answer(verified, w.queries(verified)[0])
+    mallory = w.login("mallory@localhost/pc")
+    for n in range(25):  # more than the whole cache
+        w.present(mallory, f"v{n}", algorithm=None)
+        w.answer(mallory, w.queries(mallory)[-1], info([f"x{n}+notify"]))
+    late = w.login("bob@localhost/pc")
+    w.present(late, ver_of())
+    assert w.queries(late) == [] and w.caps.features_of(late) == frozenset(FEATURES)
+    assert len(w.caps._unverified) == 2
+
+
 def test_an_answer_with_too_many_features_is_not_believed():
     w = World(max_features="2")
     alice = w.login("alice@localhost/pc")

@@ -44,7 +44,9 @@ every handler runs). For a ``ver`` known already this happens while the
 presence that carried it is being handled, before the presence component
 broadcasts it (as Prosody's mod_pep, whose hook runs before mod_presence's).
 
-Bounds: ``cache_size`` hashes; an answer listing more than ``max_features``
+Bounds: ``cache_size`` verified hashes, and a tenth of that again for
+answers believed for one account only (kept apart, so that no user can
+evict the hashes everyone shares); an answer listing more than ``max_features``
 features is not believed (nor cached); per session, its current caps and at
 most one query; the tracker's own cap on queries waiting server-wide.
 """
@@ -197,8 +199,12 @@ class CapsComponent(Component):
 
     def __init__(self, server, config: dict[str, Any]):
         super().__init__(server, config)
-        #: cache key → features, least recently used first
+        #: cache key → features, least recently used first: verified hashes
         self._cache: collections.OrderedDict[tuple, frozenset] = collections.OrderedDict()
+        #: the same for answers believed for one account only (unverifiable
+        #: caps), apart, so that one user cycling such caps evicts only them,
+        #: never the verified hashes everyone shares
+        self._unverified: collections.OrderedDict[tuple, frozenset] = collections.OrderedDict()
         #: full JID → the caps its session claims now
         self._sessions: dict[str, _Caps] = {}
         #: cache key → the query out for it
@@ -268,9 +274,8 @@ class CapsComponent(Component):
         if current is not None and current.session is session and current.key == key:
             return  # the same caps again
         caps = self._sessions[full] = _Caps(session, key, f"{node}#{ver}", algorithm, ver)
-        known = self._cache.get(key)
+        known = self._known(key)
         if known is not None:
-            self._cache.move_to_end(key)
             self._learned(caps, known)
         else:
             self._resolve(full)
@@ -283,7 +288,7 @@ class CapsComponent(Component):
         caps = self._sessions.get(full)
         if caps is None or caps.features is not None:
             return
-        known = self._cache.get(caps.key)
+        known = self._known(caps.key)
         if known is not None:
             self._learned(caps, known)
             return
@@ -318,14 +323,34 @@ class CapsComponent(Component):
             return
         query = self._queries.pop(key, None)
         self._asking.pop(full, None)
-        if len(self._cache) >= self.config["cache_size"] and key not in self._cache:
-            self._cache.popitem(last=False)
-        self._cache[key] = features
+        self._remember(key, features)
         for waiting in (query.waiting if query is not None else [full]):
             caps = self._sessions.get(waiting)
             if caps is not None and caps.key == key and caps.features is None:
                 self._learned(caps, features)
         self._resolve(full)  # it may have claimed other caps meanwhile
+
+    def _pool(self, key: tuple) -> tuple[collections.OrderedDict, int]:
+        """The cache ``key`` belongs in, and its bound: unverifiable caps
+        (key ``("", bare, …)``) get a tenth of ``cache_size`` of their own."""
+        size = self.config["cache_size"]
+        if key[0] == "":
+            return self._unverified, max(1, size // 10)
+        return self._cache, size
+
+    def _known(self, key: tuple) -> frozenset | None:
+        cache, _ = self._pool(key)
+        features = cache.get(key)
+        if features is not None:
+            cache.move_to_end(key)
+        return features
+
+    def _remember(self, key: tuple, features: frozenset) -> None:
+        cache, bound = self._pool(key)
+        if len(cache) >= bound and key not in cache:
+            cache.popitem(last=False)
+        cache[key] = features
+        cache.move_to_end(key)
 
     def _unanswered(self, failure: Any, key: tuple, full: str) -> None:
         self.log.debug("no caps answer from {jid}: {why}", jid=full,
