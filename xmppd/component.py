@@ -30,6 +30,7 @@ from twisted.words.xish import domish
 
 from xmppd import ns
 from xmppd.config import Option, single_domain
+from xmppd.router.events import disco_info
 
 if TYPE_CHECKING:
     from xmppd.server import XMPPServer
@@ -168,15 +169,8 @@ class Service(Component):
         features (a ``node`` this base class does not know: item-not-found)."""
         if event.payload.getAttribute("node"):
             return event.error("item-not-found")
-        query = domish.Element((ns.DISCO_INFO, "query"))
-        for category, type_, name in self.identities:
-            identity = query.addElement("identity")
-            identity["category"], identity["type"] = category, type_
-            if name:
-                identity["name"] = name
-        for feature in sorted({ns.DISCO_INFO, ns.DISCO_ITEMS, *self.features}):
-            query.addElement("feature")["var"] = feature
-        return event.reply(query)
+        return event.reply(disco_info(self.identities,
+                                      sorted({ns.DISCO_INFO, ns.DISCO_ITEMS, *self.features})))
 
     def disco_items(self, event: Any) -> Any:
         """XEP-0030 disco#items of the domain: none here (a chat service lists

@@ -65,7 +65,7 @@ from twisted.words.xish import domish
 from xmppd import config as configlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
-from xmppd.router.events import StanzaEvent
+from xmppd.router.events import StanzaEvent, disco_info
 
 #: XEP-0115 ``node``: the URI naming the software whose capabilities ``ver`` hashes.
 CAPS_NODE = "https://github.com/xmppd/xmppd"
@@ -125,19 +125,7 @@ def form_element(form: Form) -> domish.Element:
 def info_query(identities: Sequence[Identity], features: Iterable[str],
                forms: Iterable[Form] = (), node: str | None = None) -> domish.Element:
     """A disco#info ``<query/>`` of these identities, features and forms."""
-    query = domish.Element((ns.DISCO_INFO, "query"))
-    if node is not None:
-        query["node"] = node
-    for category, type_, name in identities:
-        identity = query.addElement("identity")
-        identity["category"], identity["type"] = category, type_
-        if name:
-            identity["name"] = name
-    for feature in features:
-        query.addElement("feature")["var"] = feature
-    for form in forms:
-        query.addChild(form_element(form))
-    return query
+    return disco_info(identities, features, node, [form_element(form) for form in forms])
 
 
 class DiscoComponent(Component):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 from twisted.words.xish import domish
@@ -57,6 +57,27 @@ def presence(from_: str, to: str, stype: str | None = None) -> domish.Element:
     if stype is not None:
         element["type"] = stype
     return element
+
+
+def disco_info(identities: Iterable[tuple[str, str, str]], features: Iterable[str],
+               node: str | None = None,
+               extra: Iterable[domish.Element] = ()) -> domish.Element:
+    """An XEP-0030 disco#info ``<query/>``: identities as (category, type,
+    name) (an empty name is left out), features, then ``extra`` children
+    (XEP-0128 forms)."""
+    query = domish.Element((ns.DISCO_INFO, "query"))
+    if node is not None:
+        query["node"] = node
+    for category, type_, name in identities:
+        identity = query.addElement("identity")
+        identity["category"], identity["type"] = category, type_
+        if name:
+            identity["name"] = name
+    for feature in features:
+        query.addElement("feature")["var"] = feature
+    for child in extra:
+        query.addChild(child)
+    return query
 
 
 def readdressed(stanza: domish.Element, to: str, from_: str | None = None) -> domish.Element:

@@ -89,7 +89,7 @@ from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
 from xmppd import ns
-from xmppd.router.events import StanzaEvent, stanza_error
+from xmppd.router.events import StanzaEvent, disco_info, stanza_error
 from xmppd.router.fanout import Fanout
 from xmppd.services.pubsub import forms
 from xmppd.services.pubsub.core import (AFFILIATIONS, SUPPORTED_ACCESS_MODELS, Item, Node,
@@ -522,14 +522,9 @@ class PubSubProtocol:
         requester = event.from_.full() if event.from_ is not None else ""
         if node is None or not service.may_see(requester, node):
             return event.error("item-not-found")
-        query = domish.Element((ns.DISCO_INFO, "query"))
-        query["node"] = name
-        identity = query.addElement("identity")
-        identity["category"], identity["type"] = "pubsub", "leaf"
-        for feature in (ns.DISCO_INFO, ns.DISCO_ITEMS, ns.PUBSUB):
-            query.addElement("feature")["var"] = feature
-        query.addChild(forms.metadata_form(node.config))
-        return event.reply(query)
+        return event.reply(disco_info([("pubsub", "leaf", "")],
+                                      (ns.DISCO_INFO, ns.DISCO_ITEMS, ns.PUBSUB), name,
+                                      [forms.metadata_form(node.config)]))
 
     def disco_items(self, event: StanzaEvent, service: PubSub,
                     jid: str | None = None) -> domish.Element:

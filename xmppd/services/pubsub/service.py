@@ -40,7 +40,7 @@ from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Option, Service, handles
 from xmppd.config import boolean, choice, integer, string
-from xmppd.router.events import StanzaEvent
+from xmppd.router.events import StanzaEvent, disco_info
 from xmppd.services.pubsub import store as storelib
 from xmppd.services.pubsub.core import (PUBLISH_MODELS, SEND_LAST_PUBLISHED_ITEM, Limits,
                                         PubSub)
@@ -191,15 +191,8 @@ class PubSubService(Service):
         def answer(core: PubSub) -> domish.Element:
             if node:
                 return self.protocol.disco_info_node(event, core, node)
-            query = domish.Element((ns.DISCO_INFO, "query"))
-            for category, type_, name in self.identities:
-                identity = query.addElement("identity")
-                identity["category"], identity["type"] = category, type_
-                if name:
-                    identity["name"] = name
-            for feature in [ns.DISCO_INFO, ns.DISCO_ITEMS] + features(core, ACCESS_MODELS):
-                query.addElement("feature")["var"] = feature
-            return event.reply(query)
+            return event.reply(disco_info(
+                self.identities, [ns.DISCO_INFO, ns.DISCO_ITEMS] + features(core, ACCESS_MODELS)))
         return self._with_core(answer)
 
     def disco_items(self, event: StanzaEvent) -> Any:
