@@ -133,7 +133,7 @@ CORE_OPTIONS: dict[str, list[Option]] = {
         Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
         Option("components", words, "disco ping version time roster presence messaging offline "
                "carbons blocking private last vcard vcard_update extdisco register pubsub "
-               "caps pep bookmarks vcard4",
+               "caps pep bookmarks vcard4 muc",
                "the components to enable, by name"),
         Option("max_stanza_size", integer(1024), "262144",
                "largest stanza accepted, in bytes (policy-violation beyond)"),

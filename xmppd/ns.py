@@ -97,3 +97,21 @@ PUBSUB_SUBSCRIBE_OPTIONS = "http://jabber.org/protocol/pubsub#subscribe_options"
 DATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
 
 STANZA_KINDS = frozenset(("message", "presence", "iq"))
+
+# XEP-0045 multi-user chat: the join element, the occupants' and the
+# moderators' and owners' protocols, and the forms' FORM_TYPEs
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = "http://jabber.org/protocol/muc#user"
+MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
+MUC_OWNER = "http://jabber.org/protocol/muc#owner"
+MUC_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
+MUC_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
+MUC_REGISTER = "http://jabber.org/protocol/muc#register"
+MUC_REQUEST = "http://jabber.org/protocol/muc#request"
+MUC_STABLE_ID = "http://jabber.org/protocol/muc#stable_id"
+# XEP-0410 MUC self-ping (the feature of a room that answers it itself)
+MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
+# XEP-0421 anonymous unique occupant identifiers
+OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+# XEP-0249 direct MUC invitations (added to mediated ones, as Prosody does)
+CONFERENCE = "jabber:x:conference"

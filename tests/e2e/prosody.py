@@ -94,10 +94,18 @@ class ProsodyProcess:
     domain = DOMAIN
 
     def __init__(self, users: Iterable[str], password: str,
-                 modules: Iterable[str] = MODULES):
+                 modules: Iterable[str] = MODULES, *,
+                 components: dict[str, str] | None = None,
+                 component_options: dict[str, str] | None = None,
+                 admins: Iterable[str] = ()):
         self.users = list(users)
         self.password = password
         self.modules = list(modules)
+        #: hosted components, domain → Prosody plugin ("conference.localhost": "muc")
+        self.components = dict(components or {})
+        #: Lua option lines per component domain (``'max_history_messages = 50'``)
+        self.component_options = dict(component_options or {})
+        self.admins = list(admins)
         self.port = 0
         self.dir: Path | None = None
         self.process: subprocess.Popen | None = None
@@ -146,6 +154,12 @@ class ProsodyProcess:
                         "-keyout", str(self.dir / "key.pem"), "-out", str(self.dir / "cert.pem")],
                        check=True, capture_output=True)
         modules = "; ".join(_lua_string(m) for m in self.modules)
+        admins = "; ".join(_lua_string(a) for a in self.admins)
+        components = "".join(
+            f'Component {_lua_string(domain)} {_lua_string(plugin)}\n'
+            + "".join(f"    {line}\n" for line in
+                      self.component_options.get(domain, "").splitlines() if line.strip())
+            for domain, plugin in self.components.items())
         (self.dir / "prosody.cfg.lua").write_text(f"""\
 daemonize = false
 pidfile = "{self.dir}/prosody.pid"
@@ -163,7 +177,7 @@ https_ports = {{}}
 http_interfaces = {{ "127.0.0.1" }}
 network_settings = {{ nagle = false }}
 log = {{ info = "{self.dir}/prosody.log" }}
-admins = {{}}
+admins = {{ {admins} }}
 authentication = "internal_plain"
 storage = "internal"
 c2s_require_encryption = true
@@ -172,7 +186,7 @@ modules_enabled = {{ {modules} }}
 modules_disabled = {{ "s2s" }}
 ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; }}
 VirtualHost "{DOMAIN}"
-""")
+{components}""")
         if os.geteuid() == 0:
             user = pwd.getpwnam("prosody")
             for path in [self.dir, *self.dir.rglob("*")]:
@@ -210,6 +224,8 @@ VirtualHost "{DOMAIN}"
         return f"<ProsodyProcess port={self.port} dir={self.dir}>"
 
 
-def start_prosody(users: Iterable[str], password: str) -> ProsodyProcess:
-    """A started private Prosody with ``users`` (bare JIDs at ``localhost``)."""
-    return ProsodyProcess(users, password).start()
+def start_prosody(users: Iterable[str], password: str, **options) -> ProsodyProcess:
+    """A started private Prosody with ``users`` (bare JIDs at ``localhost``);
+    ``options`` as :class:`ProsodyProcess` takes them (``components=``,
+    ``component_options=``, ``admins=``)."""
+    return ProsodyProcess(users, password, **options).start()

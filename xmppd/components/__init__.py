@@ -22,4 +22,5 @@ BUILTIN: dict[str, str] = {
     "pep": "xmppd.components.pep:PEPComponent",
     "bookmarks": "xmppd.components.bookmarks:BookmarksComponent",
     "vcard4": "xmppd.components.vcard4:VCard4Component",
+    "muc": "xmppd.services.muc.service:MUCService",
 }

@@ -1,0 +1,181 @@
+"""Discussion history (XEP-0045 §7.2.13-14): the last messages with a body,
+replayed to a session that joins, with their XEP-0203 delay, as many as
+the room keeps (``muc#roomconfig_historylength``, at most the service's
+``max_history``) and as few as the joiner asks for (``maxstanzas``,
+``maxchars`` — counted on the serialised stanzas, as Prosody does —
+``seconds``, ``since``). A persistent room's history is in storage and
+survives restarts."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import deque
+
+from twisted.words.xish import domish
+
+from xmppd import ns
+from xmppd.router.fanout import Fanout
+from xmppd.services.muc.hooks import ConfigField, Feature, on
+from xmppd.xml.stream import parse_element
+
+
+def _stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _parse_stamp(text: str) -> float | None:
+    text = text.strip()
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return calendar.timegm(time.strptime(text, fmt))
+        except ValueError:
+            continue
+    if len(text) > 6 and text[-6] in "+-":
+        base = _parse_stamp(text[:-6] + "Z")
+        if base is not None:
+            sign = 1 if text[-6] == "+" else -1
+            hours, minutes = int(text[-5:-3]), int(text[-2:])
+            return base - sign * (hours * 3600 + minutes * 60)
+    return None
+
+
+class Entry:
+    __slots__ = ("element", "when", "chars", "key", "fan")
+
+    def __init__(self, element: domish.Element, when: float, key: str):
+        self.element = element
+        self.when = when
+        self.key = key
+        self.fan = Fanout(element)
+        self.chars = len(element.toXml())
+
+
+class History(Feature):
+    name = "history"
+    fields = (
+        ConfigField("history_length", "muc#roomconfig_historylength", "text-single",
+                    "Maximum number of history messages returned by room",
+                    lambda c: min(c["history_length"], c["max_history"]),
+                    integer=True, minimum=0, maximum="max_history"),
+    )
+
+    def _buffer(self, room) -> deque:
+        buffer = room.state.get("history")
+        if buffer is None:
+            buffer = room.state["history"] = deque()
+            stored = room.state.pop("stored_history", None)
+            if stored:
+                for value, key in zip(*stored):
+                    try:
+                        element = parse_element(value["xml"])
+                    except Exception:  # noqa: BLE001 - a damaged entry is skipped
+                        continue
+                    buffer.append(Entry(element, value.get("when", 0), key))
+                room.state["history_seq"] = max(
+                    (int(k) for k in stored[1] if k.isdigit()), default=0)
+        return buffer
+
+    def _length(self, room) -> int:
+        return max(0, min(room.config.get("history_length") or 0,
+                          self.service.config["max_history"]))
+
+    @on("room-loaded")
+    def loaded(self, ev):
+        self._buffer(ev.room)
+
+    @on("groupchat", -10)
+    def record(self, ev):
+        message = ev.message
+        if next(message.elements(ns.CLIENT, "body"), None) is None and \
+                next((c for c in message.elements() if c.name == "body"), None) is None:
+            return None
+        room = ev.room
+        length = self._length(room)
+        buffer = self._buffer(room)
+        if length == 0:
+            return None
+        now = self.service.clock.seconds()
+        stored = domish.Element((ns.CLIENT, "message"))
+        stored.attributes = dict(message.attributes)
+        stored.children = list(message.children)
+        delay = stored.addElement((ns.DELAY, "delay"))
+        delay["from"] = room.jid
+        delay["stamp"] = _stamp(now)
+        seq = room.state.get("history_seq", 0) + 1
+        room.state["history_seq"] = seq
+        entry = Entry(stored, now, f"{seq:012d}")
+        buffer.append(entry)
+        dropped = []
+        while len(buffer) > length:
+            dropped.append(buffer.popleft().key)
+        if room.config.get("persistent") and self.service.roomstore is not None:
+            self.service._write(room, self.service.roomstore.add_history(
+                room.jid, entry.key, {"xml": stored.toXml(), "when": now}, dropped))
+        return None
+
+    @on("config-changed")
+    def resize(self, ev):
+        room = ev.room
+        buffer = self._buffer(room)
+        dropped = []
+        while len(buffer) > self._length(room):
+            dropped.append(buffer.popleft().key)
+        store = self.service.roomstore
+        if store is None:
+            return None
+        if "persistent" in ev.changed and room.config.get("persistent"):
+            # a room made persistent: its history so far goes to storage too
+            for entry in buffer:
+                self.service._write(room, store.add_history(
+                    room.jid, entry.key, {"xml": entry.element.toXml(), "when": entry.when},
+                    []))
+        elif dropped and room.state.get("stored"):
+            self.service._write(room, store.drop_history(room.jid, dropped))
+        return None
+
+    @on("joined", 20)
+    def replay(self, ev):
+        room = ev.room
+        entries = list(self._buffer(room))
+        if not entries:
+            return None
+        request = None
+        if ev.x is not None:
+            request = next(ev.x.elements(ns.MUC, "history"), None)
+        if request is not None:
+            entries = self._select(entries, request)
+        for entry in entries:
+            self.service.deliver(entry.fan, ev.real)
+        return None
+
+    def _select(self, entries, request):
+        def number(name):
+            value = request.getAttribute(name)
+            if value is None:
+                return None
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return None
+        maxstanzas, maxchars, seconds = number("maxstanzas"), number("maxchars"), \
+            number("seconds")
+        since = request.getAttribute("since")
+        if seconds is not None:
+            cutoff = self.service.clock.seconds() - seconds
+            entries = [e for e in entries if e.when >= cutoff]
+        if since is not None:
+            after = _parse_stamp(since)
+            if after is not None:
+                entries = [e for e in entries if e.when >= after]
+        if maxstanzas is not None:
+            entries = entries[len(entries) - maxstanzas:] if maxstanzas else []
+        if maxchars is not None:
+            kept, total = [], 0
+            for entry in reversed(entries):
+                total += entry.chars
+                if total > maxchars:
+                    break
+                kept.append(entry)
+            entries = list(reversed(kept))
+        return entries

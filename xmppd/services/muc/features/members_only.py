@@ -1,0 +1,45 @@
+"""Members-only rooms (XEP-0045 §7.2.7, §9.3): only members, admins and
+owners may enter (others: ``registration-required``). An occupant who
+loses membership is removed with status 321; when a room becomes
+members-only, the non-members present are removed with 322."""
+
+from xmppd.services.muc.hooks import ConfigField, Feature, MUCError, on
+
+_MEMBERS = ("member", "admin", "owner")
+
+
+class MembersOnly(Feature):
+    name = "members_only"
+    fields = (
+        ConfigField("members_only", "muc#roomconfig_membersonly", "boolean",
+                    "Only allow members to join", lambda c: c["default_members_only"]),
+    )
+
+    def disco_features(self, room):
+        return ["muc_membersonly" if room.config.get("members_only") else "muc_open"]
+
+    @on("pre-join", 10)
+    def check(self, ev):
+        if ev.room.config.get("members_only") and ev.affiliation not in _MEMBERS:
+            raise MUCError("registration-required", "auth")
+        return None
+
+    @on("affiliation-changed")
+    def lost(self, ev):
+        room = ev.room
+        if not room.config.get("members_only") or ev.new in _MEMBERS or ev.new == "outcast":
+            return None
+        for occupant in list(room.occupants.values()):
+            if occupant.bare == ev.jid and room.affiliation(occupant.bare) not in _MEMBERS:
+                room.remove(occupant, codes=["321"], affiliation=ev.new)
+        return None
+
+    @on("config-changed")
+    def became(self, ev):
+        room = ev.room
+        if "members_only" not in ev.changed or not room.config.get("members_only"):
+            return None
+        for occupant in list(room.occupants.values()):
+            if room.affiliation(occupant.bare) not in _MEMBERS:
+                room.remove(occupant, codes=["322"])
+        return None

@@ -1,0 +1,31 @@
+"""Persistent rooms: kept when the last occupant leaves, and in storage
+(configuration, affiliations, reserved nicks, history) across restarts;
+temporary rooms vanish with their last occupant (XEP-0045 §10.1)."""
+
+from xmppd.services.muc.hooks import ConfigField, Feature, on
+
+
+class Persistent(Feature):
+    name = "persistent"
+    fields = (
+        ConfigField("persistent", "muc#roomconfig_persistentroom", "boolean",
+                    "Persistent (room should remain even when it is unoccupied)",
+                    lambda c: c["default_persistent"]),
+    )
+
+    def disco_features(self, room):
+        return ["muc_persistent" if room.config.get("persistent") else "muc_temporary"]
+
+    @on("room-empty")
+    def keep(self, ev):
+        return True if ev.room.config.get("persistent") else None
+
+    @on("room-loaded")
+    def loaded(self, ev):
+        ev.room.state["stored"] = True
+
+    @on("config-changed", -100)
+    def store(self, ev):
+        self.service.save(ev.room)
+        if not ev.room.config.get("persistent") and not ev.room.occupants:
+            self.service.discard(ev.room)

@@ -1,0 +1,64 @@
+"""The room subject (XEP-0045 §8.1): a groupchat message with a
+``<subject/>`` and no body changes it (with a body it is an ordinary
+message); participants may change it when the room allows
+(``muc#roomconfig_changesubject``), moderators always. Every joining
+session gets the subject after the history — an empty ``<subject/>`` when
+there is none, as the XEP requires and Prosody sends."""
+
+from __future__ import annotations
+
+from twisted.words.xish import domish
+
+from xmppd import ns
+from xmppd.router.fanout import Fanout
+from xmppd.services.muc.hooks import ConfigField, Feature, MUCError, on
+
+
+def _has(message: domish.Element, name: str) -> bool:
+    return any(child.name == name for child in message.elements())
+
+
+class Subject(Feature):
+    name = "subject"
+    fields = (
+        ConfigField("change_subject", "muc#roomconfig_changesubject", "boolean",
+                    "Allow anyone to set the room's subject", lambda c: False),
+    )
+
+    @on("pre-groupchat", 10)
+    def change(self, ev):
+        stanza = ev.stanza
+        if not _has(stanza, "subject") or _has(stanza, "body"):
+            return None
+        room, occupant = ev.room, ev.occupant
+        if occupant.role != "moderator" and not (
+                room.config.get("change_subject") and occupant.role == "participant"):
+            raise MUCError("forbidden", "auth", "You are not allowed to change the subject")
+        subject = next(c for c in stanza.elements() if c.name == "subject")
+        text = str(subject)
+        message = room.message_from(occupant, stanza)
+        room.data["subject"] = text
+        room.data["subject_from"] = occupant.nick
+        room.data["subject_stamp"] = self.service.clock.seconds()
+        self.service.save(room)
+        room.broadcast(message)
+        return True
+
+    @on("disco-info")
+    def info(self, ev):
+        ev.info["muc#roominfo_subject"] = ("text-single", "Subject",
+                                           ev.room.data.get("subject", ""))
+        ev.info["muc#roomconfig_changesubject"] = (
+            "boolean", "Occupants May Change the Subject",
+            bool(ev.room.config.get("change_subject")))
+
+    @on("joined", 10)
+    def send(self, ev):
+        room = ev.room
+        message = domish.Element((ns.CLIENT, "message"))
+        message["type"] = "groupchat"
+        nick = room.data.get("subject_from")
+        message["from"] = room.full(nick) if nick else room.jid
+        message.addElement("subject", content=room.data.get("subject", ""))
+        self.service.deliver(Fanout(message), ev.real)
+        return None

@@ -1,0 +1,586 @@
+"""One room: occupants, roles, affiliations, and the routing of presence
+and messages between them (XEP-0045).
+
+The core knows no room feature by name. Where a feature may step in, the
+room fires an event on the service's :class:`~xmppd.services.muc.hooks.Hooks`
+(their list is in :mod:`.hooks`); passwords, members-only, moderation,
+history, the subject, locking and the rest are modules in
+:mod:`xmppd.services.muc.features`.
+
+What leaves the room goes through :meth:`MUCService.deliver
+<xmppd.services.muc.service.MUCService.deliver>`: one serialisation per
+stanza and output shape (:class:`~xmppd.router.fanout.Fanout`), each copy
+addressed to one real session.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from twisted.words.xish import domish
+
+from xmppd import jid as jidlib
+from xmppd import ns
+from xmppd.router.events import stanza_error
+from xmppd.router.fanout import Fanout
+from xmppd.services.muc.hooks import MUCError
+from xmppd.services.muc.occupant import AFFILIATION_RANK, Occupant
+
+if TYPE_CHECKING:
+    from xmppd.services.muc.service import MUCService
+
+#: The conditions of an error bounced by an occupant's client or server that
+#: mean the session is gone: the occupant is removed (status 333), as
+#: Prosody's handle_kickable does.
+KICKABLE_CONDITIONS = frozenset((
+    "gone", "internal-server-error", "item-not-found", "jid-malformed",
+    "recipient-unavailable", "redirect", "remote-server-not-found",
+    "remote-server-timeout", "service-unavailable", "malformed error"))
+
+_MUC_X = ((ns.MUC, "x"), (ns.MUC_USER, "x"))
+
+
+def _error_condition(stanza: domish.Element) -> tuple[str | None, str | None]:
+    for error in stanza.elements(ns.CLIENT, "error"):
+        for child in error.elements():
+            if child.uri == ns.STANZA_ERRORS and child.name != "text":
+                return error.getAttribute("type"), child.name
+        return error.getAttribute("type"), "malformed error"
+    for error in stanza.elements():
+        if error.name == "error":
+            for child in error.elements():
+                if child.uri == ns.STANZA_ERRORS and child.name != "text":
+                    return error.getAttribute("type"), child.name
+    return None, "malformed error"
+
+
+class Room:
+    """A room of a :class:`~xmppd.services.muc.service.MUCService`."""
+
+    def __init__(self, service: MUCService, jid: str, config: dict[str, Any],
+                 affiliations: dict[str, str] | None = None,
+                 affiliation_data: dict[str, dict[str, Any]] | None = None,
+                 data: dict[str, Any] | None = None):
+        self.service = service
+        self.hooks = service.hooks
+        #: the room's bare JID
+        self.jid = jid
+        self.name = jidlib.parse(jid).user or ""
+        #: configuration: key → value (keys are the features' ConfigField keys)
+        self.config = config
+        #: real bare JID → owner, admin, member or outcast (none is not kept)
+        self.affiliations: dict[str, str] = dict(affiliations or {})
+        #: real bare JID → {"reason": …, "nick": …} kept with the affiliation
+        self.affiliation_data: dict[str, dict[str, Any]] = dict(affiliation_data or {})
+        #: per-feature persistent state (subject, lock, occupant-id salt …)
+        self.data: dict[str, Any] = dict(data or {})
+        #: per-feature state that is not stored (history buffer, timers)
+        self.state: dict[str, Any] = {}
+        self.occupants: dict[str, Occupant] = {}
+        #: real full JID → its occupant
+        self.by_real: dict[str, Occupant] = {}
+        self.destroyed = False
+
+    # -- queries ---------------------------------------------------------------
+
+    def affiliation(self, bare: str) -> str:
+        if self.service.is_admin(bare):
+            return "owner"
+        return self.affiliations.get(bare, "none")
+
+    def owners(self) -> list[str]:
+        return [j for j, a in self.affiliations.items() if a == "owner"]
+
+    def occupant_of(self, real: str) -> Occupant | None:
+        return self.by_real.get(real)
+
+    def sessions(self) -> Iterable[tuple[str, Occupant]]:
+        return self.by_real.items()
+
+    def is_moderator(self, occupant: Occupant | None) -> bool:
+        return occupant is not None and occupant.role == "moderator"
+
+    def can_see_jids(self, recipient: Occupant | None) -> bool:
+        """Whether ``recipient`` sees real JIDs (non-anonymous rooms, or a moderator)."""
+        return self.config.get("whois") == "anyone" or self.is_moderator(recipient)
+
+    def default_role(self, affiliation: str) -> str:
+        role = self.hooks.fire("default-role", room=self, affiliation=affiliation)
+        if role:
+            return role
+        if affiliation in ("owner", "admin"):
+            return "moderator"
+        if affiliation == "outcast":
+            return "none"
+        return "participant"
+
+    def full(self, nick: str) -> str:
+        return f"{self.jid}/{nick}"
+
+    # -- stanzas to the room ---------------------------------------------------
+
+    def handle_presence(self, stanza: domish.Element, real: str, nick: str) -> None:
+        """A presence from the real session ``real`` to ``room/nick``."""
+        ptype = stanza.getAttribute("type")
+        occupant = self.by_real.get(real)
+        if ptype == "error":
+            self.kick_bounced(stanza, real)
+            return
+        if ptype == "probe":
+            self._answer_probe(stanza, real, nick)
+            return
+        if ptype == "unavailable":
+            if occupant is not None:
+                self.leave(occupant, real, stanza)
+            return
+        if ptype is not None:
+            return  # subscriptions to a room mean nothing (dropped, as Prosody)
+        if occupant is None:
+            self.join(stanza, real, nick)
+        elif occupant.nick != nick:
+            self.change_nick(occupant, real, nick, stanza)
+        else:
+            occupant.set_session(real, stanza)
+            self.broadcast_presence(occupant)
+
+    def _answer_probe(self, stanza: domish.Element, real: str, nick: str) -> None:
+        asker = self.by_real.get(real)
+        target = self.occupants.get(nick)
+        if asker is None:
+            self.service.send_error(stanza, MUCError("not-acceptable", "cancel",
+                                                     "You are not currently connected to this chat"))
+            return
+        if target is None:
+            # an occupant who left: its unavailable presence (as Prosody)
+            presence = domish.Element((ns.CLIENT, "presence"))
+            presence["from"], presence["to"], presence["type"] = self.full(nick), real, \
+                "unavailable"
+            self.service.deliver(Fanout(presence), real)
+            return
+        self.service.deliver(self._presence_fanout(target, self.can_see_jids(asker)), real)
+
+    def join(self, stanza: domish.Element, real: str, nick: str, created: bool = False) -> None:
+        """A session enters under ``nick`` (a new occupant, or a second session
+        of the same account's occupant)."""
+        bare = jidlib.parse(real).userhost()
+        existing = self.occupants.get(nick)
+        if existing is not None and existing.bare != bare:
+            raise MUCError("conflict", "cancel",
+                           "That nickname is already in use by another occupant")
+        affiliation = self.affiliation(bare)
+        x = next(stanza.elements(ns.MUC, "x"), None)
+        if affiliation == "outcast":
+            raise MUCError("forbidden", "auth", "You have been banned from this room")
+        self.hooks.fire("pre-join", room=self, stanza=stanza, nick=nick, real=real, bare=bare,
+                        affiliation=affiliation, x=x, occupant=existing)
+        if existing is None:
+            role = self.default_role(affiliation)
+            if role == "none":
+                raise MUCError("forbidden", "auth")
+            occupant = Occupant(self.jid, nick, bare, role)
+            self.occupants[nick] = occupant
+        else:
+            occupant = existing
+        occupant.set_session(real, stanza)
+        self.by_real[real] = occupant
+        # the occupants already here, to the new session
+        moderator = self.can_see_jids(occupant)
+        for other in list(self.occupants.values()):
+            if other is not occupant:
+                self.service.deliver(self._presence_fanout(other, moderator), real)
+        if existing is None:
+            self.broadcast_presence(occupant, joined=True, created=created, only_real=None)
+        else:
+            self._send_self_presence(occupant, [real], joined=True)
+        self.hooks.fire("joined", room=self, occupant=occupant, real=real, stanza=stanza,
+                        x=x, created=created)
+
+    def leave(self, occupant: Occupant, real: str, stanza: domish.Element | None = None,
+              codes: Iterable[str] = (), status: str | None = None) -> None:
+        """Session ``real`` leaves; with it the last, the occupant leaves."""
+        if len(occupant.sessions) > 1:
+            occupant.drop_session(real)
+            self.by_real.pop(real, None)
+            presence = self._unavailable(occupant, stanza, status)
+            x = presence.addElement((ns.MUC_USER, "x"))
+            item = x.addElement("item")
+            item["affiliation"], item["role"] = self.affiliation(occupant.bare), "none"
+            item["jid"] = real
+            for code in ("110", *codes):
+                x.addElement("status")["code"] = code
+            self.service.deliver(Fanout(presence), real)
+            return
+        self.remove(occupant, codes=codes, presence=stanza, status=status)
+
+    def remove(self, occupant: Occupant, codes: Iterable[str] = (), reason: str | None = None,
+               actor: Occupant | str | None = None, presence: domish.Element | None = None,
+               status: str | None = None, destroy: domish.Element | None = None,
+               affiliation: str | None = None) -> None:
+        """Take ``occupant`` (every session) out of the room and tell everyone."""
+        if self.occupants.get(occupant.nick) is not occupant:
+            return
+        occupant.role = "none"
+        stanza = self._unavailable(occupant, presence, status)
+        self._broadcast_state(occupant, stanza, list(codes), reason=reason, actor=actor,
+                              destroy=destroy, affiliation=affiliation)
+        del self.occupants[occupant.nick]
+        for real in list(occupant.sessions):
+            self.by_real.pop(real, None)
+        self.hooks.fire("left", room=self, occupant=occupant)
+        if not self.occupants and not self.destroyed:
+            if not self.hooks.fire("room-empty", room=self):
+                self.service.discard(self)
+
+    def _unavailable(self, occupant: Occupant, presence: domish.Element | None,
+                     status: str | None) -> domish.Element:
+        stanza = domish.Element((ns.CLIENT, "presence"))
+        stanza["from"] = occupant.jid
+        stanza["type"] = "unavailable"
+        if presence is not None:
+            for child in presence.elements():
+                if child.name == "status" and child.uri in (ns.CLIENT, None, ""):
+                    stanza.children.append(child)
+        if status:
+            stanza.addElement("status", content=status)
+        return stanza
+
+    def change_nick(self, occupant: Occupant, real: str, nick: str,
+                    stanza: domish.Element) -> None:
+        """XEP-0045 §7.6: 303 from the old nick, then the new nick available."""
+        if nick in self.occupants:
+            raise MUCError("conflict", "cancel",
+                           "That nickname is already in use by another occupant")
+        if len(occupant.sessions) > 1:
+            raise MUCError("not-acceptable", "cancel",
+                           "Other sessions are joined under this nickname")
+        self.hooks.fire("pre-nick-change", room=self, occupant=occupant, nick=nick, real=real)
+        unavailable = domish.Element((ns.CLIENT, "presence"))
+        unavailable["from"], unavailable["type"] = occupant.jid, "unavailable"
+        self._broadcast_state(occupant, unavailable, ["303"], new_nick=nick)
+        del self.occupants[occupant.nick]
+        occupant.rename(nick)
+        self.occupants[nick] = occupant
+        occupant.set_session(real, stanza)
+        self.broadcast_presence(occupant)
+
+    # -- presence out ----------------------------------------------------------
+
+    def _presence_stanza(self, occupant: Occupant) -> domish.Element:
+        """The occupant's current presence as the room shows it (no muc#user x yet)."""
+        presence = domish.Element((ns.CLIENT, "presence"))
+        presence["from"] = occupant.jid
+        source = occupant.presence
+        if source is not None:
+            presence.children = [
+                child for child in source.children
+                if not (isinstance(child, domish.Element) and (child.uri, child.name) in _MUC_X)]
+        self.hooks.fire("build-presence", room=self, occupant=occupant, presence=presence)
+        return presence
+
+    def _x(self, occupant: Occupant, with_jid: bool, codes: Iterable[str] = (),
+           reason: str | None = None, actor: Occupant | str | None = None,
+           new_nick: str | None = None, real: str | None = None,
+           affiliation: str | None = None) -> domish.Element:
+        x = domish.Element((ns.MUC_USER, "x"))
+        item = x.addElement("item")
+        item["affiliation"] = affiliation or self.affiliation(occupant.bare)
+        item["role"] = occupant.role
+        if with_jid:
+            item["jid"] = real or occupant.primary or occupant.bare
+        if new_nick is not None:
+            item["nick"] = new_nick
+        if actor is not None:
+            a = item.addElement("actor")
+            if isinstance(actor, Occupant):
+                a["nick"] = actor.nick
+            else:
+                a["jid"] = actor
+        if reason:
+            item.addElement("reason", content=reason)
+        self.hooks.fire("presence-x", room=self, occupant=occupant, x=x, with_jid=with_jid)
+        for code in codes:
+            x.addElement("status")["code"] = code
+        return x
+
+    def _presence_fanout(self, occupant: Occupant, with_jid: bool) -> Fanout:
+        presence = self._presence_stanza(occupant)
+        presence.addChild(self._x(occupant, with_jid))
+        return Fanout(presence)
+
+    def broadcast_presence(self, occupant: Occupant, joined: bool = False, created: bool = False,
+                           only_real: str | None = None, codes: Iterable[str] = (),
+                           reason: str | None = None, actor: Occupant | str | None = None) -> None:
+        """The occupant's current presence to everyone in the room (XEP-0045
+        §7.2.3): real JIDs only to those who may see them; its own sessions
+        get the self-presence (110 and the codes features add)."""
+        codes = list(codes)
+        presence = self._presence_stanza(occupant)
+        self._broadcast_state(occupant, presence, codes, reason=reason, actor=actor,
+                              joined=joined, created=created)
+
+    def _broadcast_state(self, occupant: Occupant, presence: domish.Element, codes: list[str],
+                         reason: str | None = None, actor: Occupant | str | None = None,
+                         joined: bool = False, created: bool = False,
+                         new_nick: str | None = None, destroy: domish.Element | None = None,
+                         affiliation: str | None = None) -> None:
+        variants: dict[bool, Fanout] = {}
+
+        def variant(with_jid: bool) -> Fanout:
+            fan = variants.get(with_jid)
+            if fan is None:
+                stanza = _clone(presence)
+                x = self._x(occupant, with_jid, codes, reason, actor, new_nick,
+                            affiliation=affiliation)
+                if destroy is not None:
+                    x.addChild(destroy)
+                stanza.addChild(x)
+                fan = variants[with_jid] = Fanout(stanza)
+            return fan
+
+        for real, other in list(self.by_real.items()):
+            if other is occupant:
+                continue
+            self.service.deliver(variant(self.can_see_jids(other)), real)
+        self._send_self_presence(occupant, list(occupant.sessions), presence=presence,
+                                 codes=codes, reason=reason, actor=actor, joined=joined,
+                                 created=created, new_nick=new_nick, destroy=destroy,
+                                 affiliation=affiliation)
+
+    def _send_self_presence(self, occupant: Occupant, reals: list[str],
+                            presence: domish.Element | None = None, codes: Iterable[str] = (),
+                            reason: str | None = None, actor: Occupant | str | None = None,
+                            joined: bool = False, created: bool = False,
+                            new_nick: str | None = None, destroy: domish.Element | None = None,
+                            affiliation: str | None = None) -> None:
+        own = set(codes)
+        own.add("110")
+        if created:
+            own.add("201")
+        self.hooks.fire("self-codes", room=self, occupant=occupant, codes=own, joined=joined)
+        ordered = sorted(own)
+        base = _clone(presence) if presence is not None else self._presence_stanza(occupant)
+        for real in reals:
+            stanza = _clone(base)
+            x = self._x(occupant, True, ordered, reason, actor, new_nick, real=real,
+                        affiliation=affiliation)
+            if destroy is not None:
+                x.addChild(destroy)
+            stanza.addChild(x)
+            self.service.deliver(Fanout(stanza), real)
+
+    # -- messages --------------------------------------------------------------
+
+    def handle_groupchat(self, stanza: domish.Element, real: str) -> None:
+        occupant = self.by_real.get(real)
+        if occupant is None:
+            raise MUCError("not-acceptable", "cancel",
+                           "You are not currently connected to this chat")
+        if self.hooks.fire("pre-groupchat", room=self, occupant=occupant, stanza=stanza,
+                           real=real):
+            return
+        if occupant.role == "visitor":
+            raise MUCError("forbidden", "auth", "You are not allowed to send messages")
+        self.broadcast_message(occupant, stanza)
+
+    def message_from(self, occupant: Occupant | None, stanza: domish.Element) -> domish.Element:
+        """A copy of ``stanza`` as the room sends it: from the occupant's room
+        JID (the room's own when None), without 'to' and without what only the
+        room may put in (occupant-id elements are the occupant_id feature's)."""
+        message = domish.Element((ns.CLIENT, "message"))
+        for key, value in stanza.attributes.items():
+            if key not in ("to", "from"):
+                message[key] = value
+        message["from"] = occupant.jid if occupant is not None else self.jid
+        message.children = list(stanza.children)
+        return message
+
+    def broadcast_message(self, occupant: Occupant | None, stanza: domish.Element,
+                          event: bool = True) -> domish.Element:
+        """Send a groupchat message to every session of every occupant."""
+        message = self.message_from(occupant, stanza)
+        if event:
+            self.hooks.fire("groupchat", room=self, occupant=occupant, message=message)
+        self.broadcast(message)
+        return message
+
+    def broadcast(self, stanza: domish.Element, only: Iterable[str] | None = None) -> None:
+        """``stanza`` to every session in the room (or those in ``only``), one
+        serialisation for all."""
+        fan = Fanout(stanza)
+        deliver = self.service.deliver
+        for real in list(only if only is not None else self.by_real):
+            deliver(fan, real)
+
+    def handle_private(self, stanza: domish.Element, real: str, nick: str) -> None:
+        """XEP-0045 §7.5: a private message to the occupant ``nick``."""
+        if stanza.getAttribute("type") == "error":
+            self.kick_bounced(stanza, real)
+            return
+        sender = self.by_real.get(real)
+        if sender is None:
+            raise MUCError("not-acceptable", "cancel",
+                           "You are not currently connected to this chat")
+        if stanza.getAttribute("type") == "groupchat":
+            raise MUCError("bad-request", "modify",
+                           "Private messages may not be of type groupchat")
+        target = self.occupants.get(nick)
+        if target is None:
+            raise MUCError("item-not-found", "cancel", "Recipient not in room")
+        message = self.message_from(sender, stanza)
+        if self.hooks.fire("private-message", room=self, occupant=sender, target=target,
+                           message=message):
+            return
+        message.addElement((ns.MUC_USER, "x"))
+        fan = Fanout(message)
+        for session in list(target.sessions):
+            self.service.deliver(fan, session)
+
+    def kick_bounced(self, stanza: domish.Element, real: str) -> None:
+        """An error from an occupant's session (its client bounced what the
+        room sent): the session is gone, as Prosody judges it; its occupant
+        leaves with status 333 when it was the last session."""
+        occupant = self.by_real.get(real)
+        if occupant is None:
+            return
+        etype, condition = _error_condition(stanza)
+        if etype not in ("cancel", None) and condition not in KICKABLE_CONDITIONS:
+            return
+        if condition not in KICKABLE_CONDITIONS:
+            return
+        status = "Kicked: " + condition.replace("-", " ")
+        self.leave(occupant, real, codes=("333",), status=status)
+
+    # -- roles and affiliations -----------------------------------------------
+
+    def set_role(self, actor: Occupant | None, nick: str, role: str,
+                 reason: str | None = None) -> None:
+        """Kick (role none), grant or revoke voice and moderation (§8, §9)."""
+        target = self.occupants.get(nick)
+        if target is None:
+            raise MUCError("item-not-found", "cancel", "Occupant not found")
+        if actor is not None:
+            actor_aff = self.affiliation(actor.bare)
+            target_aff = self.affiliation(target.bare)
+            if actor.role != "moderator":
+                raise MUCError("forbidden", "auth")
+            if role == "moderator" or target.role == "moderator" and role != "moderator":
+                if AFFILIATION_RANK[actor_aff] < AFFILIATION_RANK["admin"]:
+                    raise MUCError("not-allowed", "cancel")
+            if AFFILIATION_RANK[target_aff] > AFFILIATION_RANK[actor_aff] or (
+                    target_aff in ("owner", "admin") and role in ("none", "visitor")):
+                raise MUCError("not-allowed", "cancel")
+        if role == "none":
+            self.remove(target, codes=["307"], reason=reason, actor=actor)
+            return
+        if target.role == role:
+            return
+        target.role = role
+        self.broadcast_presence(target, reason=reason, actor=actor)
+
+    def set_affiliation(self, actor: str | None, bare: str, affiliation: str,
+                        reason: str | None = None, nick: str | None = None) -> None:
+        """Ban, grant or revoke membership, admin or ownership (§9, §10).
+
+        ``actor`` is the bare JID of who asks (None: the service itself)."""
+        old = self.affiliations.get(bare, "none")
+        if actor is not None:
+            actor_aff = self.affiliation(actor)
+            if actor_aff == "owner":
+                pass
+            elif actor_aff == "admin":
+                if AFFILIATION_RANK[old] >= AFFILIATION_RANK["admin"] or \
+                        AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK["admin"]:
+                    raise MUCError("not-allowed", "cancel")
+            else:
+                raise MUCError("forbidden", "auth")
+            if old == "owner" and affiliation != "owner" and self.owners() == [bare]:
+                raise MUCError("conflict", "cancel", "Cannot remove the last owner")
+        if old == affiliation and affiliation == "none":
+            return
+        if affiliation == "none":
+            self.affiliations.pop(bare, None)
+            self.affiliation_data.pop(bare, None)
+        else:
+            self.affiliations[bare] = affiliation
+            data = self.affiliation_data.setdefault(bare, {})
+            if affiliation != old:
+                data.pop("reason", None)
+            if reason:
+                data["reason"] = reason
+            if nick is not None:
+                data["nick"] = nick
+            if not data:
+                self.affiliation_data.pop(bare, None)
+        self.hooks.fire("affiliation-changed", room=self, jid=bare, old=old, new=affiliation,
+                        actor=actor, reason=reason)
+        self.service.save(self)
+        actor_occupant = None
+        for occupant in list(self.occupants.values()):
+            if occupant.bare != bare:
+                continue
+            if affiliation == "outcast":
+                self.remove(occupant, codes=["301"], reason=reason,
+                            actor=actor_occupant, affiliation="outcast")
+                continue
+            if self.occupants.get(occupant.nick) is not occupant:
+                continue  # a feature removed it (members-only: 321)
+            occupant.role = self.default_role(self.affiliation(bare)) \
+                if affiliation != "none" or occupant.role in ("moderator",) \
+                else self._role_without(occupant)
+            self.broadcast_presence(occupant, reason=reason)
+
+    def _role_without(self, occupant: Occupant) -> str:
+        role = self.default_role("none")
+        return occupant.role if occupant.role in ("participant", "visitor") and \
+            role == "participant" else role
+
+    # -- destruction -----------------------------------------------------------
+
+    def destroy(self, reason: str | None = None, alternate: str | None = None,
+                password: str | None = None) -> None:
+        """XEP-0045 §10.9: everyone out with the reason and alternate venue,
+        then the room is gone (from storage too)."""
+        self.destroyed = True
+        destroy = domish.Element((ns.MUC_USER, "destroy"))
+        if alternate:
+            destroy["jid"] = alternate
+        if reason:
+            destroy.addElement("reason", content=reason)
+        if password:
+            destroy.addElement("password", content=password)
+        for occupant in list(self.occupants.values()):
+            self.remove(occupant, destroy=destroy, affiliation="none")
+        self.hooks.fire("room-destroyed", room=self, reason=reason, alternate=alternate)
+        self.service.discard(self, delete=True)
+
+    # -- status messages ------------------------------------------------------
+
+    def status_message(self, codes: Iterable[str]) -> None:
+        """A message from the room with status codes (104 after a configuration change)."""
+        message = domish.Element((ns.CLIENT, "message"))
+        message["type"] = "groupchat"
+        message["from"] = self.jid
+        x = message.addElement((ns.MUC_USER, "x"))
+        for code in codes:
+            x.addElement("status")["code"] = code
+        self.broadcast(message)
+
+    def error_reply(self, stanza: domish.Element, error: MUCError) -> domish.Element:
+        reply = stanza_error(stanza, error.condition, error.type, error.text)
+        if error.extra is not None:
+            for child in reply.elements():
+                if child.name == "error":
+                    child.addChild(error.extra)
+        return reply
+
+    def __repr__(self) -> str:
+        return f"<Room {self.jid} {len(self.occupants)} occupant(s)>"
+
+
+def _clone(element: domish.Element) -> domish.Element:
+    """A shallow copy: its own attributes and child list (children shared)."""
+    copy = domish.Element((element.uri, element.name), element.defaultUri)
+    copy.attributes = dict(element.attributes)
+    copy.localPrefixes = dict(element.localPrefixes)
+    copy.children = list(element.children)
+    return copy

@@ -1,0 +1,460 @@
+"""The multi-user chat service (XEP-0045) on a domain of its own.
+
+``[component:muc]`` serves ``conference.<first domain>`` by default. Rooms
+live in memory, keyed by their bare JID; persistent ones are written
+through to storage (:mod:`.store`) and come back at start-up. The service
+routes each stanza for a room to it (:mod:`.room`); everything a room
+feature does is in :mod:`.features`, hooked on the service's
+:class:`~.hooks.Hooks`.
+
+Who may create rooms (``create``), how many (``max_rooms``,
+``max_rooms_per_user``), how big (``max_occupants``) and how chatty
+(``message_rate``) are options, each refused with the error a client
+expects. ``[server] admins`` own every room, as in Prosody.
+
+Delivery: a stanza for an occupant's local session is written to that
+session directly, serialised once for the whole room
+(:class:`~xmppd.router.fanout.Fanout`); a local session that is gone is
+treated as the bounce it would have produced (the occupant leaves with
+status 333); other domains go through the router.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.xish import domish
+
+from xmppd import jid as jidlib
+from xmppd import ns
+from xmppd.component import Option, Service, handles
+from xmppd.config import boolean, choice, integer, string
+from xmppd.router.events import StanzaEvent, stanza_error
+from xmppd.router.fanout import Fanout
+from xmppd.services.muc import store as storelib
+from xmppd.services.muc.features import FEATURES
+from xmppd.services.muc.hooks import Feature, Hooks, MUCError
+from xmppd.services.muc.room import Room
+
+
+class MUCService(Service):
+    """XEP-0045 multi-user chat on ``[component:muc] domain``."""
+
+    name = "muc"
+    subdomain = "conference"
+    title = "Chatrooms"
+    features = [ns.MUC]
+    options = [
+        Option("name", string, "Chatrooms",
+               "the service's name in service discovery"),
+        Option("create", choice("anyone", "local", "admins"), "anyone",
+               "who may create rooms: anyone, local (accounts of this server) or admins "
+               "([server] admins); others get not-allowed"),
+        Option("max_rooms", integer(1), "10000",
+               "most rooms on the service; a creation beyond: policy-violation"),
+        Option("max_rooms_per_user", integer(1), "100",
+               "most rooms one account may have created (and still exist); beyond: "
+               "policy-violation"),
+        Option("max_occupants", integer(1), "1000",
+               "most occupants of one room (the ceiling of muc#roomconfig_maxusers); a "
+               "join beyond: service-unavailable"),
+        Option("history_length", integer(0), "20",
+               "a new room's muc#roomconfig_historylength (messages replayed on join)"),
+        Option("max_history", integer(0), "20",
+               "the most history a room may keep (Prosody's max_history_messages)"),
+        Option("message_rate", integer(1), "10",
+               "groupchat messages per second one occupant may send (beyond the burst: "
+               "wait + policy-violation)"),
+        Option("message_burst", integer(1), "20",
+               "groupchat messages one occupant may send at once before message_rate holds"),
+        Option("max_nick_length", integer(1), "128",
+               "longest nickname, in characters; longer: not-acceptable"),
+        Option("default_persistent", boolean, "false",
+               "a new room's muc#roomconfig_persistentroom"),
+        Option("default_public", boolean, "true", "a new room's muc#roomconfig_publicroom"),
+        Option("default_members_only", boolean, "false",
+               "a new room's muc#roomconfig_membersonly"),
+        Option("default_moderated", boolean, "false",
+               "a new room's muc#roomconfig_moderatedroom"),
+        Option("default_whois", choice("moderators", "anyone"), "moderators",
+               "a new room's muc#roomconfig_whois: who sees occupants' real JIDs"),
+        Option("locking", boolean, "true",
+               "a new room is locked (others get item-not-found) until its owner "
+               "configures it or accepts the default configuration"),
+        Option("lock_timeout", integer(1), "300",
+               "seconds after which a locked room nobody configured is destroyed"),
+    ]
+    stores = dict(storelib.STORES)
+
+    def __init__(self, server: Any, config: dict[str, Any]):
+        super().__init__(server, config)
+        self.title = config["name"]
+        self.identities = [("conference", "text", config["name"])]
+        self.hooks = Hooks()
+        self.features_on: list[Feature] = []
+        self.rooms: dict[str, Room] = {}
+        #: creator's bare JID → how many existing rooms it created
+        self.created_by: dict[str, int] = {}
+        self.roomstore: storelib.RoomStore | None = None
+        self._ready: defer.Deferred | None = None
+        self.loaded = False
+        #: the last write of each room, so an answer can wait until it is durable
+        self._writes: dict[str, defer.Deferred] = {}
+
+    # -- life cycle ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.features_on = [feature(self) for feature in FEATURES]
+        self.roomstore = storelib.RoomStore(self.store[storelib.ROOMS],
+                                            self.store[storelib.HISTORY])
+        self._ready = self.roomstore.load()
+        self._ready.addCallback(self._loaded)
+        self._ready.addErrback(lambda f: self.log.failure(
+            "muc: loading the rooms of {domain} failed", f, domain=self.domain))
+
+    def _loaded(self, found: dict) -> None:
+        for jid, (record, history, keys) in found.items():
+            room = Room(self, jid, self.room_config(record.get("config", {})),
+                        record.get("affiliations"), record.get("affiliation_data"),
+                        record.get("data"))
+            room.state["stored_history"] = (history, keys)
+            self.rooms[jid] = room
+            creator = room.data.get("creator")
+            if creator:
+                self.created_by[creator] = self.created_by.get(creator, 0) + 1
+            self.hooks.fire("room-loaded", room=room)
+        self.loaded = True
+        self.log.info("muc: {count} persistent room(s) on {domain}", count=len(found),
+                      domain=self.domain)
+
+    def stopService(self) -> Any:
+        for feature in self.features_on:
+            feature.close()
+        self.features_on = []
+        return super().stopService()
+
+    def ready(self, then: Any) -> Any:
+        """Call ``then()`` now, or once the stored rooms are loaded."""
+        if self.loaded or self._ready is None:
+            return then()
+        d: defer.Deferred = defer.Deferred()
+        self._ready.addCallback(lambda _: d.callback(None))
+        return d.addCallback(lambda _: then())
+
+    # -- configuration ---------------------------------------------------------
+
+    def room_config(self, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A room's configuration: every feature's field at its default, then
+        what ``stored`` has."""
+        config: dict[str, Any] = {}
+        for feature in self.features_on:
+            for spec in feature.fields:
+                config[spec.key] = spec.default(self.config)
+        if stored:
+            config.update(stored)
+        return config
+
+    def config_fields(self) -> list:
+        return [spec for feature in self.features_on for spec in feature.fields]
+
+    def is_admin(self, bare: str) -> bool:
+        parsed = jidlib.parse_or_none(bare)
+        return parsed is not None and self.server.is_admin(parsed)
+
+    def may_create(self, bare: str) -> bool:
+        rule = self.config["create"]
+        if rule == "anyone" or self.is_admin(bare):
+            return True
+        if rule == "admins":
+            return False
+        parsed = jidlib.parse_or_none(bare)
+        return parsed is not None and parsed.host in self.router.hosts
+
+    # -- rooms -----------------------------------------------------------------
+
+    def create(self, jid: str, creator: str) -> Room:
+        """A new room, owned by ``creator`` (not yet joined by anyone)."""
+        if not self.may_create(creator):
+            raise MUCError("not-allowed", "cancel", "Room creation is restricted")
+        if len(self.rooms) >= self.config["max_rooms"]:
+            raise MUCError("policy-violation", "wait", "Too many rooms on this service")
+        if not self.is_admin(creator) and \
+                self.created_by.get(creator, 0) >= self.config["max_rooms_per_user"]:
+            raise MUCError("policy-violation", "wait",
+                           "You have created too many rooms already")
+        room = Room(self, jid, self.room_config())
+        room.affiliations[creator] = "owner"
+        room.data["creator"] = creator
+        room.data["created"] = self.clock.seconds()
+        self.rooms[jid] = room
+        self.created_by[creator] = self.created_by.get(creator, 0) + 1
+        self.hooks.fire("room-created", room=room, creator=creator)
+        return room
+
+    def discard(self, room: Room, delete: bool = False) -> None:
+        """Forget ``room`` (empty and temporary, or destroyed)."""
+        if self.rooms.get(room.jid) is not room:
+            return
+        del self.rooms[room.jid]
+        room.destroyed = True
+        creator = room.data.get("creator")
+        if creator and self.created_by.get(creator):
+            self.created_by[creator] -= 1
+            if not self.created_by[creator]:
+                del self.created_by[creator]
+        self.hooks.fire("room-discarded", room=room)
+        if delete or room.state.get("stored"):
+            self._write(room, self.roomstore.delete(room.jid))
+            room.state["stored"] = False
+
+    def save(self, room: Room) -> defer.Deferred:
+        """Write a persistent room (a temporary one that was stored is deleted).
+        Returns its write, durable when it fires."""
+        if room.destroyed:
+            return defer.succeed(None)
+        if room.config.get("persistent"):
+            room.state["stored"] = True
+            return self._write(room, self.roomstore.save(room))
+        if room.state.get("stored"):
+            room.state["stored"] = False
+            return self._write(room, self.roomstore.delete(room.jid))
+        return self.written(room)
+
+    def _write(self, room: Room, d: defer.Deferred) -> defer.Deferred:
+        d.addErrback(lambda f: self.log.failure("muc: writing {room} failed", f, room=room.jid))
+        self._writes[room.jid] = d
+
+        def done(result: Any) -> Any:
+            if self._writes.get(room.jid) is d:
+                del self._writes[room.jid]
+            return result
+        d.addBoth(done)
+        return d
+
+    def written(self, room: Room) -> defer.Deferred:
+        """Fires once every write of ``room`` issued so far is durable."""
+        pending = self._writes.get(room.jid)
+        if pending is None:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        pending.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+    def after_writes(self, room: Room, reply: Any) -> Any:
+        """``reply`` once the room's writes are durable (an answer the client may
+        take as "stored")."""
+        pending = self._writes.get(room.jid)
+        if pending is None:
+            return reply
+        return self.written(room).addCallback(lambda _: reply)
+
+    # -- delivery --------------------------------------------------------------
+
+    def deliver(self, fan: Fanout, real: str) -> None:
+        """One copy of ``fan`` to the real session ``real``."""
+        parsed = jidlib.parse_or_none(real)
+        if parsed is None:
+            return
+        if parsed.host in self.router.hosts:
+            session = self.router.resources(parsed.userhost()).get(parsed.resource or "")
+            if session is not None:
+                fan.send(session, real)
+            else:
+                self.clock.callLater(0, self._session_gone, fan.stanza, real)
+            return
+        self.router.route(fan.copy(real))
+
+    def _session_gone(self, stanza: domish.Element, real: str) -> None:
+        """What the recipient's server would have bounced: the session left
+        without telling the room."""
+        sender = jidlib.parse_or_none(stanza.getAttribute("from"))
+        if sender is None:
+            return
+        room = self.rooms.get(sender.userhost())
+        if room is None:
+            return
+        occupant = room.by_real.get(real)
+        if occupant is not None:
+            room.leave(occupant, real, codes=("333",), status="Kicked: service unavailable")
+
+    def send_error(self, stanza: domish.Element, error: MUCError) -> None:
+        if stanza.getAttribute("type") in ("error", "result"):
+            return
+        reply = stanza_error(stanza, error.condition, error.type, error.text)
+        if error.extra is not None:
+            for child in reply.elements():
+                if child.name == "error":
+                    child.addChild(error.extra)
+        self.router.route(reply)
+
+    # -- stanzas ---------------------------------------------------------------
+
+    def _room_of(self, event: StanzaEvent) -> Room | None:
+        return self.rooms.get(event.to.userhost())
+
+    def _guard(self, event: StanzaEvent, work) -> Any:
+        """Run ``work`` once the rooms are loaded; a :class:`MUCError` it
+        raises becomes the error reply."""
+        def run() -> Any:
+            try:
+                result = work()
+            except MUCError as error:
+                self.send_error(event.stanza, error)
+                return True
+            if isinstance(result, defer.Deferred):
+                result.addErrback(self._deferred_error, event)
+            return True if result is None else result
+        return self.ready(run)
+
+    def _deferred_error(self, failure: Any, event: StanzaEvent) -> Any:
+        if failure.check(MUCError):
+            self.send_error(event.stanza, failure.value)
+            return True
+        return failure
+
+    def _real(self, event: StanzaEvent) -> str | None:
+        return event.from_.full() if event.from_ is not None else None
+
+    @handles("presence/full")
+    def presence_to_occupant(self, event: StanzaEvent) -> Any:
+        def work() -> None:
+            real = self._real(event)
+            if real is None:
+                return
+            nick = event.to.resource
+            room = self._room_of(event)
+            ptype = event.type
+            if len(nick) > self.config["max_nick_length"]:
+                raise MUCError("not-acceptable", "modify", "That nickname is too long")
+            if room is None:
+                if ptype is not None:
+                    if ptype == "probe":
+                        raise MUCError("item-not-found", "cancel")
+                    return
+                room = self.create(event.to.userhost(), event.from_.userhost())
+                try:
+                    room.join(event.stanza, real, nick, created=True)
+                except MUCError:
+                    self.discard(room)
+                    raise
+                return
+            room.handle_presence(event.stanza, real, nick)
+        return self._guard(event, work)
+
+    @handles("presence/bare")
+    def presence_to_room(self, event: StanzaEvent) -> Any:
+        """XEP-0045 §7.2.1: a join needs a nickname."""
+        if event.type in (None, "probe"):
+            self.send_error(event.stanza, MUCError("jid-malformed", "modify"))
+        elif event.type == "error":
+            room = self._room_of(event)
+            if room is not None and event.from_ is not None:
+                room.kick_bounced(event.stanza, event.from_.full())
+        return True
+
+    @handles("message/bare")
+    def message_to_room(self, event: StanzaEvent) -> Any:
+        def work() -> None:
+            real = self._real(event)
+            room = self._room_of(event)
+            if real is None:
+                return
+            if room is None:
+                raise MUCError("item-not-found", "cancel")
+            mtype = event.type
+            if mtype == "error":
+                room.kick_bounced(event.stanza, real)
+                return
+            if mtype == "groupchat":
+                room.handle_groupchat(event.stanza, real)
+                return
+            occupant = room.by_real.get(real)
+            if room.hooks.fire("message-to-room", room=room, stanza=event.stanza, real=real,
+                               occupant=occupant):
+                return
+            raise MUCError("bad-request", "cancel")
+        return self._guard(event, work)
+
+    @handles("message/full")
+    def message_to_occupant(self, event: StanzaEvent) -> Any:
+        def work() -> None:
+            real = self._real(event)
+            room = self._room_of(event)
+            if real is None:
+                return
+            if room is None:
+                raise MUCError("item-not-found", "cancel")
+            room.handle_private(event.stanza, real, event.to.resource)
+        return self._guard(event, work)
+
+    @handles("iq/bare")
+    def iq_to_room(self, event: StanzaEvent) -> Any:
+        def work() -> Any:
+            real = self._real(event)
+            room = self._room_of(event)
+            if event.type not in ("get", "set") or real is None:
+                return True
+            payload = event.payload
+            if room is None:
+                raise MUCError("item-not-found", "cancel")
+            reply = room.hooks.fire(f"iq/{event.type}/{payload.uri}:{payload.name}", room=room,
+                                    event=event, real=real, occupant=room.by_real.get(real))
+            if reply is None:
+                raise MUCError("service-unavailable", "cancel")
+            return reply
+        return self._guard(event, work)
+
+    @handles("iq/full")
+    def iq_to_occupant(self, event: StanzaEvent) -> Any:
+        def work() -> Any:
+            real = self._real(event)
+            room = self._room_of(event)
+            if event.type not in ("get", "set") or real is None:
+                return True
+            if room is None:
+                raise MUCError("item-not-found", "cancel")
+            reply = room.hooks.fire("iq-to-occupant", room=room, event=event, real=real,
+                                    occupant=room.by_real.get(real), nick=event.to.resource)
+            if reply is None:
+                raise MUCError("service-unavailable", "cancel")
+            return reply
+        return self._guard(event, work)
+
+    # -- service disco ---------------------------------------------------------
+
+    def disco_items(self, event: StanzaEvent) -> Any:
+        """The public rooms (XEP-0045 §6.3), each with its name."""
+        if event.payload.getAttribute("node"):
+            return event.error("item-not-found")
+
+        def answer() -> domish.Element:
+            query = domish.Element((ns.DISCO_ITEMS, "query"))
+            requester = event.from_.userhost() if event.from_ is not None else ""
+            for jid in sorted(self.rooms):
+                room = self.rooms[jid]
+                if room.hooks.fire("room-listed", room=room, requester=requester) is False:
+                    continue
+                item = query.addElement("item")
+                item["jid"] = jid
+                item["name"] = room.config.get("name") or room.name
+            return event.reply(query)
+        return self.ready(answer)
+
+    # -- accounts --------------------------------------------------------------
+
+    @handles("account-deleted")
+    def forget(self, user: str) -> Any:
+        """The account loses its affiliations everywhere (a room it alone
+        owned keeps its other members; the server admins still own it)."""
+        writes = []
+        for room in list(self.rooms.values()):
+            if user in room.affiliations or user in room.affiliation_data:
+                room.affiliations.pop(user, None)
+                room.affiliation_data.pop(user, None)
+                writes.append(self.save(room))
+        self.created_by.pop(user, None)
+        if writes:
+            return defer.gatherResults(writes, consumeErrors=True)
+        return None
