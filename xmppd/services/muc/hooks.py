@@ -14,14 +14,15 @@ add to a room's disco#info. Adding a feature never touches the core.
 
 The events (``ev`` attributes in brackets):
 
-``room-created`` (room, creator)
+``room-created`` (room, creator, stanza)
     a room was just made by a first join (not a room loaded from storage)
 ``room-loaded`` (room)
     a stored room came back at start-up
 ``room-destroyed`` (room, reason, alternate)
+``room-locked`` (room) → True while a new room waits for its configuration
 ``room-empty`` (room)
     the last occupant left; return True to keep the room
-``pre-join`` (room, stanza, nick, real, bare, affiliation, x, occupant)
+``pre-join`` (room, stanza, nick, real, bare, affiliation, x, occupant, created)
     ``occupant`` is the existing occupant for a second session of the same
     nick, else None; raise :class:`MUCError` to refuse
 ``default-role`` (room, affiliation) → the role of a new occupant
@@ -69,11 +70,14 @@ class MUCError(Exception):
     """A refusal: the stanza error the requester gets (RFC 6120 §8.3)."""
 
     def __init__(self, condition: str, type: str | None = None, text: str | None = None,
-                 extra: Any = None):
+                 extra: Any = None, by: str | None = None):
         super().__init__(condition, text)
         self.condition = condition
         self.type = type
         self.text = text
+        #: the ``by`` of the error (RFC 6120 §8.3.2): the room, or the service
+        #: when None and the room does not exist
+        self.by = by
         #: an application-specific child of <error/> (an element), if any
         self.extra = extra
 

@@ -15,6 +15,7 @@ addressed to one real session.
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.words.xish import domish
@@ -24,7 +25,7 @@ from xmppd import ns
 from xmppd.router.events import stanza_error
 from xmppd.router.fanout import Fanout
 from xmppd.services.muc.hooks import MUCError
-from xmppd.services.muc.occupant import AFFILIATION_RANK, Occupant
+from xmppd.services.muc.occupant import AFFILIATION_RANK, ROLE_RANK, Occupant
 
 if TYPE_CHECKING:
     from xmppd.services.muc.service import MUCService
@@ -38,6 +39,9 @@ KICKABLE_CONDITIONS = frozenset((
     "remote-server-timeout", "service-unavailable", "malformed error"))
 
 _MUC_X = ((ns.MUC, "x"), (ns.MUC_USER, "x"))
+
+#: who did it, in presence: (nick in the room or None, real bare JID)
+Actor = tuple[str | None, str | None] | None
 
 
 def _error_condition(stanza: domish.Element) -> tuple[str | None, str | None]:
@@ -124,7 +128,7 @@ class Room:
         ptype = stanza.getAttribute("type")
         occupant = self.by_real.get(real)
         if ptype == "error":
-            self.kick_bounced(stanza, real)
+            self.kick_bounced(stanza, real, always=True)
             return
         if ptype == "probe":
             self._answer_probe(stanza, real, nick)
@@ -134,14 +138,30 @@ class Room:
                 self.leave(occupant, real, stanza)
             return
         if ptype is not None:
-            return  # subscriptions to a room mean nothing (dropped, as Prosody)
+            if ptype not in ("visible", "invisible", "result"):
+                raise MUCError("bad-request", "modify")
+            return
+        x = next(stanza.elements(ns.MUC, "x"), None)
         if occupant is None:
+            if x is None:
+                # a presence update from someone the room does not know (a
+                # client that missed its own leaving): it must join again
+                raise MUCError("item-not-found", "cancel",
+                               "You are not currently connected to this chat")
             self.join(stanza, real, nick)
         elif occupant.nick != nick:
             self.change_nick(occupant, real, nick, stanza)
         else:
             occupant.set_session(real, stanza)
-            self.broadcast_presence(occupant)
+            if x is not None:
+                # the session joins again (it lost track): what a joining
+                # session gets, without a new occupant for the others
+                self._send_occupant_list(occupant, real)
+                self.broadcast_presence(occupant)
+                self.hooks.fire("joined", room=self, occupant=occupant, real=real,
+                                stanza=stanza, x=x, created=False)
+            else:
+                self.broadcast_presence(occupant)
 
     def _answer_probe(self, stanza: domish.Element, real: str, nick: str) -> None:
         asker = self.by_real.get(real)
@@ -163,6 +183,7 @@ class Room:
         """A session enters under ``nick`` (a new occupant, or a second session
         of the same account's occupant)."""
         bare = jidlib.parse(real).userhost()
+        _check_nick(nick)
         existing = self.occupants.get(nick)
         if existing is not None and existing.bare != bare:
             raise MUCError("conflict", "cancel",
@@ -172,7 +193,7 @@ class Room:
         if affiliation == "outcast":
             raise MUCError("forbidden", "auth", "You have been banned from this room")
         self.hooks.fire("pre-join", room=self, stanza=stanza, nick=nick, real=real, bare=bare,
-                        affiliation=affiliation, x=x, occupant=existing)
+                        affiliation=affiliation, x=x, occupant=existing, created=created)
         if existing is None:
             role = self.default_role(affiliation)
             if role == "none":
@@ -183,17 +204,22 @@ class Room:
             occupant = existing
         occupant.set_session(real, stanza)
         self.by_real[real] = occupant
-        # the occupants already here, to the new session
-        moderator = self.can_see_jids(occupant)
-        for other in list(self.occupants.values()):
-            if other is not occupant:
-                self.service.deliver(self._presence_fanout(other, moderator), real)
+        self._send_occupant_list(occupant, real)
         if existing is None:
             self.broadcast_presence(occupant, joined=True, created=created, only_real=None)
         else:
             self._send_self_presence(occupant, [real], joined=True)
         self.hooks.fire("joined", room=self, occupant=occupant, real=real, stanza=stanza,
                         x=x, created=created)
+
+    def _send_occupant_list(self, occupant: Occupant, real: str,
+                            skip: str | None = None) -> None:
+        """The occupants already here, to one session of ``occupant`` (real
+        JIDs as that occupant may see them)."""
+        with_jid = self.can_see_jids(occupant)
+        for other in list(self.occupants.values()):
+            if other is not occupant and other.bare != skip:
+                self.service.deliver(self._presence_fanout(other, with_jid), real)
 
     def leave(self, occupant: Occupant, real: str, stanza: domish.Element | None = None,
               codes: Iterable[str] = (), status: str | None = None) -> None:
@@ -213,7 +239,7 @@ class Room:
         self.remove(occupant, codes=codes, presence=stanza, status=status)
 
     def remove(self, occupant: Occupant, codes: Iterable[str] = (), reason: str | None = None,
-               actor: Occupant | str | None = None, presence: domish.Element | None = None,
+               actor: Actor = None, presence: domish.Element | None = None,
                status: str | None = None, destroy: domish.Element | None = None,
                affiliation: str | None = None) -> None:
         """Take ``occupant`` (every session) out of the room and tell everyone."""
@@ -242,11 +268,13 @@ class Room:
                     stanza.children.append(child)
         if status:
             stanza.addElement("status", content=status)
+        self.hooks.fire("build-presence", room=self, occupant=occupant, presence=stanza)
         return stanza
 
     def change_nick(self, occupant: Occupant, real: str, nick: str,
                     stanza: domish.Element) -> None:
         """XEP-0045 §7.6: 303 from the old nick, then the new nick available."""
+        _check_nick(nick)
         if nick in self.occupants:
             raise MUCError("conflict", "cancel",
                            "That nickname is already in use by another occupant")
@@ -278,29 +306,46 @@ class Room:
         return presence
 
     def _x(self, occupant: Occupant, with_jid: bool, codes: Iterable[str] = (),
-           reason: str | None = None, actor: Occupant | str | None = None,
+           reason: str | None = None, actor: Actor = None,
            new_nick: str | None = None, real: str | None = None,
            affiliation: str | None = None) -> domish.Element:
+        """The muc#user ``<x/>`` of an occupant's presence: one item per
+        session where real JIDs are shown (as Prosody's build_item_list),
+        the actor's nick (and real JID where JIDs are shown)."""
         x = domish.Element((ns.MUC_USER, "x"))
-        item = x.addElement("item")
-        item["affiliation"] = affiliation or self.affiliation(occupant.bare)
-        item["role"] = occupant.role
-        if with_jid:
-            item["jid"] = real or occupant.primary or occupant.bare
-        if new_nick is not None:
-            item["nick"] = new_nick
-        if actor is not None:
-            a = item.addElement("actor")
-            if isinstance(actor, Occupant):
-                a["nick"] = actor.nick
-            else:
-                a["jid"] = actor
-        if reason:
-            item.addElement("reason", content=reason)
+        reals = ([real] if real else list(occupant.sessions) or [occupant.bare]) \
+            if with_jid else [None]
+        for jid in reals:
+            item = x.addElement("item")
+            item["affiliation"] = affiliation or self.affiliation(occupant.bare)
+            item["role"] = occupant.role
+            if jid is not None:
+                item["jid"] = jid
+            if new_nick is not None:
+                item["nick"] = new_nick
+            if actor is not None and (actor[0] or with_jid and actor[1]):
+                a = item.addElement("actor")
+                if actor[0]:
+                    a["nick"] = actor[0]
+                if with_jid and actor[1] and real is None:
+                    a["jid"] = actor[1]
+            if reason:
+                item.addElement("reason", content=reason)
         self.hooks.fire("presence-x", room=self, occupant=occupant, x=x, with_jid=with_jid)
         for code in codes:
             x.addElement("status")["code"] = code
         return x
+
+    def actor(self, real: str | None) -> Actor:
+        """How an actor (a real full or bare JID) is named in presence: its
+        nick if it is here, and its JID."""
+        if real is None:
+            return None
+        occupant = self.by_real.get(real)
+        if occupant is None:
+            bare = jidlib.parse(real).userhost()
+            occupant = next((o for o in self.occupants.values() if o.bare == bare), None)
+        return (occupant.nick if occupant is not None else None, real)
 
     def _presence_fanout(self, occupant: Occupant, with_jid: bool) -> Fanout:
         presence = self._presence_stanza(occupant)
@@ -309,7 +354,7 @@ class Room:
 
     def broadcast_presence(self, occupant: Occupant, joined: bool = False, created: bool = False,
                            only_real: str | None = None, codes: Iterable[str] = (),
-                           reason: str | None = None, actor: Occupant | str | None = None) -> None:
+                           reason: str | None = None, actor: Actor = None) -> None:
         """The occupant's current presence to everyone in the room (XEP-0045
         §7.2.3): real JIDs only to those who may see them; its own sessions
         get the self-presence (110 and the codes features add)."""
@@ -319,7 +364,7 @@ class Room:
                               joined=joined, created=created)
 
     def _broadcast_state(self, occupant: Occupant, presence: domish.Element, codes: list[str],
-                         reason: str | None = None, actor: Occupant | str | None = None,
+                         reason: str | None = None, actor: Actor = None,
                          joined: bool = False, created: bool = False,
                          new_nick: str | None = None, destroy: domish.Element | None = None,
                          affiliation: str | None = None) -> None:
@@ -348,7 +393,7 @@ class Room:
 
     def _send_self_presence(self, occupant: Occupant, reals: list[str],
                             presence: domish.Element | None = None, codes: Iterable[str] = (),
-                            reason: str | None = None, actor: Occupant | str | None = None,
+                            reason: str | None = None, actor: Actor = None,
                             joined: bool = False, created: bool = False,
                             new_nick: str | None = None, destroy: domish.Element | None = None,
                             affiliation: str | None = None) -> None:
@@ -361,7 +406,8 @@ class Room:
         base = _clone(presence) if presence is not None else self._presence_stanza(occupant)
         for real in reals:
             stanza = _clone(base)
-            x = self._x(occupant, True, ordered, reason, actor, new_nick, real=real,
+            x = self._x(occupant, True, ordered, reason,
+                        (actor[0], None) if actor else None, new_nick,
                         affiliation=affiliation)
             if destroy is not None:
                 x.addChild(destroy)
@@ -375,11 +421,15 @@ class Room:
         if occupant is None:
             raise MUCError("not-acceptable", "cancel",
                            "You are not currently connected to this chat")
+        if occupant.role == "visitor":
+            raise MUCError("forbidden", "auth",
+                           "You do not currently have permission to speak in this chat")
         if self.hooks.fire("pre-groupchat", room=self, occupant=occupant, stanza=stanza,
                            real=real):
             return
-        if occupant.role == "visitor":
-            raise MUCError("forbidden", "auth", "You are not allowed to send messages")
+        if not stanza.getAttribute("id"):
+            # XEP-0045 muc#stable_id: every message keeps one id for all
+            stanza["id"] = secrets.token_hex(9)
         self.broadcast_message(occupant, stanza)
 
     def message_from(self, occupant: Occupant | None, stanza: domish.Element) -> domish.Element:
@@ -391,7 +441,8 @@ class Room:
             if key not in ("to", "from"):
                 message[key] = value
         message["from"] = occupant.jid if occupant is not None else self.jid
-        message.children = list(stanza.children)
+        message.children = [child for child in stanza.children
+                            if not _forged(child, self.jid)]
         return message
 
     def broadcast_message(self, occupant: Occupant | None, stanza: domish.Element,
@@ -427,6 +478,9 @@ class Room:
         if target is None:
             raise MUCError("item-not-found", "cancel", "Recipient not in room")
         message = self.message_from(sender, stanza)
+        message.children = [child for child in message.children
+                             if not (isinstance(child, domish.Element)
+                                     and child.uri in (ns.MUC, ns.MUC_USER))]
         if self.hooks.fire("private-message", room=self, occupant=sender, target=target,
                            message=message):
             return
@@ -435,104 +489,139 @@ class Room:
         for session in list(target.sessions):
             self.service.deliver(fan, session)
 
-    def kick_bounced(self, stanza: domish.Element, real: str) -> None:
-        """An error from an occupant's session (its client bounced what the
-        room sent): the session is gone, as Prosody judges it; its occupant
-        leaves with status 333 when it was the last session."""
+    def kick_bounced(self, stanza: domish.Element, real: str, always: bool = False) -> None:
+        """An error from an occupant's session (its client or server bounced
+        what the room sent): the session is gone, as Prosody judges it (any
+        presence error; a message error with one of
+        :data:`KICKABLE_CONDITIONS`). Its occupant leaves with status 333
+        when it was the last session."""
         occupant = self.by_real.get(real)
         if occupant is None:
             return
-        etype, condition = _error_condition(stanza)
-        if etype not in ("cancel", None) and condition not in KICKABLE_CONDITIONS:
+        _, condition = _error_condition(stanza)
+        if not always and condition not in KICKABLE_CONDITIONS:
             return
-        if condition not in KICKABLE_CONDITIONS:
-            return
-        status = "Kicked: " + condition.replace("-", " ")
+        status = "Kicked: " + (condition or "presence error").replace("-", " ")
         self.leave(occupant, real, codes=("333",), status=status)
 
     # -- roles and affiliations -----------------------------------------------
 
-    def set_role(self, actor: Occupant | None, nick: str, role: str,
+    def may_set_role(self, actor: str, target: Occupant, role: str) -> None:
+        """Prosody's rules (XEP-0045 §8, §9): nobody acts on a higher
+        affiliation; giving or taking moderator needs admin or owner; and the
+        actor must be a moderator in the room. Refusals are ``not-allowed``."""
+        actor_aff = self.affiliation(jidlib.parse(actor).userhost())
+        target_aff = self.affiliation(target.bare)
+        if AFFILIATION_RANK[actor_aff] < AFFILIATION_RANK[target_aff]:
+            raise MUCError("not-allowed", "cancel")
+        if (target.role == "moderator" or role == "moderator") and \
+                actor_aff not in ("owner", "admin"):
+            raise MUCError("not-allowed", "cancel")
+        mine = self.by_real.get(actor)
+        if mine is None or mine.role != "moderator":
+            raise MUCError("not-allowed", "cancel")
+
+    def set_role(self, actor: str | None, nick: str, role: str,
                  reason: str | None = None) -> None:
-        """Kick (role none), grant or revoke voice and moderation (§8, §9)."""
+        """Kick (role none), grant or revoke voice and moderation. ``actor``
+        is the real JID of who asks (None: the service itself)."""
         target = self.occupants.get(nick)
         if target is None:
-            raise MUCError("item-not-found", "cancel", "Occupant not found")
+            raise MUCError("item-not-found", "modify")
+        if role not in ROLE_RANK:
+            raise MUCError("not-acceptable", "modify")
         if actor is not None:
-            actor_aff = self.affiliation(actor.bare)
-            target_aff = self.affiliation(target.bare)
-            if actor.role != "moderator":
-                raise MUCError("forbidden", "auth")
-            if role == "moderator" or target.role == "moderator" and role != "moderator":
-                if AFFILIATION_RANK[actor_aff] < AFFILIATION_RANK["admin"]:
-                    raise MUCError("not-allowed", "cancel")
-            if AFFILIATION_RANK[target_aff] > AFFILIATION_RANK[actor_aff] or (
-                    target_aff in ("owner", "admin") and role in ("none", "visitor")):
-                raise MUCError("not-allowed", "cancel")
+            self.may_set_role(actor, target, role)
+        who = self.actor(actor)
         if role == "none":
-            self.remove(target, codes=["307"], reason=reason, actor=actor)
+            self.remove(target, codes=["307"], reason=reason, actor=who)
             return
-        if target.role == role:
-            return
+        before = target.role
         target.role = role
-        self.broadcast_presence(target, reason=reason, actor=actor)
+        self.broadcast_presence(target, reason=reason, actor=who)
+        self._moderator_changed(target, before)
+
+    def _moderator_changed(self, occupant: Occupant, before: str) -> None:
+        """Gaining or losing moderator changes which real JIDs an occupant
+        sees in a semi-anonymous room: it gets everyone's presence again."""
+        if self.config.get("whois") == "anyone" or \
+                (before == "moderator") == (occupant.role == "moderator"):
+            return
+        for real in list(occupant.sessions):
+            self._send_occupant_list(occupant, real)
 
     def set_affiliation(self, actor: str | None, bare: str, affiliation: str,
                         reason: str | None = None, nick: str | None = None) -> None:
-        """Ban, grant or revoke membership, admin or ownership (§9, §10).
+        """Ban, grant or revoke membership, admin or ownership (§9, §10), with
+        Prosody's rules: owners may do anything but leave the room without
+        an owner (``conflict``); admins may only move others between none,
+        member and outcast; anyone else gets ``not-allowed``.
 
-        ``actor`` is the bare JID of who asks (None: the service itself)."""
+        ``actor`` is the real JID of who asks (None: the service itself)."""
+        if affiliation not in AFFILIATION_RANK:
+            raise MUCError("not-acceptable", "modify")
         old = self.affiliations.get(bare, "none")
+        downgrade = AFFILIATION_RANK[old] > AFFILIATION_RANK[affiliation]
         if actor is not None:
-            actor_aff = self.affiliation(actor)
+            actor_bare = jidlib.parse(actor).userhost()
+            actor_aff = self.affiliation(actor_bare)
             if actor_aff == "owner":
-                pass
-            elif actor_aff == "admin":
-                if AFFILIATION_RANK[old] >= AFFILIATION_RANK["admin"] or \
-                        AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK["admin"]:
-                    raise MUCError("not-allowed", "cancel")
-            else:
-                raise MUCError("forbidden", "auth")
-            if old == "owner" and affiliation != "owner" and self.owners() == [bare]:
-                raise MUCError("conflict", "cancel", "Cannot remove the last owner")
-        if old == affiliation and affiliation == "none":
-            return
+                if actor_bare == bare and downgrade and \
+                        not [j for j in self.owners() if j != bare]:
+                    raise MUCError("conflict", "cancel")
+            elif affiliation in ("owner", "admin") or actor_aff != "admin" or \
+                    old in ("owner", "admin"):
+                raise MUCError("not-allowed", "cancel")
         if affiliation == "none":
             self.affiliations.pop(bare, None)
             self.affiliation_data.pop(bare, None)
         else:
             self.affiliations[bare] = affiliation
-            data = self.affiliation_data.setdefault(bare, {})
+            data = self.affiliation_data.get(bare, {})
             if affiliation != old:
                 data.pop("reason", None)
-            if reason:
-                data["reason"] = reason
+            if reason and affiliation == "outcast":
+                data["reason"] = reason  # the ban's reason, shown in the outcast list
             if nick is not None:
                 data["nick"] = nick
-            if not data:
+            if data:
+                self.affiliation_data[bare] = data
+            else:
                 self.affiliation_data.pop(bare, None)
         self.hooks.fire("affiliation-changed", room=self, jid=bare, old=old, new=affiliation,
                         actor=actor, reason=reason)
         self.service.save(self)
-        actor_occupant = None
-        for occupant in list(self.occupants.values()):
-            if occupant.bare != bare:
+        role = self.default_role(self.affiliation(bare))
+        codes = ([] if role != "none" else ["301"] if affiliation == "outcast" else ["321"])
+        who = self.actor(actor)
+        present = [o for o in self.occupants.values() if o.bare == bare]
+        for occupant in present:
+            before = occupant.role
+            if occupant.role != role and (
+                    downgrade or ROLE_RANK[occupant.role] < ROLE_RANK[role]):
+                occupant.role = role
+            if occupant.role == "none":
+                occupant.role = before
+                self.remove(occupant, codes=codes, reason=reason, actor=who)
                 continue
-            if affiliation == "outcast":
-                self.remove(occupant, codes=["301"], reason=reason,
-                            actor=actor_occupant, affiliation="outcast")
-                continue
-            if self.occupants.get(occupant.nick) is not occupant:
-                continue  # a feature removed it (members-only: 321)
-            occupant.role = self.default_role(self.affiliation(bare)) \
-                if affiliation != "none" or occupant.role in ("moderator",) \
-                else self._role_without(occupant)
-            self.broadcast_presence(occupant, reason=reason)
-
-    def _role_without(self, occupant: Occupant) -> str:
-        role = self.default_role("none")
-        return occupant.role if occupant.role in ("participant", "visitor") and \
-            role == "participant" else role
+            self.broadcast_presence(occupant, reason=reason, actor=who)
+            self._moderator_changed(occupant, before)
+        if not present:
+            # XEP-0045 example 195: those who may see real JIDs learn of it
+            message = domish.Element((ns.CLIENT, "message"))
+            message["from"] = self.jid
+            x = message.addElement((ns.MUC_USER, "x"))
+            item = x.addElement("item")
+            item["affiliation"], item["jid"] = affiliation, bare
+            if reason:
+                item.addElement("reason", content=reason)
+            for code in codes:
+                x.addElement("status")["code"] = code
+            if self.config.get("whois") == "anyone":
+                self.broadcast(message)
+            else:
+                self.broadcast(message, only=[r for r, o in self.by_real.items()
+                                              if o.role == "moderator"])
 
     # -- destruction -----------------------------------------------------------
 
@@ -549,7 +638,7 @@ class Room:
         if password:
             destroy.addElement("password", content=password)
         for occupant in list(self.occupants.values()):
-            self.remove(occupant, destroy=destroy, affiliation="none")
+            self.remove(occupant, destroy=destroy)
         self.hooks.fire("room-destroyed", room=self, reason=reason, alternate=alternate)
         self.service.discard(self, delete=True)
 
@@ -575,6 +664,22 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.jid} {len(self.occupants)} occupant(s)>"
+
+
+def _check_nick(nick: str) -> None:
+    """Prosody's nick rules beyond resourceprep (which the router applied)."""
+    if not nick.strip():
+        raise MUCError("not-allowed", "modify", "Invisible Nicknames are forbidden")
+
+
+def _forged(child: Any, room_jid: str) -> bool:
+    """A delay element claiming to be the room's (only the room's history adds those)."""
+    if not isinstance(child, domish.Element):
+        return False
+    if child.name == "delay" and child.uri == ns.DELAY or \
+            child.name == "x" and child.uri == "jabber:x:delay":
+        return child.getAttribute("from") == room_jid
+    return False
 
 
 def _clone(element: domish.Element) -> domish.Element:

@@ -81,9 +81,10 @@ class MUCService(Service):
                "a new room's muc#roomconfig_whois: who sees occupants' real JIDs"),
         Option("locking", boolean, "true",
                "a new room is locked (others get item-not-found) until its owner "
-               "configures it or accepts the default configuration"),
+               "configures it or accepts the default configuration (an instant room)"),
         Option("lock_timeout", integer(1), "300",
-               "seconds after which a locked room nobody configured is destroyed"),
+               "seconds after which a locked room nobody configured opens anyway (as "
+               "Prosody's muc_room_lock_timeout)"),
     ]
     stores = dict(storelib.STORES)
 
@@ -174,7 +175,7 @@ class MUCService(Service):
 
     # -- rooms -----------------------------------------------------------------
 
-    def create(self, jid: str, creator: str) -> Room:
+    def create(self, jid: str, creator: str, stanza: domish.Element | None = None) -> Room:
         """A new room, owned by ``creator`` (not yet joined by anyone)."""
         if not self.may_create(creator):
             raise MUCError("not-allowed", "cancel", "Room creation is restricted")
@@ -190,7 +191,7 @@ class MUCService(Service):
         room.data["created"] = self.clock.seconds()
         self.rooms[jid] = room
         self.created_by[creator] = self.created_by.get(creator, 0) + 1
-        self.hooks.fire("room-created", room=room, creator=creator)
+        self.hooks.fire("room-created", room=room, creator=creator, stanza=stanza)
         return room
 
     def discard(self, room: Room, delete: bool = False) -> None:
@@ -250,6 +251,16 @@ class MUCService(Service):
             return reply
         return self.written(room).addCallback(lambda _: reply)
 
+    def reply_then(self, room: Room, reply: domish.Element, then: Any) -> Any:
+        """Send ``reply`` once the room's writes are durable, and only then
+        call ``then()`` (a notice to the occupants that must follow the
+        answer, as Prosody orders them)."""
+        def send(_: Any) -> bool:
+            self.router.route(reply)
+            then()
+            return True
+        return self.written(room).addCallback(send)
+
     # -- delivery --------------------------------------------------------------
 
     def deliver(self, fan: Fanout, real: str) -> None:
@@ -280,12 +291,21 @@ class MUCService(Service):
             room.leave(occupant, real, codes=("333",), status="Kicked: service unavailable")
 
     def send_error(self, stanza: domish.Element, error: MUCError) -> None:
+        """The error reply to ``stanza``, with the ``by`` Prosody puts in:
+        the room, or the service for a room that does not exist (left out
+        where it is the reply's own ``from``)."""
         if stanza.getAttribute("type") in ("error", "result"):
             return
         reply = stanza_error(stanza, error.condition, error.type, error.text)
-        if error.extra is not None:
-            for child in reply.elements():
-                if child.name == "error":
+        to = jidlib.parse_or_none(stanza.getAttribute("to"))
+        by = error.by
+        if by is None and to is not None:
+            by = to.userhost() if to.userhost() in self.rooms else self.domain
+        for child in reply.elements():
+            if child.name == "error":
+                if by and by != stanza.getAttribute("to"):
+                    child["by"] = by
+                if error.extra is not None:
                     child.addChild(error.extra)
         self.router.route(reply)
 
@@ -329,30 +349,40 @@ class MUCService(Service):
             if len(nick) > self.config["max_nick_length"]:
                 raise MUCError("not-acceptable", "modify", "That nickname is too long")
             if room is None:
-                if ptype is not None:
-                    if ptype == "probe":
-                        raise MUCError("item-not-found", "cancel")
+                if ptype is None and next(event.stanza.elements(ns.MUC, "x"), None) is not None:
+                    room = self.create(event.to.userhost(), event.from_.userhost(),
+                                       event.stanza)
+                    try:
+                        room.join(event.stanza, real, nick, created=True)
+                    except MUCError as error:
+                        error.by = error.by or room.jid
+                        self.discard(room)
+                        raise
                     return
-                room = self.create(event.to.userhost(), event.from_.userhost())
-                try:
-                    room.join(event.stanza, real, nick, created=True)
-                except MUCError:
-                    self.discard(room)
-                    raise
+                if ptype != "error":
+                    raise MUCError("item-not-found", "cancel")
                 return
             room.handle_presence(event.stanza, real, nick)
         return self._guard(event, work)
 
     @handles("presence/bare")
     def presence_to_room(self, event: StanzaEvent) -> Any:
-        """XEP-0045 §7.2.1: a join needs a nickname."""
-        if event.type in (None, "probe"):
-            self.send_error(event.stanza, MUCError("jid-malformed", "modify"))
-        elif event.type == "error":
+        """A presence to the room itself: from an occupant it goes to its
+        nick (clients that send presence updates there, as Prosody allows);
+        to a room that does not exist, item-not-found; otherwise dropped."""
+        def work() -> None:
+            real = self._real(event)
             room = self._room_of(event)
-            if room is not None and event.from_ is not None:
-                room.kick_bounced(event.stanza, event.from_.full())
-        return True
+            if real is None:
+                return
+            if room is None:
+                if event.type != "error":
+                    raise MUCError("item-not-found", "cancel")
+                return
+            occupant = room.by_real.get(real)
+            if occupant is not None:
+                room.handle_presence(event.stanza, real, occupant.nick)
+        return self._guard(event, work)
 
     @handles("message/bare")
     def message_to_room(self, event: StanzaEvent) -> Any:

@@ -13,7 +13,7 @@ from twisted.words.xish import domish
 from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.services.muc.hooks import Feature, MUCError, on
-from xmppd.services.muc.occupant import AFFILIATIONS, ROLES
+from xmppd.services.muc.occupant import AFFILIATION_RANK, ROLE_RANK
 
 
 def _reason(item):
@@ -28,18 +28,22 @@ class AdminProtocol(Feature):
 
     @on(f"iq/get/{ns.MUC_ADMIN}:query")
     def lists(self, ev):
+        """The list of one affiliation (admins and owners, each for its own
+        rank and below; members of a non-anonymous members-only room may see
+        it too, as in Prosody) or of one role (moderators)."""
         room, event = ev.room, ev.event
         bare = jidlib.parse(ev.real).userhost()
-        items = list(event.payload.elements(ns.MUC_ADMIN, "item"))
-        if len(items) != 1:
-            raise MUCError("bad-request", "modify")
-        item = items[0]
+        item = next(event.payload.elements(ns.MUC_ADMIN, "item"), None)
+        if item is None:
+            raise MUCError("bad-request", "cancel")
         query = domish.Element((ns.MUC_ADMIN, "query"))
         affiliation, role = item.getAttribute("affiliation"), item.getAttribute("role")
-        if affiliation is not None:
-            if affiliation not in AFFILIATIONS or affiliation == "none":
-                raise MUCError("bad-request", "modify")
-            if room.affiliation(bare) not in ("owner", "admin"):
+        mine = room.affiliation(bare)
+        if affiliation is not None and role is None and affiliation in AFFILIATION_RANK:
+            rank = AFFILIATION_RANK[mine]
+            if not (rank >= AFFILIATION_RANK["admin"] and rank >= AFFILIATION_RANK[affiliation]
+                    or room.config.get("members_only") and room.config.get("whois") == "anyone"
+                    and rank >= AFFILIATION_RANK["member"]):
                 raise MUCError("forbidden", "auth")
             for jid in sorted(j for j, a in room.affiliations.items() if a == affiliation):
                 out = query.addElement("item")
@@ -50,73 +54,92 @@ class AdminProtocol(Feature):
                 if data.get("reason"):
                     out.addElement("reason", content=data["reason"])
             return event.reply(query)
-        if role is not None:
-            if role not in ROLES or role == "none":
-                raise MUCError("bad-request", "modify")
-            if not room.is_moderator(ev.occupant):
+        if role is not None and affiliation is None and role in ROLE_RANK:
+            own_role = ev.occupant.role if ev.occupant is not None else room.default_role(mine)
+            if ROLE_RANK[own_role] < ROLE_RANK["moderator"]:
                 raise MUCError("forbidden", "auth")
             for occupant in room.occupants.values():
                 if occupant.role == role:
-                    out = query.addElement("item")
-                    out["role"], out["nick"] = role, occupant.nick
-                    out["affiliation"] = room.affiliation(occupant.bare)
-                    out["jid"] = occupant.primary
+                    for real in occupant.sessions:
+                        out = query.addElement("item")
+                        out["affiliation"] = room.affiliation(occupant.bare)
+                        out["role"], out["jid"], out["nick"] = role, real, occupant.nick
             return event.reply(query)
-        raise MUCError("bad-request", "modify")
+        raise MUCError("bad-request", "cancel")
 
     @on(f"iq/set/{ns.MUC_ADMIN}:query")
     def change(self, ev):
+        """Each item as Prosody reads it (a nick with an affiliation names an
+        occupant, or reserves that nick with the JID; a JID with a role names
+        the occupant); all are checked before any is applied."""
         room, event = ev.room, ev.event
-        actor_bare = jidlib.parse(ev.real).userhost()
         items = list(event.payload.elements(ns.MUC_ADMIN, "item"))
         if not items:
-            raise MUCError("bad-request", "modify")
-        changes = []
-        for item in items:
-            affiliation, role = item.getAttribute("affiliation"), item.getAttribute("role")
-            reason = _reason(item)
-            if affiliation is not None:
-                if affiliation not in AFFILIATIONS:
-                    raise MUCError("bad-request", "modify")
-                target = item.getAttribute("jid")
-                if target is not None:
-                    parsed = jidlib.parse_or_none(target)
-                    if parsed is None:
-                        raise MUCError("jid-malformed", "modify")
-                    target = parsed.userhost()
-                else:
-                    occupant = room.occupants.get(item.getAttribute("nick") or "")
-                    if occupant is None:
-                        raise MUCError("bad-request", "modify")
-                    target = occupant.bare
-                self._check_affiliation(room, actor_bare, target, affiliation)
-                changes.append(("affiliation", target, affiliation, reason))
-            elif role is not None:
-                if role not in ROLES:
-                    raise MUCError("bad-request", "modify")
-                nick = item.getAttribute("nick")
-                if nick is None:
-                    raise MUCError("bad-request", "modify")
-                if ev.occupant is None:
-                    raise MUCError("forbidden", "auth")
-                changes.append(("role", nick, role, reason))
-            else:
-                raise MUCError("bad-request", "modify")
-        for kind, target, value, reason in changes:
+            raise MUCError("bad-request", "cancel")
+        changes = [self._read(room, item) for item in items]
+        for kind, target, value, reason, nick in changes:
             if kind == "affiliation":
-                room.set_affiliation(actor_bare, target, value, reason)
+                self._check_affiliation(room, ev.real, target, value)
             else:
-                room.set_role(ev.occupant, target, value, reason)
+                occupant = room.occupants.get(target)
+                if occupant is None:
+                    raise MUCError("item-not-found", "modify")
+                room.may_set_role(ev.real, occupant, value)
+        for kind, target, value, reason, nick in changes:
+            if kind == "affiliation":
+                if nick is not None:
+                    holder = room.occupants.get(nick)
+                    if holder is not None and holder.bare != target:
+                        room.set_role(None, nick, "none", "This nickname is reserved")
+                room.set_affiliation(ev.real, target, value, reason, nick=nick)
+            else:
+                room.set_role(ev.real, target, value, reason)
         return self.service.after_writes(room, event.reply())
+
+    def _read(self, room, item):
+        jid, nick = item.getAttribute("jid"), item.getAttribute("nick")
+        affiliation, role = item.getAttribute("affiliation"), item.getAttribute("role")
+        reason = _reason(item)
+        if jid is not None:
+            parsed = jidlib.parse_or_none(jid)
+            if parsed is None:
+                raise MUCError("jid-malformed", "modify")
+            if parsed.resource is not None:
+                raise MUCError("jid-malformed", "modify", "Bare JID expected, got full JID")
+            jid = parsed.full()
+        if nick is not None:
+            parsed = jidlib.parse_or_none(f"{room.jid}/{nick}")
+            if parsed is None:
+                raise MUCError("jid-malformed", "modify", "invalid nickname")
+            nick = parsed.resource
+        if jid is None and nick is not None:
+            occupant = room.occupants.get(nick)
+            if occupant is not None:
+                jid = occupant.bare
+        elif role is not None and nick is None and jid is not None:
+            occupant = next((o for o in room.occupants.values() if o.bare == jid), None)
+            if occupant is not None:
+                nick = occupant.nick
+        if affiliation is not None and jid is not None and role is None:
+            if affiliation not in AFFILIATION_RANK:
+                raise MUCError("not-acceptable", "modify")
+            return ("affiliation", jid, affiliation, reason,
+                    nick if item.getAttribute("jid") is not None else None)
+        if role is not None and nick is not None and affiliation is None:
+            if role not in ROLE_RANK:
+                raise MUCError("not-acceptable", "modify")
+            return ("role", nick, role, reason, None)
+        raise MUCError("bad-request", "cancel")
 
     def _check_affiliation(self, room, actor, target, affiliation):
         """The core checks again as it applies; this is so that nothing of a
         request is applied when one of its items is refused."""
-        mine = room.affiliation(actor)
+        actor_bare = jidlib.parse(actor).userhost()
+        mine = room.affiliation(actor_bare)
         old = room.affiliations.get(target, "none")
-        if mine not in ("owner", "admin"):
-            raise MUCError("forbidden", "auth")
-        if mine == "admin" and ("owner" in (old, affiliation) or "admin" in (old, affiliation)):
+        if mine == "owner":
+            if actor_bare == target and AFFILIATION_RANK[old] > AFFILIATION_RANK[affiliation] \
+                    and not [j for j in room.owners() if j != target]:
+                raise MUCError("conflict", "cancel")
+        elif affiliation in ("owner", "admin") or mine != "admin" or old in ("owner", "admin"):
             raise MUCError("not-allowed", "cancel")
-        if old == "owner" and affiliation != "owner" and room.owners() == [target]:
-            raise MUCError("conflict", "cancel", "Cannot remove the last owner")

@@ -1,10 +1,13 @@
-"""Discussion history (XEP-0045 §7.2.13-14): the last messages with a body,
-replayed to a session that joins, with their XEP-0203 delay, as many as
-the room keeps (``muc#roomconfig_historylength``, at most the service's
-``max_history``) and as few as the joiner asks for (``maxstanzas``,
-``maxchars`` — counted on the serialised stanzas, as Prosody does —
-``seconds``, ``since``). A persistent room's history is in storage and
-survives restarts."""
+"""Discussion history (XEP-0045 §7.2.13-14), as Prosody's history.lib:
+the messages worth keeping (a body, a XEP-0334 store hint, an encrypted
+payload, a chat marker; never with no-store) are replayed to a session
+that joins, with their XEP-0203 delay: as many as the room keeps
+(``muc#roomconfig_historylength``, at most the service's ``max_history``),
+by default ``muc#roomconfig_defaulthistorymessages``, and as few as the
+joiner asks for (``maxstanzas``, ``maxchars`` — counted on the serialised
+stanzas with the joiner's JID, as Prosody counts —, ``seconds``,
+``since``). A persistent room's history is in storage and survives
+restarts."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from xmppd import ns
 from xmppd.router.fanout import Fanout
 from xmppd.services.muc.hooks import ConfigField, Feature, on
 from xmppd.xml.stream import parse_element
+
+_EME = "urn:xmpp:eme:0"
+_MARKERS = "urn:xmpp:chat-markers:0"
 
 
 def _stamp(when: float) -> str:
@@ -48,7 +54,7 @@ class Entry:
         self.when = when
         self.key = key
         self.fan = Fanout(element)
-        self.chars = len(element.toXml())
+        self.chars = len(element.toXml().replace(" xmlns='jabber:client'", "", 1))
 
 
 class History(Feature):
@@ -56,6 +62,10 @@ class History(Feature):
     fields = (
         ConfigField("history_length", "muc#roomconfig_historylength", "text-single",
                     "Maximum number of history messages returned by room",
+                    lambda c: min(c["history_length"], c["max_history"]),
+                    integer=True, minimum=0, maximum="max_history"),
+        ConfigField("default_history", "muc#roomconfig_defaulthistorymessages", "text-single",
+                    "Default number of history messages returned by room",
                     lambda c: min(c["history_length"], c["max_history"]),
                     integer=True, minimum=0, maximum="max_history"),
     )
@@ -84,11 +94,20 @@ class History(Feature):
     def loaded(self, ev):
         self._buffer(ev.room)
 
+    @staticmethod
+    def historic(message: domish.Element) -> bool:
+        """Worth replaying (Prosody's muc-message-is-historic)."""
+        names = {(c.uri, c.name) for c in message.elements()}
+        if (ns.HINTS, "no-store") in names or (ns.HINTS, "no-permanent-store") in names:
+            return False
+        if (ns.HINTS, "store") in names or any(n == "body" for _, n in names):
+            return True
+        return (_EME, "encryption") in names or any(u == _MARKERS for u, _ in names)
+
     @on("groupchat", -10)
     def record(self, ev):
         message = ev.message
-        if next(message.elements(ns.CLIENT, "body"), None) is None and \
-                next((c for c in message.elements() if c.name == "body"), None) is None:
+        if not self.historic(message):
             return None
         room = ev.room
         length = self._length(room)
@@ -143,15 +162,16 @@ class History(Feature):
         request = None
         if ev.x is not None:
             request = next(ev.x.elements(ns.MUC, "history"), None)
-        if request is not None:
-            entries = self._select(entries, request)
+        entries = self._select(entries, request, len(ev.real),
+                               ev.room.config.get("default_history"))
         for entry in entries:
             self.service.deliver(entry.fan, ev.real)
         return None
 
-    def _select(self, entries, request):
+    def _select(self, entries, request, to_length, default):
+        """Newest first, as long as every limit holds (Prosody's order)."""
         def number(name):
-            value = request.getAttribute(name)
+            value = request.getAttribute(name) if request is not None else None
             if value is None:
                 return None
             try:
@@ -160,22 +180,22 @@ class History(Feature):
                 return None
         maxstanzas, maxchars, seconds = number("maxstanzas"), number("maxchars"), \
             number("seconds")
-        since = request.getAttribute("since")
+        since = request.getAttribute("since") if request is not None else None
+        since = _parse_stamp(since) if since is not None else None
         if seconds is not None:
             cutoff = self.service.clock.seconds() - seconds
-            entries = [e for e in entries if e.when >= cutoff]
-        if since is not None:
-            after = _parse_stamp(since)
-            if after is not None:
-                entries = [e for e in entries if e.when >= after]
-        if maxstanzas is not None:
-            entries = entries[len(entries) - maxstanzas:] if maxstanzas else []
-        if maxchars is not None:
-            kept, total = [], 0
-            for entry in reversed(entries):
-                total += entry.chars
-                if total > maxchars:
+            since = cutoff if since is None else max(since, cutoff)
+        if maxstanzas is None and maxchars is None and since is None:
+            maxstanzas = default if default is not None else len(entries)
+        count, chars = 0, 0
+        for entry in reversed(entries):
+            if maxchars is not None:
+                chars += entry.chars + to_length
+                if chars > maxchars:
                     break
-                kept.append(entry)
-            entries = list(reversed(kept))
-        return entries
+            if since is not None and since > entry.when:
+                break
+            if maxstanzas is not None and count + 1 > maxstanzas:
+                break
+            count += 1
+        return entries[len(entries) - count:] if count else []

@@ -1,7 +1,7 @@
 """Room discovery (XEP-0045 §6.4-6.5): disco#info with the room's
 identity, the features every feature module adds (``muc_public``,
 ``muc_passwordprotected`` …) and the ``muc#roominfo`` form; disco#items
-with the occupants, for those who may see them. A locked room is unknown
+is empty (as Prosody's). A locked room is unknown
 to anyone but its owners (``item-not-found``)."""
 
 from twisted.words.xish import domish
@@ -17,8 +17,9 @@ class RoomInfo(Feature):
     name = "info"
 
     def _visible(self, room, requester):
-        if room.data.get("locked") and room.affiliation(requester) != "owner":
-            raise MUCError("item-not-found", "cancel")
+        if room.affiliation(requester) != "owner" and \
+                self.service.hooks.fire("room-locked", room=room):
+            raise MUCError("item-not-found", "cancel", by=self.service.domain)
 
     @on(f"iq/get/{ns.DISCO_INFO}:query")
     def info(self, ev):
@@ -54,11 +55,5 @@ class RoomInfo(Feature):
         room, event = ev.room, ev.event
         requester = jidlib.parse(ev.real).userhost()
         self._visible(room, requester)
-        query = domish.Element((ns.DISCO_ITEMS, "query"))
-        if ev.occupant is not None and room.can_see_jids(ev.occupant) or \
-                room.config.get("public") and room.config.get("whois") == "anyone":
-            for occupant in room.occupants.values():
-                item = query.addElement("item")
-                item["jid"] = occupant.jid
-                item["name"] = occupant.nick
-        return event.reply(query)
+        # no occupants, as Prosody: a client learns them by joining
+        return event.reply(domish.Element((ns.DISCO_ITEMS, "query")))

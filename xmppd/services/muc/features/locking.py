@@ -1,8 +1,10 @@
-"""New rooms stay locked until configured (XEP-0045 §10.1): while locked
-only its owners may enter (others get ``item-not-found``, as if there were
-no room), it is not listed, and it is destroyed when nobody configured it
-within ``lock_timeout``. Submitting the owner form — the default one
-(instant room) or a real one — unlocks it."""
+"""New rooms stay locked until configured (XEP-0045 §10.1), as Prosody's
+lock.lib does it: a room created with the MUC join element is locked; while
+it is, nobody but its creator's first session enters (``item-not-found``,
+as if there were no room) and it is not listed. Submitting the owner form —
+the default one (an instant room) or a real one — unlocks it, and so does
+``lock_timeout`` passing. Cancelling the configuration of a locked room
+destroys it (§10.1.3; Prosody only answers)."""
 
 from xmppd.services.muc.hooks import Feature, MUCError, on
 
@@ -10,42 +12,37 @@ from xmppd.services.muc.hooks import Feature, MUCError, on
 class Locking(Feature):
     name = "locking"
 
+    def locked(self, room) -> bool:
+        until = room.data.get("locked")
+        if until is None:
+            return False
+        if self.service.clock.seconds() < until:
+            return True
+        room.data.pop("locked", None)
+        return False
+
     @on("room-created")
     def lock(self, ev):
-        if not self.service.config["locking"]:
-            return None
-        room = ev.room
-        room.data["locked"] = True
-        room.state["lock_timer"] = self.service.clock.callLater(
-            self.service.config["lock_timeout"], self._expire, room)
+        if self.service.config["locking"]:
+            ev.room.data["locked"] = self.service.clock.seconds() + \
+                self.service.config["lock_timeout"]
         return None
 
-    def _expire(self, room):
-        room.state.pop("lock_timer", None)
-        if room.data.get("locked") and not room.destroyed:
-            room.destroy()
-
-    @on("pre-join", 100)
-    def locked(self, ev):
-        if ev.room.data.get("locked") and ev.affiliation != "owner":
-            raise MUCError("item-not-found", "cancel", "This room is locked")
+    @on("pre-join", -30)
+    def refuse(self, ev):
+        if not ev.created and self.locked(ev.room):
+            raise MUCError("item-not-found", "cancel", by=self.service.domain)
         return None
 
-    @on("config-changed", 50)
+    @on("config-submitted", -1)
     def unlock(self, ev):
-        room = ev.room
-        if room.data.pop("locked", None):
-            timer = room.state.pop("lock_timer", None)
-            if timer is not None and timer.active():
-                timer.cancel()
+        ev.room.data.pop("locked", None)
         return None
-
-    @on("room-discarded")
-    def forget(self, ev):
-        timer = ev.room.state.pop("lock_timer", None)
-        if timer is not None and timer.active():
-            timer.cancel()
 
     @on("room-listed", 100)
     def unlisted(self, ev):
-        return False if ev.room.data.get("locked") else None
+        return False if self.locked(ev.room) else None
+
+    @on("room-locked")
+    def is_locked(self, ev):
+        return True if self.locked(ev.room) else None

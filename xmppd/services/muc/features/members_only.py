@@ -18,20 +18,17 @@ class MembersOnly(Feature):
     def disco_features(self, room):
         return ["muc_membersonly" if room.config.get("members_only") else "muc_open"]
 
+    @on("default-role", 10)
+    def no_role(self, ev):
+        """A non-member has no place here: losing membership removes (321)."""
+        if ev.room.config.get("members_only") and ev.affiliation not in _MEMBERS:
+            return "none"
+        return None
+
     @on("pre-join", 10)
     def check(self, ev):
         if ev.room.config.get("members_only") and ev.affiliation not in _MEMBERS:
             raise MUCError("registration-required", "auth")
-        return None
-
-    @on("affiliation-changed")
-    def lost(self, ev):
-        room = ev.room
-        if not room.config.get("members_only") or ev.new in _MEMBERS or ev.new == "outcast":
-            return None
-        for occupant in list(room.occupants.values()):
-            if occupant.bare == ev.jid and room.affiliation(occupant.bare) not in _MEMBERS:
-                room.remove(occupant, codes=["321"], affiliation=ev.new)
         return None
 
     @on("config-changed")

@@ -30,9 +30,6 @@ class OwnerProtocol(Feature):
                        instructions="Complete and submit this form to configure the room.")
         for spec in self.service.config_fields():
             value = forms.field_value(spec, room.config.get(spec.key))
-            if spec.type == "text-private" and spec.key == "password":
-                forms.add_field(x, "muc#roomconfig_passwordprotectedroom", "boolean",
-                                "Password protected", bool(value))
             forms.add_field(x, spec.var, spec.type, spec.label, value, spec.options)
         self.service.hooks.fire("config-form", room=room, form=x, actor=ev.real)
         query = domish.Element((ns.MUC_OWNER, "query"))
@@ -50,7 +47,7 @@ class OwnerProtocol(Feature):
         if x is None:
             raise MUCError("bad-request", "modify")
         if x.getAttribute("type") == "cancel":
-            if room.data.get("locked"):
+            if self.service.hooks.fire("room-locked", room=room):
                 room.destroy()
                 return self.service.after_writes(room, event.reply())
             return event.reply()
@@ -76,13 +73,15 @@ class OwnerProtocol(Feature):
         changed = {k for k in set(values) | set(old) if values.get(k) != old.get(k)}
         room.config.clear()
         room.config.update(values)
-        was_locked = bool(room.data.get("locked"))
         self.service.hooks.fire("config-changed", room=room, old=old, changed=changed,
                                 codes=codes)
         self.service.save(room)
-        if (changed or codes) and not was_locked and not room.destroyed:
-            room.status_message(sorted({"104"} | codes))
-        return self.service.after_writes(room, event.reply())
+        if changed:
+            codes.add("104")
+        if not codes or room.destroyed:
+            return self.service.after_writes(room, event.reply())
+        return self.service.reply_then(room, event.reply(),
+                                       lambda: room.status_message(sorted(codes)))
 
     def _destroy(self, room, event, destroy):
         alternate = destroy.getAttribute("jid")

@@ -17,17 +17,27 @@ class Password(Feature):
     def disco_features(self, room):
         return ["muc_passwordprotected" if room.config.get("password") else "muc_unsecured"]
 
-    @on("pre-join", 20)
+    @staticmethod
+    def _given(x):
+        for child in x.elements(ns.MUC, "password"):
+            return str(child) or None
+        return None
+
+    @on("pre-join", -20)
     def check(self, ev):
         secret = ev.room.config.get("password")
-        if not secret or ev.occupant is not None or ev.affiliation == "owner":
+        if not secret or ev.occupant is not None or ev.x is None or ev.created:
             return None
-        given = None
-        if ev.x is not None:
-            for child in ev.x.elements(ns.MUC, "password"):
-                given = str(child)
-        if given != secret:
-            raise MUCError("not-authorized", "auth", "Incorrect password" if given else None)
+        if self._given(ev.x) != secret:
+            raise MUCError("not-authorized", "auth")
+        return None
+
+    @on("room-created")
+    def from_join(self, ev):
+        """A password in the creator's join becomes the room's (as Prosody)."""
+        x = next(ev.stanza.elements(ns.MUC, "x"), None) if ev.stanza is not None else None
+        if x is not None and self._given(x):
+            ev.room.config["password"] = self._given(x)
         return None
 
     @on("config-submitted")

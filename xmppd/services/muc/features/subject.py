@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.words.xish import domish
 
 from xmppd import ns
+from xmppd.components.offline import delay_stamp
 from xmppd.router.fanout import Fanout
 from xmppd.services.muc.hooks import ConfigField, Feature, MUCError, on
 
@@ -28,7 +29,7 @@ class Subject(Feature):
     @on("pre-groupchat", 10)
     def change(self, ev):
         stanza = ev.stanza
-        if not _has(stanza, "subject") or _has(stanza, "body"):
+        if not _has(stanza, "subject") or _has(stanza, "body") or _has(stanza, "thread"):
             return None
         room, occupant = ev.room, ev.occupant
         if occupant.role != "moderator" and not (
@@ -36,29 +37,38 @@ class Subject(Feature):
             raise MUCError("forbidden", "auth", "You are not allowed to change the subject")
         subject = next(c for c in stanza.elements() if c.name == "subject")
         text = str(subject)
-        message = room.message_from(occupant, stanza)
-        room.data["subject"] = text
+        room.data["subject"] = text or None
         room.data["subject_from"] = occupant.nick
         room.data["subject_stamp"] = self.service.clock.seconds()
         self.service.save(room)
-        room.broadcast(message)
+        room.broadcast(self._message(room))
         return True
+
+    @staticmethod
+    def _message(room) -> domish.Element:
+        message = domish.Element((ns.CLIENT, "message"))
+        message["type"] = "groupchat"
+        nick = room.data.get("subject_from")
+        message["from"] = room.full(nick) if nick else room.jid
+        message.addElement("subject", content=room.data.get("subject") or "")
+        return message
 
     @on("disco-info")
     def info(self, ev):
         ev.info["muc#roominfo_subject"] = ("text-single", "Subject",
-                                           ev.room.data.get("subject", ""))
+                                           ev.room.data.get("subject") or "")
         ev.info["muc#roomconfig_changesubject"] = (
             "boolean", "Occupants May Change the Subject",
             bool(ev.room.config.get("change_subject")))
 
     @on("joined", 10)
     def send(self, ev):
+        """After the history, with the delay of when it was set (as Prosody)."""
         room = ev.room
-        message = domish.Element((ns.CLIENT, "message"))
-        message["type"] = "groupchat"
-        nick = room.data.get("subject_from")
-        message["from"] = room.full(nick) if nick else room.jid
-        message.addElement("subject", content=room.data.get("subject", ""))
+        message = self._message(room)
+        stamp = room.data.get("subject_stamp")
+        if stamp:
+            delay = message.addElement((ns.DELAY, "delay"))
+            delay["from"], delay["stamp"] = room.jid, delay_stamp(stamp)
         self.service.deliver(Fanout(message), ev.real)
         return None

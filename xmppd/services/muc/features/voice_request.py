@@ -28,7 +28,7 @@ class VoiceRequest(Feature):
             raise MUCError("not-acceptable", "cancel",
                            "You are not currently connected to this chat")
         if x.getAttribute("type") == "submit" and "muc#request_allow" in fields:
-            return self._decision(room, occupant, fields)
+            return self._decision(room, occupant, ev.real, fields)
         if (fields.get("muc#role") or [""])[0] != "participant":
             raise MUCError("bad-request", "modify")
         if occupant.role != "visitor":
@@ -49,7 +49,7 @@ class VoiceRequest(Feature):
         room.broadcast(message, only=moderators)
         return True
 
-    def _decision(self, room, occupant, fields):
+    def _decision(self, room, occupant, real, fields):
         if occupant.role != "moderator":
             raise MUCError("forbidden", "auth")
         if not forms.boolean(fields.get("muc#request_allow", ["0"]), "muc#request_allow"):
@@ -57,5 +57,5 @@ class VoiceRequest(Feature):
         nick = (fields.get("muc#roomnick") or [""])[0]
         target = room.occupants.get(nick)
         if target is not None and target.role == "visitor":
-            room.set_role(occupant, nick, "participant")
+            room.set_role(real, nick, "participant")
         return True
