@@ -29,12 +29,13 @@ def form(form_type: str | None, type: str = "form", title: str | None = None,
     return x
 
 
-def add_field(x: domish.Element, var: str, type: str | None, label: str | None,
+def add_field(x: domish.Element, var: str | None, type: str | None, label: str | None,
               value: Any = None, options: Iterable[tuple[str, str]] = (),
               required: bool = False) -> domish.Element:
     """Append a field; ``value`` may be a bool, int, str or a list of them."""
     f = x.addElement("field")
-    f["var"] = var
+    if var is not None:
+        f["var"] = var
     if type:
         f["type"] = type
     if label:

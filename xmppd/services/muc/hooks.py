@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 __all__ = ["ConfigField", "Event", "Feature", "Hooks", "MUCError", "on"]
@@ -153,9 +153,12 @@ class ConfigField:
     integer: bool = False
     minimum: int = 0
     maximum: str | int | None = None
-    #: shown in the form only to this kind of actor (None: always)
-    desc: str = ""
-    extra: dict = field(default_factory=dict)
+    #: where the field goes in the form: higher first (Prosody's hook
+    #: priorities, so the form reads as Prosody's does, under its headings)
+    order: int = 0
+    #: the status code occupants are told when the field changes (XEP-0045
+    #: §10.2.1: 104), or None when the feature says it itself (172/173)
+    notice: str | None = "104"
 
 
 class Feature:

@@ -70,6 +70,10 @@ class MUCService(Service):
                "groupchat messages one occupant may send at once before message_rate holds"),
         Option("max_nick_length", integer(1), "128",
                "longest nickname, in characters; longer: not-acceptable"),
+        Option("allow_unaffiliated_register", boolean, "false",
+               "whether an account without an affiliation may register a nickname with "
+               "a room (and so become a member); Prosody's default is no "
+               "(registration-required)"),
         Option("default_persistent", boolean, "false",
                "a new room's muc#roomconfig_persistentroom"),
         Option("default_public", boolean, "true", "a new room's muc#roomconfig_publicroom"),

@@ -9,7 +9,7 @@ class Hidden(Feature):
     fields = (
         ConfigField("public", "muc#roomconfig_publicroom", "boolean",
                     "Include room information in public lists",
-                    lambda c: c["default_public"]),
+                    lambda c: c["default_public"], order=91),
     )
 
     def disco_features(self, room):

@@ -63,11 +63,11 @@ class History(Feature):
         ConfigField("history_length", "muc#roomconfig_historylength", "text-single",
                     "Maximum number of history messages returned by room",
                     lambda c: min(c["history_length"], c["max_history"]),
-                    integer=True, minimum=0, maximum="max_history"),
+                    integer=True, minimum=0, maximum="max_history", order=65),
         ConfigField("default_history", "muc#roomconfig_defaulthistorymessages", "text-single",
                     "Default number of history messages returned by room",
                     lambda c: min(c["history_length"], c["max_history"]),
-                    integer=True, minimum=0, maximum="max_history"),
+                    integer=True, minimum=0, maximum="max_history", order=64),
     )
 
     def _buffer(self, room) -> deque:

@@ -1,92 +1,125 @@
-"""Mediated invitations (XEP-0045 §7.8.2) and their declines (§7.8.3).
+"""Mediated invitations (XEP-0045 §7.8.2) and their declines (§7.8.3), as
+Prosody sends them.
 
-An occupant asks the room to invite someone; the room sends the invitee
-the invitation from itself, naming the inviter, with the room password if
-it has one, a body for clients that show nothing else, and the XEP-0249
-``<x xmlns='jabber:x:conference'/>``, as Prosody does. In a members-only
-room an invitation from someone who may grant membership (admins, owners,
-members when ``muc#roomconfig_allowinvites`` is on) makes the invitee a
-member; others get ``forbidden``."""
+An occupant (a visitor may not) asks the room to invite someone; the room
+sends the invitee a copy of the request from itself, naming the inviter's
+real JID, with the room password if it has one, a body for clients that
+show nothing else, and the XEP-0249 ``<x xmlns='jabber:x:conference'/>``.
+In a members-only room only admins and owners may invite — and members
+when the room allows (Prosody's ``roomconfig_allowmemberinvites``) — and
+the invitee becomes a member."""
 
 from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.services.muc.hooks import ConfigField, Feature, MUCError, on
+from xmppd.services.muc.occupant import AFFILIATION_RANK, ROLE_RANK
+
+ALLOW_MEMBER_INVITES = "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites"
+
+
+def _text(parent, name):
+    for child in parent.elements():
+        if child.name == name:
+            return str(child)
+    return None
+
+
+def _copy_without_muc(stanza, room_jid, to):
+    message = domish.Element((ns.CLIENT, "message"))
+    for key, value in stanza.attributes.items():
+        if key not in ("from", "to"):
+            message[key] = value
+    message["from"], message["to"] = room_jid, to
+    message.children = [c for c in stanza.children
+                        if not (isinstance(c, domish.Element) and c.uri in (ns.MUC, ns.MUC_USER))]
+    return message
 
 
 class Invites(Feature):
     name = "invites"
     fields = (
-        ConfigField("allow_invites", "muc#roomconfig_allowinvites", "boolean",
-                    "Allow members to invite new members", lambda c: False),
+        ConfigField("allow_member_invites", ALLOW_MEMBER_INVITES, "boolean",
+                    "Allow members to invite new members", lambda c: False, order=86),
     )
+
+    @on("disco-info")
+    def info(self, ev):
+        room = ev.room
+        members_only = bool(room.config.get("members_only"))
+        allow = bool(room.config.get("allow_member_invites"))
+        ev.info[ALLOW_MEMBER_INVITES] = ("boolean", "Allow members to invite new members", allow)
+        ev.info["muc#roomconfig_allowinvites"] = ("boolean", "Allow users to invite other users",
+                                                  not members_only or allow)
 
     @on("message-to-room", 20)
     def handle(self, ev):
+        if ev.stanza.getAttribute("type") not in (None, "normal"):
+            return None
         x = next(ev.stanza.elements(ns.MUC_USER, "x"), None)
         if x is None:
             return None
-        invites = list(x.elements(ns.MUC_USER, "invite"))
-        declines = list(x.elements(ns.MUC_USER, "decline"))
-        if not invites and not declines:
-            return None
-        for invite in invites:
-            self._invite(ev.room, ev.occupant, ev.real, invite)
-        for decline in declines:
-            self._decline(ev.room, ev.real, decline)
+        payload = next(x.elements(), None)
+        if payload is not None and payload.name == "invite" and payload.getAttribute("to"):
+            self._invite(ev.room, ev.occupant, ev.real, ev.stanza, payload)
+        elif payload is not None and payload.name == "decline" and payload.getAttribute("to"):
+            self._decline(ev.room, ev.real, ev.stanza, payload)
+        else:
+            raise MUCError("bad-request", "cancel")
         return True
 
-    def _invite(self, room, occupant, real, invite):
-        if occupant is None:
-            raise MUCError("not-acceptable", "cancel",
-                           "You are not currently connected to this chat")
+    def _invite(self, room, occupant, real, stanza, invite):
         to = jidlib.parse_or_none(invite.getAttribute("to"))
         if to is None:
-            raise MUCError("jid-malformed", "modify")
+            raise MUCError("jid-malformed", "cancel")
         inviter = jidlib.parse(real).userhost()
         affiliation = room.affiliation(inviter)
+        role = occupant.role if occupant is not None else room.default_role(affiliation)
+        if ROLE_RANK[role] <= ROLE_RANK["visitor"]:
+            raise MUCError("forbidden", "auth")
         if room.config.get("members_only"):
-            if affiliation in ("owner", "admin") or (
-                    affiliation == "member" and room.config.get("allow_invites")):
-                if room.affiliation(to.userhost()) == "none":
-                    room.set_affiliation(None, to.userhost(), "member")
-            else:
+            needed = "member" if room.config.get("allow_member_invites") else "admin"
+            if AFFILIATION_RANK[affiliation] < AFFILIATION_RANK[needed]:
                 raise MUCError("forbidden", "auth")
-        reason = next((str(c) for c in invite.elements(ns.MUC_USER, "reason")), None)
-        message = domish.Element((ns.CLIENT, "message"))
-        message["from"] = room.jid
-        message["to"] = to.full()
+        reason = _text(invite, "reason")
+        message = _copy_without_muc(stanza, room.jid, to.full())
         x = message.addElement((ns.MUC_USER, "x"))
         out = x.addElement("invite")
-        out["from"] = inviter
-        if reason:
-            out.addElement("reason", content=reason)
-        cont = next(invite.elements(ns.MUC_USER, "continue"), None)
-        if cont is not None:
-            out.addChild(cont)
+        out["from"] = real
+        if room.config.get("whois") != "anyone" and occupant is not None and \
+                room.default_role(room.affiliation(to.userhost())) != "moderator":
+            # a semi-anonymous room names the inviter by its room JID to
+            # someone who will not see real JIDs (as Prosody's whois.lib)
+            out["from"] = occupant.jid
+        out.addElement("reason", content=reason or "")
         if room.config.get("password"):
             x.addElement("password", content=room.config["password"])
-        body = f"{inviter} invited you to the room {room.jid}"
-        if reason:
-            body += f" ({reason})"
-        message.addElement("body", content=body)
-        conference = message.addElement((ns.CONFERENCE, "x"))
+        conference = message.addElement((ns.CONFERENCE, "x"), content=reason or "")
         conference["jid"] = room.jid
-        if reason:
-            conference["reason"] = reason
+        if _text(message, "body") is None:
+            message.addElement("body", content=f"{real} invited you to the room {room.jid}"
+                               + (f" ({reason})" if reason else ""))
+        if room.config.get("members_only") and room.affiliation(to.userhost()) == "none":
+            room.set_affiliation(None, to.userhost(), "member", f"Invited by {real}")
         self.service.router.route(message)
 
-    def _decline(self, room, real, decline):
+    def _decline(self, room, real, stanza, decline):
         to = jidlib.parse_or_none(decline.getAttribute("to"))
         if to is None:
-            raise MUCError("jid-malformed", "modify")
-        message = domish.Element((ns.CLIENT, "message"))
-        message["from"] = room.jid
-        message["to"] = to.full()
+            raise MUCError("jid-malformed", "cancel")
+        reason = _text(decline, "reason")
+        message = _copy_without_muc(stanza, room.jid, to.full())
         x = message.addElement((ns.MUC_USER, "x"))
         out = x.addElement("decline")
-        out["from"] = jidlib.parse(real).userhost()
-        for reason in decline.elements(ns.MUC_USER, "reason"):
-            out.addElement("reason", content=str(reason))
-        self.service.router.route(message)
+        out["from"] = real
+        out.addElement("reason", content=reason or "")
+        if _text(message, "body") is None:
+            message.addElement("body", content=f"{real} declined your invite to the room "
+                               f"{room.jid}" + (f" ({reason})" if reason else ""))
+        target = room.occupants.get(to.resource) if to.userhost() == room.jid else None
+        if target is not None:
+            message["from"] = room.jid
+            room.broadcast(message, only=list(target.sessions))
+        else:
+            self.service.router.route(message)

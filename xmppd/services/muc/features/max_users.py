@@ -10,7 +10,7 @@ class MaxUsers(Feature):
     fields = (
         ConfigField("max_users", "muc#roomconfig_maxusers", "text-single",
                     "Maximum number of occupants", lambda c: c["max_occupants"],
-                    integer=True, minimum=1, maximum="max_occupants"),
+                    integer=True, minimum=1, maximum="max_occupants", order=68),
     )
 
     @on("pre-join", 5)

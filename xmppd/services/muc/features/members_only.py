@@ -12,7 +12,7 @@ class MembersOnly(Feature):
     name = "members_only"
     fields = (
         ConfigField("members_only", "muc#roomconfig_membersonly", "boolean",
-                    "Only allow members to join", lambda c: c["default_members_only"]),
+                    "Only allow members to join", lambda c: c["default_members_only"], order=87),
     )
 
     def disco_features(self, room):

@@ -9,8 +9,8 @@ class Moderated(Feature):
     name = "moderated"
     fields = (
         ConfigField("moderated", "muc#roomconfig_moderatedroom", "boolean",
-                    "Moderated (only privileged users can send messages to the room)",
-                    lambda c: c["default_moderated"]),
+                    "Moderated (require permission to speak)",
+                    lambda c: c["default_moderated"], order=77),
     )
 
     def disco_features(self, room):

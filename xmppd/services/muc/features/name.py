@@ -7,11 +7,11 @@ class RoomName(Feature):
     name = "name"
     fields = (
         ConfigField("name", "muc#roomconfig_roomname", "text-single", "Title",
-                    lambda c: ""),
+                    lambda c: "", order=99),
         ConfigField("description", "muc#roomconfig_roomdesc", "text-single", "Description",
-                    lambda c: ""),
+                    lambda c: "", order=98),
         ConfigField("lang", "muc#roomconfig_lang", "text-single", "Language tag for room (e.g. 'en', 'de', 'fr' etc.)",
-                    lambda c: ""),
+                    lambda c: "", order=97),
     )
 
     @on("disco-info")

@@ -15,6 +15,11 @@ from xmppd.services.muc import forms
 from xmppd.services.muc.hooks import Feature, MUCError, on
 
 
+#: the form's headings, and the field order each comes before (Prosody's)
+SECTIONS = ((100, "Room information"), (90, "Access to the room"),
+            (80, "Permissions in the room"), (70, "Other options"))
+
+
 class OwnerProtocol(Feature):
     name = "owner"
 
@@ -28,7 +33,10 @@ class OwnerProtocol(Feature):
         self._owner(room, ev.real)
         x = forms.form(ns.MUC_ROOMCONFIG, title=f"Configuration for {room.jid}",
                        instructions="Complete and submit this form to configure the room.")
-        for spec in self.service.config_fields():
+        headings = list(SECTIONS)
+        for spec in sorted(self.service.config_fields(), key=lambda f: -f.order):
+            while headings and headings[0][0] > spec.order:
+                forms.add_field(x, None, "fixed", None, headings.pop(0)[1])
             value = forms.field_value(spec, room.config.get(spec.key))
             forms.add_field(x, spec.var, spec.type, spec.label, value, spec.options)
         self.service.hooks.fire("config-form", room=room, form=x, actor=ev.real)
@@ -71,13 +79,13 @@ class OwnerProtocol(Feature):
         self.service.hooks.fire("config-submitted", room=room, values=values, old=old,
                                 codes=codes, actor=ev.real)
         changed = {k for k in set(values) | set(old) if values.get(k) != old.get(k)}
+        codes.update(spec.notice for spec in specs.values()
+                     if spec.key in changed and spec.notice)
         room.config.clear()
         room.config.update(values)
         self.service.hooks.fire("config-changed", room=room, old=old, changed=changed,
                                 codes=codes)
         self.service.save(room)
-        if changed:
-            codes.add("104")
         if not codes or room.destroyed:
             return self.service.after_writes(room, event.reply())
         return self.service.reply_then(room, event.reply(),

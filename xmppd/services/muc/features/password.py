@@ -11,7 +11,7 @@ class Password(Feature):
     name = "password"
     fields = (
         ConfigField("password", "muc#roomconfig_roomsecret", "text-private", "Password",
-                    lambda c: ""),
+                    lambda c: "", order=88),
     )
 
     def disco_features(self, room):

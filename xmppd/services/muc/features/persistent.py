@@ -9,8 +9,8 @@ class Persistent(Feature):
     name = "persistent"
     fields = (
         ConfigField("persistent", "muc#roomconfig_persistentroom", "boolean",
-                    "Persistent (room should remain even when it is unoccupied)",
-                    lambda c: c["default_persistent"]),
+                    "Persistent (room should remain even when it is empty)",
+                    lambda c: c["default_persistent"], order=95),
     )
 
     def disco_features(self, room):

@@ -23,7 +23,7 @@ class Subject(Feature):
     name = "subject"
     fields = (
         ConfigField("change_subject", "muc#roomconfig_changesubject", "boolean",
-                    "Allow anyone to set the room's subject", lambda c: False),
+                    "Allow anyone to set the room's subject", lambda c: False, order=79),
     )
 
     @on("pre-groupchat", 10)

@@ -17,6 +17,8 @@ class VoiceRequest(Feature):
 
     @on("message-to-room", 10)
     def request(self, ev):
+        if ev.stanza.getAttribute("type") not in (None, "normal"):
+            return None
         x = forms.find_form(ev.stanza)
         if x is None:
             return None
@@ -27,35 +29,37 @@ class VoiceRequest(Feature):
         if occupant is None:
             raise MUCError("not-acceptable", "cancel",
                            "You are not currently connected to this chat")
-        if x.getAttribute("type") == "submit" and "muc#request_allow" in fields:
-            return self._decision(room, occupant, ev.real, fields)
-        if (fields.get("muc#role") or [""])[0] != "participant":
-            raise MUCError("bad-request", "modify")
-        if occupant.role != "visitor":
-            return True  # nothing to grant
-        message = domish.Element((ns.CLIENT, "message"))
-        message["from"] = room.jid
-        form = forms.form(ns.MUC_REQUEST, title="Voice request",
-                          instructions="To approve this request for voice, select the "
-                                       "\"Grant voice to this person?\" checkbox and click OK. "
-                                       "To skip this request, click the cancel button.")
-        forms.add_field(form, "muc#role", "list-single", "Requested role", "participant")
-        forms.add_field(form, "muc#jid", "jid-single", "User ID", occupant.bare)
-        forms.add_field(form, "muc#roomnick", "text-single", "Room Nickname", occupant.nick)
-        forms.add_field(form, "muc#request_allow", "boolean",
-                        "Grant voice to this person?", False)
-        message.addChild(form)
-        moderators = [real for real, o in room.by_real.items() if o.role == "moderator"]
-        room.broadcast(message, only=moderators)
+        if occupant.role == "moderator":
+            self._decision(room, ev.real, fields)
+        elif occupant.role == "visitor":
+            self._ask(room, occupant, ev.real)
         return True
 
-    def _decision(self, room, occupant, real, fields):
-        if occupant.role != "moderator":
-            raise MUCError("forbidden", "auth")
-        if not forms.boolean(fields.get("muc#request_allow", ["0"]), "muc#request_allow"):
-            return True
-        nick = (fields.get("muc#roomnick") or [""])[0]
-        target = room.occupants.get(nick)
-        if target is not None and target.role == "visitor":
-            room.set_role(real, nick, "participant")
-        return True
+    def _ask(self, room, occupant, real):
+        """The request, to every moderator (Prosody's form, type normal)."""
+        message = domish.Element((ns.CLIENT, "message"))
+        message["type"] = "normal"
+        message["from"] = room.jid
+        form = forms.form(ns.MUC_REQUEST, title="Voice Request")
+        forms.add_field(form, "muc#jid", "jid-single", "User ID", real)
+        forms.add_field(form, "muc#roomnick", "text-single", "Room nickname", occupant.nick)
+        forms.add_field(form, "muc#role", "list-single", "Requested role", "participant",
+                        [(r, "") for r in ("none", "visitor", "participant", "moderator")])
+        forms.add_field(form, "muc#request_allow", "boolean", "Grant voice to this person?",
+                        False)
+        message.addChild(form)
+        room.broadcast(message, only=[r for r, o in room.by_real.items()
+                                      if o.role == "moderator"])
+
+    def _decision(self, room, real, fields):
+        """A moderator's answer: voice for the visitor named by ``muc#jid``."""
+        try:
+            allow = forms.boolean(fields.get("muc#request_allow", ["0"]), "muc#request_allow")
+        except MUCError:
+            return
+        if not allow:
+            return
+        target = room.by_real.get((fields.get("muc#jid") or [""])[0])
+        if target is None or target.role != "visitor":
+            return
+        room.set_role(real, target.nick, "participant", "Voice granted")

@@ -11,7 +11,7 @@ class Whois(Feature):
         ConfigField("whois", "muc#roomconfig_whois", "list-single",
                     "Addresses (JIDs) of room occupants may be viewed by:",
                     lambda c: c["default_whois"],
-                    options=(("moderators", "Moderators only"), ("anyone", "Anyone"))),
+                    options=(("moderators", "Moderators only"), ("anyone", "Anyone")), order=76, notice=None),
     )
 
     def disco_features(self, room):
