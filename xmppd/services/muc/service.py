@@ -38,6 +38,11 @@ from xmppd.services.muc.hooks import Feature, Hooks, MUCError
 from xmppd.services.muc.room import Room
 
 
+#: how many real JIDs :meth:`MUCService.deliver` remembers parsed
+_WHERE_BOUND = 100_000
+_NONE: dict = {}
+
+
 class MUCService(Service):
     """XEP-0045 multi-user chat on ``[component:muc] domain``."""
 
@@ -106,6 +111,8 @@ class MUCService(Service):
         self.loaded = False
         #: the last write of each room, so an answer can wait until it is durable
         self._writes: dict[str, defer.Deferred] = {}
+        #: real JID → (bare, resource, is it ours): parsed once for deliveries
+        self._where: dict[str, tuple[str, str, bool]] = {}
 
     # -- life cycle ------------------------------------------------------------
 
@@ -135,6 +142,10 @@ class MUCService(Service):
                       domain=self.domain)
 
     def stopService(self) -> Any:
+        # XEP-0045 status 332: everyone is told the service is going away
+        for room in list(self.rooms.values()):
+            for occupant in list(room.occupants.values()):
+                room.remove(occupant, codes=["332"])
         for feature in self.features_on:
             feature.close()
         self.features_on = []
@@ -268,12 +279,20 @@ class MUCService(Service):
     # -- delivery --------------------------------------------------------------
 
     def deliver(self, fan: Fanout, real: str) -> None:
-        """One copy of ``fan`` to the real session ``real``."""
-        parsed = jidlib.parse_or_none(real)
-        if parsed is None:
-            return
-        if parsed.host in self.router.hosts:
-            session = self.router.resources(parsed.userhost()).get(parsed.resource or "")
+        """One copy of ``fan`` to the real session ``real`` (the hot path of
+        every room broadcast: the JID is parsed once and remembered)."""
+        where = self._where.get(real)
+        if where is None:
+            parsed = jidlib.parse_or_none(real)
+            if parsed is None:
+                return
+            if len(self._where) >= _WHERE_BOUND:
+                self._where.clear()
+            where = self._where[real] = (parsed.userhost(), parsed.resource or "",
+                                         parsed.host in self.router.hosts)
+        bare, resource, local = where
+        if local:
+            session = self.router.sessions.get(bare, _NONE).get(resource)
             if session is not None:
                 fan.send(session, real)
             else:

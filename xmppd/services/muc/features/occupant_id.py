@@ -24,28 +24,33 @@ class OccupantId(Feature):
     def disco_features(self, room):
         return [ns.OCCUPANT_ID]
 
-    def _id(self, room, bare):
+    def _id(self, room, bare, occupant=None):
+        if occupant is not None and "occupant_id" in occupant.data:
+            return occupant.data["occupant_id"]
         salt = room.data.get("occupant_id_salt")
         if salt is None:
             salt = room.data["occupant_id_salt"] = base64.b64encode(os.urandom(16)).decode()
         digest = hmac.new(salt.encode(), bare.encode(), hashlib.sha256).digest()
-        return base64.b64encode(digest).decode()
+        value = base64.b64encode(digest).decode()
+        if occupant is not None:
+            occupant.data["occupant_id"] = value
+        return value
 
-    def _stamp(self, room, stanza, bare):
+    def _stamp(self, room, stanza, occupant):
         stanza.children = [c for c in stanza.children
                            if not (isinstance(c, domish.Element) and c.uri == ns.OCCUPANT_ID)]
         tag = stanza.addElement((ns.OCCUPANT_ID, "occupant-id"))
-        tag["id"] = self._id(room, bare)
+        tag["id"] = self._id(room, occupant.bare, occupant)
 
     @on("build-presence")
     def presence(self, ev):
-        self._stamp(ev.room, ev.presence, ev.occupant.bare)
+        self._stamp(ev.room, ev.presence, ev.occupant)
 
     @on("groupchat", 50)
     def message(self, ev):
         if ev.occupant is not None:
-            self._stamp(ev.room, ev.message, ev.occupant.bare)
+            self._stamp(ev.room, ev.message, ev.occupant)
 
     @on("private-message", 50)
     def private(self, ev):
-        self._stamp(ev.room, ev.message, ev.occupant.bare)
+        self._stamp(ev.room, ev.message, ev.occupant)
