@@ -110,6 +110,19 @@ def parse_field(spec: ConfigField, values: list[str], limits: dict[str, Any]) ->
     return value
 
 
+def number_options(spec: ConfigField, value: Any, limits: dict[str, Any]) -> list[tuple[str, str]]:
+    """The choices of a numeric list-single field (maxusers): round numbers
+    up to the maximum, the maximum, and the current value."""
+    maximum = limits.get(spec.maximum) if isinstance(spec.maximum, str) else spec.maximum
+    maximum = maximum or 1000
+    numbers = {n for n in (5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000)
+               if spec.minimum <= n <= maximum}
+    numbers.add(maximum)
+    if value is not None:
+        numbers.add(int(value))
+    return [(str(n), "") for n in sorted(numbers)]
+
+
 def field_value(spec: ConfigField, value: Any) -> Any:
     """A room's value as the form shows it."""
     if spec.integer and value is not None:

@@ -508,8 +508,9 @@ class Room:
 
     def may_set_role(self, actor: str, target: Occupant, role: str) -> None:
         """Prosody's rules (XEP-0045 §8, §9): nobody acts on a higher
-        affiliation; giving or taking moderator needs admin or owner; and the
-        actor must be a moderator in the room. Refusals are ``not-allowed``."""
+        affiliation, and giving or taking moderator needs admin or owner
+        (``not-allowed``); the actor must be a moderator in the room
+        (``forbidden``, as the XEP says; Prosody: ``not-allowed``)."""
         actor_aff = self.affiliation(jidlib.parse(actor).userhost())
         target_aff = self.affiliation(target.bare)
         if AFFILIATION_RANK[actor_aff] < AFFILIATION_RANK[target_aff]:
@@ -519,7 +520,8 @@ class Room:
             raise MUCError("not-allowed", "cancel")
         mine = self.by_real.get(actor)
         if mine is None or mine.role != "moderator":
-            raise MUCError("not-allowed", "cancel")
+            # XEP-0045 §8.2: forbidden (Prosody answers not-allowed)
+            raise MUCError("forbidden", "auth")
 
     def set_role(self, actor: str | None, nick: str, role: str,
                  reason: str | None = None) -> None:
@@ -552,10 +554,12 @@ class Room:
 
     def set_affiliation(self, actor: str | None, bare: str, affiliation: str,
                         reason: str | None = None, nick: str | None = None) -> None:
-        """Ban, grant or revoke membership, admin or ownership (§9, §10), with
-        Prosody's rules: owners may do anything but leave the room without
-        an owner (``conflict``); admins may only move others between none,
-        member and outcast; anyone else gets ``not-allowed``.
+        """Ban, grant or revoke membership, admin or ownership (§9, §10):
+        owners may do anything but leave the room without an owner
+        (``conflict``, as Prosody); admins may only move others between
+        none, member and outcast (an admin or owner target: ``not-allowed``);
+        anyone else, or an admin granting admin or owner, gets ``forbidden``
+        as the XEP says (Prosody: ``not-allowed``).
 
         ``actor`` is the real JID of who asks (None: the service itself)."""
         if affiliation not in AFFILIATION_RANK:
@@ -569,8 +573,11 @@ class Room:
                 if actor_bare == bare and downgrade and \
                         not [j for j in self.owners() if j != bare]:
                     raise MUCError("conflict", "cancel")
-            elif affiliation in ("owner", "admin") or actor_aff != "admin" or \
-                    old in ("owner", "admin"):
+            elif actor_aff != "admin" or affiliation in ("owner", "admin"):
+                # XEP-0045 §9-10: only owners grant these, forbidden to the
+                # rest (Prosody answers not-allowed)
+                raise MUCError("forbidden", "auth")
+            elif old in ("owner", "admin"):
                 raise MUCError("not-allowed", "cancel")
         if affiliation == "none":
             self.affiliations.pop(bare, None)

@@ -141,5 +141,7 @@ class AdminProtocol(Feature):
             if actor_bare == target and AFFILIATION_RANK[old] > AFFILIATION_RANK[affiliation] \
                     and not [j for j in room.owners() if j != target]:
                 raise MUCError("conflict", "cancel")
-        elif affiliation in ("owner", "admin") or mine != "admin" or old in ("owner", "admin"):
+        elif mine != "admin" or affiliation in ("owner", "admin"):
+            raise MUCError("forbidden", "auth")
+        elif old in ("owner", "admin"):
             raise MUCError("not-allowed", "cancel")

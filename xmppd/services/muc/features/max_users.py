@@ -1,5 +1,6 @@
-"""How many occupants a room takes (``muc#roomconfig_maxusers``, at most the
-service's ``max_occupants``): a join beyond is ``service-unavailable``
+"""How many occupants a room takes (``muc#roomconfig_maxusers``, a
+list-single of numbers as XEP-0045 §15.5.3 registers it, at most the
+service's ``max_occupants``; any number in range is accepted): a join beyond is ``service-unavailable``
 (XEP-0045 §7.2.10). Owners and admins may still enter, as Prosody lets them."""
 
 from xmppd.services.muc.hooks import ConfigField, Feature, MUCError, on
@@ -8,7 +9,7 @@ from xmppd.services.muc.hooks import ConfigField, Feature, MUCError, on
 class MaxUsers(Feature):
     name = "max_users"
     fields = (
-        ConfigField("max_users", "muc#roomconfig_maxusers", "text-single",
+        ConfigField("max_users", "muc#roomconfig_maxusers", "list-single",
                     "Maximum number of occupants", lambda c: c["max_occupants"],
                     integer=True, minimum=1, maximum="max_occupants", order=68),
     )
