@@ -507,21 +507,47 @@ class Room:
     # -- roles and affiliations -----------------------------------------------
 
     def may_set_role(self, actor: str, target: Occupant, role: str) -> None:
-        """Prosody's rules (XEP-0045 §8, §9): nobody acts on a higher
-        affiliation, and giving or taking moderator needs admin or owner
-        (``not-allowed``); the actor must be a moderator in the room
-        (``forbidden``, as the XEP says; Prosody: ``not-allowed``)."""
+        """XEP-0045 §8-9: the actor must be a moderator here (``forbidden``;
+        Prosody says not-allowed); nobody takes moderation or voice from an
+        admin or owner (§8.4, §9.7) nor kicks a higher affiliation (§8.2),
+        and only admins and owners give or take moderator (``not-allowed``)."""
+        mine = self.by_real.get(actor)
+        if mine is None or mine.role != "moderator":
+            raise MUCError("forbidden", "auth")
         actor_aff = self.affiliation(jidlib.parse(actor).userhost())
         target_aff = self.affiliation(target.bare)
+        if target_aff in ("owner", "admin") and role in ("visitor", "participant"):
+            raise MUCError("not-allowed", "cancel")
         if AFFILIATION_RANK[actor_aff] < AFFILIATION_RANK[target_aff]:
             raise MUCError("not-allowed", "cancel")
         if (target.role == "moderator" or role == "moderator") and \
                 actor_aff not in ("owner", "admin"):
             raise MUCError("not-allowed", "cancel")
-        mine = self.by_real.get(actor)
-        if mine is None or mine.role != "moderator":
-            # XEP-0045 §8.2: forbidden (Prosody answers not-allowed)
+
+    def may_set_affiliation(self, actor: str, bare: str, affiliation: str) -> None:
+        """XEP-0045 §9-10: owners may do anything but ban themselves or leave
+        the room without an owner (``conflict``); admins move others between
+        none, member and outcast — banning an admin or owner is
+        ``not-allowed``, anything else about admins and owners ``forbidden``
+        (owners' business); nobody else may (``forbidden``). Prosody answers
+        not-allowed where the XEP says forbidden."""
+        actor_bare = jidlib.parse(actor).userhost()
+        actor_aff = self.affiliation(actor_bare)
+        old = self.affiliations.get(bare, "none")
+        if actor_aff not in ("owner", "admin"):
             raise MUCError("forbidden", "auth")
+        if actor_bare == bare and affiliation == "outcast":
+            raise MUCError("conflict", "cancel")
+        if actor_aff == "owner":
+            if actor_bare == bare and AFFILIATION_RANK[old] > AFFILIATION_RANK[affiliation] \
+                    and not [j for j in self.owners() if j != bare]:
+                raise MUCError("conflict", "cancel")
+            return
+        if affiliation in ("owner", "admin"):
+            raise MUCError("forbidden", "auth")
+        if old in ("owner", "admin"):
+            raise MUCError("not-allowed" if affiliation == "outcast" else "forbidden",
+                           "cancel" if affiliation == "outcast" else "auth")
 
     def set_role(self, actor: str | None, nick: str, role: str,
                  reason: str | None = None) -> None:
@@ -554,12 +580,8 @@ class Room:
 
     def set_affiliation(self, actor: str | None, bare: str, affiliation: str,
                         reason: str | None = None, nick: str | None = None) -> None:
-        """Ban, grant or revoke membership, admin or ownership (§9, §10):
-        owners may do anything but leave the room without an owner
-        (``conflict``, as Prosody); admins may only move others between
-        none, member and outcast (an admin or owner target: ``not-allowed``);
-        anyone else, or an admin granting admin or owner, gets ``forbidden``
-        as the XEP says (Prosody: ``not-allowed``).
+        """Ban, grant or revoke membership, admin or ownership (§9, §10), as
+        :meth:`may_set_affiliation` allows.
 
         ``actor`` is the real JID of who asks (None: the service itself)."""
         if affiliation not in AFFILIATION_RANK:
@@ -567,18 +589,7 @@ class Room:
         old = self.affiliations.get(bare, "none")
         downgrade = AFFILIATION_RANK[old] > AFFILIATION_RANK[affiliation]
         if actor is not None:
-            actor_bare = jidlib.parse(actor).userhost()
-            actor_aff = self.affiliation(actor_bare)
-            if actor_aff == "owner":
-                if actor_bare == bare and downgrade and \
-                        not [j for j in self.owners() if j != bare]:
-                    raise MUCError("conflict", "cancel")
-            elif actor_aff != "admin" or affiliation in ("owner", "admin"):
-                # XEP-0045 §9-10: only owners grant these, forbidden to the
-                # rest (Prosody answers not-allowed)
-                raise MUCError("forbidden", "auth")
-            elif old in ("owner", "admin"):
-                raise MUCError("not-allowed", "cancel")
+            self.may_set_affiliation(actor, bare, affiliation)
         if affiliation == "none":
             self.affiliations.pop(bare, None)
             self.affiliation_data.pop(bare, None)
@@ -587,6 +598,8 @@ class Room:
             data = self.affiliation_data.get(bare, {})
             if affiliation != old:
                 data.pop("reason", None)
+            if affiliation == "outcast":
+                data.pop("nick", None)  # §9.1: a banned account keeps no nick
             if reason and affiliation == "outcast":
                 data["reason"] = reason  # the ban's reason, shown in the outcast list
             if nick is not None:

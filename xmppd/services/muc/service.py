@@ -391,20 +391,21 @@ class MUCService(Service):
     @handles("presence/bare")
     def presence_to_room(self, event: StanzaEvent) -> Any:
         """A presence to the room itself: from an occupant it goes to its
-        nick (clients that send presence updates there, as Prosody allows);
-        to a room that does not exist, item-not-found; otherwise dropped."""
+        nick (clients send presence updates and leaves there, as Prosody
+        takes them); a join without a nick is ``jid-malformed`` (XEP-0045
+        §7.2.1)."""
         def work() -> None:
             real = self._real(event)
             room = self._room_of(event)
             if real is None:
                 return
-            if room is None:
-                if event.type != "error":
-                    raise MUCError("item-not-found", "cancel")
-                return
-            occupant = room.by_real.get(real)
+            occupant = room.by_real.get(real) if room is not None else None
             if occupant is not None:
                 room.handle_presence(event.stanza, real, occupant.nick)
+            elif event.type is None:
+                raise MUCError("jid-malformed", "modify")
+            elif room is None and event.type != "error":
+                raise MUCError("item-not-found", "cancel")
         return self._guard(event, work)
 
     @handles("message/bare")

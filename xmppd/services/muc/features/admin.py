@@ -79,7 +79,7 @@ class AdminProtocol(Feature):
         changes = [self._read(room, item) for item in items]
         for kind, target, value, reason, nick in changes:
             if kind == "affiliation":
-                self._check_affiliation(room, ev.real, target, value)
+                room.may_set_affiliation(ev.real, target, value)
             else:
                 occupant = room.occupants.get(target)
                 if occupant is None:
@@ -130,18 +130,3 @@ class AdminProtocol(Feature):
                 raise MUCError("not-acceptable", "modify")
             return ("role", nick, role, reason, None)
         raise MUCError("bad-request", "cancel")
-
-    def _check_affiliation(self, room, actor, target, affiliation):
-        """The core checks again as it applies; this is so that nothing of a
-        request is applied when one of its items is refused."""
-        actor_bare = jidlib.parse(actor).userhost()
-        mine = room.affiliation(actor_bare)
-        old = room.affiliations.get(target, "none")
-        if mine == "owner":
-            if actor_bare == target and AFFILIATION_RANK[old] > AFFILIATION_RANK[affiliation] \
-                    and not [j for j in room.owners() if j != target]:
-                raise MUCError("conflict", "cancel")
-        elif mine != "admin" or affiliation in ("owner", "admin"):
-            raise MUCError("forbidden", "auth")
-        elif old in ("owner", "admin"):
-            raise MUCError("not-allowed", "cancel")

@@ -90,7 +90,9 @@ class Registration(Feature):
             raise MUCError("bad-request", "modify", "Invalid Nickname")
         nick = parsed.resource
         holder = self.reserved_by(room, nick)
-        if holder is not None and holder != bare:
+        present = room.occupants.get(nick)
+        if holder is not None and holder != bare or \
+                present is not None and present.bare != bare:
             raise MUCError("conflict", "cancel")
         if room.affiliation_data.get(bare, {}).get("nick") != nick:
             room.set_affiliation(None, bare, affiliation if affiliation != "none" else "member",
