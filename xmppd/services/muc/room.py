@@ -657,8 +657,16 @@ class Room:
             destroy.addElement("reason", content=reason)
         if password:
             destroy.addElement("password", content=password)
-        for occupant in list(self.occupants.values()):
-            self.remove(occupant, destroy=destroy)
+        # everyone out at once: each hears only of itself (§10.9, as Prosody)
+        leaving = list(self.occupants.values())
+        self.occupants.clear()
+        self.by_real.clear()
+        for occupant in leaving:
+            occupant.role = "none"
+            self._send_self_presence(occupant, list(occupant.sessions),
+                                     presence=self._unavailable(occupant, None, None),
+                                     destroy=destroy)
+            self.hooks.fire("left", room=self, occupant=occupant)
         self.hooks.fire("room-destroyed", room=self, reason=reason, alternate=alternate)
         self.service.discard(self, delete=True)
 
