@@ -22,7 +22,10 @@ COMPONENTS = ["presence", "messaging", "disco", "muc"]
 def make_harness(clock: task.Clock | None = None, server: dict[str, Any] | None = None,
                  **muc_options: Any) -> Harness:
     """A server with presence, messaging, disco and the MUC service; ``muc_options``
-    go to ``[component:muc]``, ``server`` to ``[server]``."""
+    go to ``[component:muc]``, ``server`` to ``[server]``. New rooms are public
+    here unless a test says otherwise (the shipped default, as Prosody's, is
+    hidden), so that listing is easy to check."""
+    muc_options.setdefault("default_public", True)
     options: dict[str, dict[str, Any]] = {
         "component:muc": {k: str(v).lower() if isinstance(v, bool) else str(v)
                           for k, v in muc_options.items()}}

@@ -11,6 +11,7 @@ from twisted.words.xish import domish
 from xmppd import ns
 from xmppd.services.muc.hooks import ConfigField, MUCError
 
+XDATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
 _TRUE = ("1", "true")
 _FALSE = ("0", "false")
 
@@ -31,8 +32,9 @@ def form(form_type: str | None, type: str = "form", title: str | None = None,
 
 def add_field(x: domish.Element, var: str | None, type: str | None, label: str | None,
               value: Any = None, options: Iterable[tuple[str, str]] = (),
-              required: bool = False) -> domish.Element:
-    """Append a field; ``value`` may be a bool, int, str or a list of them."""
+              required: bool = False, desc: str = "", datatype: str = "") -> domish.Element:
+    """Append a field; ``value`` may be a bool, int, str or a list of them
+    (None: no value)."""
     f = x.addElement("field")
     if var is not None:
         f["var"] = var
@@ -42,16 +44,20 @@ def add_field(x: domish.Element, var: str | None, type: str | None, label: str |
         f["label"] = label
     if required:
         f.addElement("required")
-    values = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
-    for v in values:
-        if isinstance(v, bool):
-            v = "1" if v else "0"
-        f.addElement("value", content=str(v))
+    if desc:
+        f.addElement("desc", content=desc)
+    if datatype:
+        f.addElement((XDATA_VALIDATE, "validate"))["datatype"] = datatype
     for value_, label_ in options:
         option = f.addElement("option")
         if label_:
             option["label"] = label_
         option.addElement("value", content=value_)
+    values = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
+    for v in values:
+        if isinstance(v, bool):
+            v = "1" if v else "0"
+        f.addElement("value", content=str(v))
     return f
 
 
@@ -77,7 +83,9 @@ def form_type(fields: dict[str, list[str]]) -> str | None:
 
 
 def boolean(values: list[str], var: str) -> bool:
-    value = values[0].strip().lower() if values else ""
+    """A boolean field's value; no value is false (XEP-0004 §3.3: a form may
+    leave a false boolean without one, and Prosody's forms do)."""
+    value = values[0].strip().lower() if values else "0"
     if value in _TRUE:
         return True
     if value in _FALSE:

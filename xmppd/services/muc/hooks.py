@@ -30,6 +30,8 @@ The events (``ev`` attributes in brackets):
     add XEP-0045 status codes to the self-presence (``codes`` is a set)
 ``presence-x`` (room, occupant, x, recipient_is_moderator)
     add to the muc#user ``<x/>`` of an occupant's presence
+``presence-hidden`` (room, occupant, role) → True: the others do not see
+    this occupant's presence (its role is not shown)
 ``build-presence`` (room, occupant, presence)
     add to the presence as broadcast (occupant-id)
 ``joined`` (room, occupant, real, stanza, created)
@@ -159,6 +161,12 @@ class ConfigField:
     #: the status code occupants are told when the field changes (XEP-0045
     #: §10.2.1: 104), or None when the feature says it itself (172/173)
     notice: str | None = "104"
+    #: the field's XEP-0004 <desc/>
+    desc: str = ""
+    #: an XEP-0122 datatype (xs:integer …) to announce
+    datatype: str = ""
+    #: show no value when false (Prosody keeps such settings unset)
+    omit_false: bool = False
 
 
 class Feature:

@@ -218,7 +218,8 @@ class Room:
         JIDs as that occupant may see them)."""
         with_jid = self.can_see_jids(occupant)
         for other in list(self.occupants.values()):
-            if other is not occupant and other.bare != skip:
+            if other is not occupant and other.bare != skip and not self.hooks.fire(
+                    "presence-hidden", room=self, occupant=other, role=other.role):
                 self.service.deliver(self._presence_fanout(other, with_jid), real)
 
     def leave(self, occupant: Occupant, real: str, stanza: domish.Element | None = None,
@@ -245,10 +246,11 @@ class Room:
         """Take ``occupant`` (every session) out of the room and tell everyone."""
         if self.occupants.get(occupant.nick) is not occupant:
             return
-        occupant.role = "none"
+        previous_role, occupant.role = occupant.role, "none"
         stanza = self._unavailable(occupant, presence, status)
         self._broadcast_state(occupant, stanza, list(codes), reason=reason, actor=actor,
-                              destroy=destroy, affiliation=affiliation)
+                              destroy=destroy, affiliation=affiliation,
+                              previous_role=previous_role)
         del self.occupants[occupant.nick]
         for real in list(occupant.sessions):
             self.by_real.pop(real, None)
@@ -284,7 +286,9 @@ class Room:
         self.hooks.fire("pre-nick-change", room=self, occupant=occupant, nick=nick, real=real)
         unavailable = domish.Element((ns.CLIENT, "presence"))
         unavailable["from"], unavailable["type"] = occupant.jid, "unavailable"
-        self._broadcast_state(occupant, unavailable, ["303"], new_nick=nick)
+        own = _clone(unavailable)  # as Prosody: the session's own copy is bare
+        self.hooks.fire("build-presence", room=self, occupant=occupant, presence=unavailable)
+        self._broadcast_state(occupant, unavailable, ["303"], new_nick=nick, own=own)
         del self.occupants[occupant.nick]
         occupant.rename(nick)
         self.occupants[nick] = occupant
@@ -367,7 +371,9 @@ class Room:
                          reason: str | None = None, actor: Actor = None,
                          joined: bool = False, created: bool = False,
                          new_nick: str | None = None, destroy: domish.Element | None = None,
-                         affiliation: str | None = None) -> None:
+                         affiliation: str | None = None,
+                         previous_role: str | None = None,
+                         own: domish.Element | None = None) -> None:
         variants: dict[bool, Fanout] = {}
 
         def variant(with_jid: bool) -> Fanout:
@@ -382,12 +388,15 @@ class Room:
                 fan = variants[with_jid] = Fanout(stanza)
             return fan
 
-        for real, other in list(self.by_real.items()):
-            if other is occupant:
-                continue
-            self.service.deliver(variant(self.can_see_jids(other)), real)
-        self._send_self_presence(occupant, list(occupant.sessions), presence=presence,
-                                 codes=codes, reason=reason, actor=actor, joined=joined,
+        if not self.hooks.fire("presence-hidden", room=self, occupant=occupant,
+                               role=occupant.role if occupant.role != "none"
+                               else previous_role):
+            for real, other in list(self.by_real.items()):
+                if other is occupant:
+                    continue
+                self.service.deliver(variant(self.can_see_jids(other)), real)
+        self._send_self_presence(occupant, list(occupant.sessions),
+                                 presence=own if own is not None else presence, codes=codes, reason=reason, actor=actor, joined=joined,
                                  created=created, new_nick=new_nick, destroy=destroy,
                                  affiliation=affiliation)
 

@@ -81,7 +81,9 @@ class MUCService(Service):
                "(registration-required)"),
         Option("default_persistent", boolean, "false",
                "a new room's muc#roomconfig_persistentroom"),
-        Option("default_public", boolean, "true", "a new room's muc#roomconfig_publicroom"),
+        Option("default_public", boolean, "false",
+               "a new room's muc#roomconfig_publicroom (listed in the service's disco#items; "
+               "no, as Prosody's muc_room_default_public)"),
         Option("default_members_only", boolean, "false",
                "a new room's muc#roomconfig_membersonly"),
         Option("default_moderated", boolean, "false",

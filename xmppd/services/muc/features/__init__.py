@@ -20,6 +20,7 @@ from xmppd.services.muc.features.occupant_iq import OccupantIq
 from xmppd.services.muc.features.owner import OwnerProtocol
 from xmppd.services.muc.features.password import Password
 from xmppd.services.muc.features.persistent import Persistent
+from xmppd.services.muc.features.presence_broadcast import PresenceBroadcast
 from xmppd.services.muc.features.rate_limit import RateLimit
 from xmppd.services.muc.features.register import Registration
 from xmppd.services.muc.features.subject import Subject
@@ -28,6 +29,6 @@ from xmppd.services.muc.features.whois import Whois
 
 FEATURES = (
     RoomName, Persistent, Hidden, Subject, Invites, MembersOnly, Moderated, Password,
-    Whois, MaxUsers, History, Locking, OccupantId, Registration, VoiceRequest, RateLimit,
+    Whois, MaxUsers, History, PresenceBroadcast, Locking, OccupantId, Registration, VoiceRequest, RateLimit,
     OccupantIq, AdminProtocol, OwnerProtocol, RoomInfo,
 )

@@ -9,7 +9,8 @@ class Hidden(Feature):
     fields = (
         ConfigField("public", "muc#roomconfig_publicroom", "boolean",
                     "Include room information in public lists",
-                    lambda c: c["default_public"], order=91),
+                    lambda c: c["default_public"], order=91,
+                    desc="Enable this to allow people to find the room"),
     )
 
     def disco_features(self, room):

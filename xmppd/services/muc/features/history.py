@@ -63,11 +63,15 @@ class History(Feature):
         ConfigField("history_length", "muc#roomconfig_historylength", "text-single",
                     "Maximum number of history messages returned by room",
                     lambda c: min(c["history_length"], c["max_history"]),
-                    integer=True, minimum=0, maximum="max_history", order=65),
+                    integer=True, minimum=0, maximum="max_history", order=65,
+                    desc="Specify the maximum number of previous messages that should be sent "
+                         "to users when they join the room", datatype="xs:integer"),
         ConfigField("default_history", "muc#roomconfig_defaulthistorymessages", "text-single",
                     "Default number of history messages returned by room",
                     lambda c: min(c["history_length"], c["max_history"]),
-                    integer=True, minimum=0, maximum="max_history", order=64),
+                    integer=True, minimum=0, maximum="max_history", order=64,
+                    desc="Specify the number of previous messages sent to new users when they "
+                         "join the room", datatype="xs:integer"),
     )
 
     def _buffer(self, room) -> deque:

@@ -41,11 +41,7 @@ class RoomInfo(Feature):
                                 requester=requester)
         name = room.config.get("name") or room.name
         form = forms.form(ns.MUC_ROOMINFO, type="result")
-        forms.add_field(form, "muc#roominfo_occupants", "text-single",
-                        "Number of occupants", str(len(room.occupants)))
-        forms.add_field(form, "muc#roomconfig_roomname", "text-single", "Title", name)
-        for var in sorted(info):
-            ftype, label, value = info[var]
+        for var, (ftype, label, value) in info.items():
             forms.add_field(form, var, ftype, label, value)
         query = disco_info([("conference", "text", name)], sorted(features), extra=[form])
         return event.reply(query)

@@ -41,7 +41,7 @@ class Invites(Feature):
     name = "invites"
     fields = (
         ConfigField("allow_member_invites", ALLOW_MEMBER_INVITES, "boolean",
-                    "Allow members to invite new members", lambda c: False, order=86),
+                    "Allow members to invite new members", lambda c: False, order=86, omit_false=True),
     )
 
     @on("disco-info")

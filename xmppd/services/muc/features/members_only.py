@@ -12,7 +12,9 @@ class MembersOnly(Feature):
     name = "members_only"
     fields = (
         ConfigField("members_only", "muc#roomconfig_membersonly", "boolean",
-                    "Only allow members to join", lambda c: c["default_members_only"], order=87),
+                    "Only allow members to join", lambda c: c["default_members_only"], order=87,
+                    desc="Enable this to only allow access for room owners, admins and members",
+                    omit_false=True),
     )
 
     def disco_features(self, room):

@@ -10,7 +10,9 @@ class Moderated(Feature):
     fields = (
         ConfigField("moderated", "muc#roomconfig_moderatedroom", "boolean",
                     "Moderated (require permission to speak)",
-                    lambda c: c["default_moderated"], order=77),
+                    lambda c: c["default_moderated"], order=77,
+                    desc="In moderated rooms occupants must be given permission to speak by a "
+                         "room moderator", omit_false=True),
     )
 
     def disco_features(self, room):

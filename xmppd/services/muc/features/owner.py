@@ -38,10 +38,13 @@ class OwnerProtocol(Feature):
             while headings and headings[0][0] > spec.order:
                 forms.add_field(x, None, "fixed", None, headings.pop(0)[1])
             value = forms.field_value(spec, room.config.get(spec.key))
+            if value is False and spec.omit_false:
+                value = None
             options = spec.options
             if spec.integer and spec.type == "list-single":
                 options = forms.number_options(spec, value, self.service.config)
-            forms.add_field(x, spec.var, spec.type, spec.label, value, options)
+            forms.add_field(x, spec.var, spec.type, spec.label, value, options,
+                            desc=spec.desc, datatype=spec.datatype)
         self.service.hooks.fire("config-form", room=room, form=x, actor=ev.real)
         query = domish.Element((ns.MUC_OWNER, "query"))
         query.addChild(x)

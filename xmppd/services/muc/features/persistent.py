@@ -10,7 +10,9 @@ class Persistent(Feature):
     fields = (
         ConfigField("persistent", "muc#roomconfig_persistentroom", "boolean",
                     "Persistent (room should remain even when it is empty)",
-                    lambda c: c["default_persistent"], order=95),
+                    lambda c: c["default_persistent"], order=95,
+                    desc="Rooms are automatically deleted when they are empty, unless this "
+                         "option is enabled", omit_false=True),
     )
 
     def disco_features(self, room):

@@ -23,7 +23,9 @@ class Subject(Feature):
     name = "subject"
     fields = (
         ConfigField("change_subject", "muc#roomconfig_changesubject", "boolean",
-                    "Allow anyone to set the room's subject", lambda c: False, order=79),
+                    "Allow anyone to set the room's subject", lambda c: False, order=79,
+                    desc="Choose whether anyone, or only moderators, may set the room's subject",
+                    omit_false=True),
     )
 
     @on("pre-groupchat", 10)
@@ -55,11 +57,11 @@ class Subject(Feature):
 
     @on("disco-info")
     def info(self, ev):
-        ev.info["muc#roominfo_subject"] = ("text-single", "Subject",
-                                           ev.room.data.get("subject") or "")
         ev.info["muc#roomconfig_changesubject"] = (
-            "boolean", "Occupants May Change the Subject",
-            bool(ev.room.config.get("change_subject")))
+            "boolean", None, True if ev.room.config.get("change_subject") else None)
+        if ev.room.data.get("subject"):
+            # XEP-0045 §6.4 (Prosody 0.12 leaves it out)
+            ev.info["muc#roominfo_subject"] = ("text-single", "Subject", ev.room.data["subject"])
 
     @on("joined", 10)
     def send(self, ev):

@@ -27,8 +27,3 @@ class Whois(Feature):
     def changed(self, ev):
         if ev.values.get("whois") != ev.old.get("whois"):
             ev.codes.add("172" if ev.values.get("whois") == "anyone" else "173")
-
-    @on("disco-info")
-    def info(self, ev):
-        ev.info["muc#roomconfig_whois"] = ("list-single", "Real JIDs of Occupants",
-                                           ev.room.config.get("whois"))
