@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import loadgen
-from servers import DOMAIN, PASSWORD, Server, user_name
+from servers import DOMAIN, MUC_DOMAIN, PASSWORD, Server, user_name
 
 
 @dataclass
@@ -980,4 +980,153 @@ async def pep_fanout(ctx: Context) -> dict[str, float]:
             "dup": counters["dup"], "misrouted": counters["misrouted"],
             "refused": counters["refused"], "scout queries": scouted["queries"],
             "caps queries": counters["caps queries"],
+            "sent": counters["sent"]}
+
+
+# -- MUC fanout ------------------------------------------------------------------------------------
+
+#: The room every occupant joins (on the ``muc`` extra's service).
+MUC_ROOM = f"bench@{MUC_DOMAIN}"
+NS_MUC = "http://jabber.org/protocol/muc"
+_MUC_BODY = re.compile(rb"<body>muc (\d+)</body>")
+#: a presence from the room that is the occupant's own (XEP-0045 §7.2.2: status 110)
+_MUC_SELF = re.compile(rb"""<status\s+code=['"]110['"]""")
+_MUC_ERROR = re.compile(rb"""\stype=['"]error['"]""")
+
+
+def _muc_size(quick: bool) -> tuple[int, int]:
+    """(occupants, messages in flight): the sender is one of the occupants."""
+    return (30, 2) if quick else (200, 4)
+
+
+@scenario("muc-fanout", users=200, tls=False, metrics=[
+    Metric("deliveries/s", "higher", 1.5), Metric("muc p50 ms", "lower", 1.5),
+    Metric("muc p99 ms", "lower", 1.5), Metric("CPU µs/delivery", "lower", None)],
+    extras=("muc",))
+async def muc_fanout(ctx: Context) -> dict[str, float]:
+    """One room, 200 occupants (each its own connection, nick ``u<i>``), one
+    of them sending groupchat messages with 4 in flight: the next as soon as
+    all 200 occupants (the sender's own reflection included, XEP-0045 §7.4)
+    got one. The sender creates the room and accepts the instant
+    configuration (both servers lock a new room until then); the others
+    join asking for no history. Deliveries per second and the latency from
+    send to receipt, over 10 s after 2 s of warm-up. Every message must
+    reach every occupant exactly once ("lost", "dup"), in the order sent
+    ("reordered"); an error from the room (such as a rate limit) counts as
+    lost ("refused")."""
+    occupants, window = _muc_size(ctx.quick)
+    duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
+    everyone = frozenset(range(occupants))
+    outstanding: dict[int, list] = {}  # message number -> [sent at, occupants owed]
+    latencies: list[float] = []
+    counters = {"stanzas": 0, "delivered": 0, "messages": 0, "dup": 0, "reordered": 0,
+                "refused": 0, "not joined": 0, "sent": 0}
+    state = {"running": False, "counting": False, "next": 0}
+    last = [0] * occupants  # the last message number each occupant got
+    joined = [asyncio.get_running_loop().create_future() for _ in range(occupants)]
+    answers: dict[bytes, asyncio.Future] = {}
+    now = time.perf_counter
+    conns, _ = await ctx.login_many(range(occupants))
+    sender = conns[0]
+
+    def send() -> None:
+        state["next"] += 1
+        k = state["next"]
+        outstanding[k] = [now(), set(everyone)]
+        counters["sent"] += 1
+        sender.transport.write(f"<message to='{MUC_ROOM}' type='groupchat' id='muc{k}'>"
+                               f"<body>muc {k}</body></message>".encode())
+
+    def receiver(r: int):
+        def got(stanza: bytes) -> None:
+            counters["stanzas"] += 1
+            head = stanza[:stanza.find(b">")]
+            error = _MUC_ERROR.search(head) is not None
+            if stanza.startswith(b"<presence"):
+                # the own presence (a join refused: a presence error instead)
+                if not joined[r].done() and (error or _MUC_SELF.search(stanza)):
+                    joined[r].set_result(not error)
+                return
+            if stanza.startswith(b"<iq"):
+                waiter = answers.pop(loadgen.stanza_id(stanza), None)
+                if waiter is not None:
+                    waiter.set_result(stanza)
+                return
+            if not stanza.startswith(b"<message"):
+                return
+            if error:
+                counters["refused"] += 1
+                return
+            match = _MUC_BODY.search(stanza)
+            if match is None:
+                return  # the room's subject on join
+            k = int(match.group(1))
+            entry = outstanding.get(k)
+            if entry is None or r not in entry[1]:
+                counters["dup"] += 1
+                return
+            entry[1].discard(r)
+            if k < last[r]:
+                counters["reordered"] += 1
+            last[r] = max(last[r], k)
+            if state["counting"]:
+                counters["delivered"] += 1
+                latencies.append(now() - entry[0])
+            if not entry[1]:
+                del outstanding[k]
+                if state["counting"]:
+                    counters["messages"] += 1
+                if state["running"]:
+                    send()
+        return got
+
+    for r, conn in enumerate(conns):
+        conn.stanzas(receiver(r))
+
+    def join(r: int) -> None:
+        conns[r].write(f"<presence to='{MUC_ROOM}/{user_name(r)}'><x xmlns='{NS_MUC}'>"
+                       f"<history maxstanzas='0'/></x></presence>".encode())
+
+    # The sender creates the room and accepts the instant configuration
+    # (XEP-0045 §10.1.2); until then both servers keep a new room locked.
+    join(0)
+    ok = await asyncio.wait_for(joined[0], 30)
+    answers[b"muc-create"] = asyncio.get_running_loop().create_future()
+    sender.write(f"<iq type='set' id='muc-create' to='{MUC_ROOM}'><query xmlns='{NS_MUC}#owner'>"
+                 f"<x xmlns='jabber:x:data' type='submit'/></query></iq>".encode())
+    created = await asyncio.wait_for(answers[b"muc-create"], 30)
+    if not ok or _MUC_ERROR.search(created[:created.find(b">")]):
+        raise RuntimeError(f"the room was not created: {created!r}")
+    # The others join, 20 at a time (each join is broadcast to everyone inside).
+    for start in range(1, occupants, 20):
+        batch = range(start, min(occupants, start + 20))
+        for r in batch:
+            join(r)
+        done = await asyncio.wait_for(asyncio.gather(*(joined[r] for r in batch)), 60)
+        counters["not joined"] += done.count(False)
+    await settle(lambda: counters["stanzas"], quiet=0.5)
+    state["running"] = True
+    for _ in range(window):
+        send()
+    await asyncio.sleep(warmup)
+    state["counting"] = True
+    with ctx.measure() as m:
+        await asyncio.sleep(duration)
+        state["counting"] = False
+    state["running"] = False
+    deadline = time.monotonic() + (ctx.drain or (5 if ctx.quick else 15))
+    while outstanding and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # a late duplicate still shows
+    for conn in conns:
+        conn.close()
+    return {"deliveries/s": counters["delivered"] / m.wall,
+            "CPU µs/delivery": _cpu_per(ctx, m, counters["delivered"]),
+            "muc p50 ms": percentile(latencies, 50) * 1e3,
+            "muc p99 ms": percentile(latencies, 99) * 1e3,
+            "messages/s": counters["messages"] / m.wall,
+            "lost": sum(len(owed) for _, owed in outstanding.values())
+                    + counters["refused"] + counters["not joined"],
+            "dup": counters["dup"], "reordered": counters["reordered"],
+            "refused": counters["refused"], "not joined": counters["not joined"],
             "sent": counters["sent"]}

@@ -1,7 +1,8 @@
 """The CI regression guard of the benchmark (bench/): short runs of the 1:1
 message scenarios, of the soak (logins, logouts and messages for 30 s), of
-the presence fanout, of vCard gets and of PEP notifications to contacts
-with XEP-0115 caps against xmppd alone, over real
+the presence fanout, of vCard gets, of PEP notifications to contacts
+with XEP-0115 caps and of groupchat messages to a room's occupants
+against xmppd alone, over real
 sockets, through the same load generator and server launcher as
 ``bench/run.py``.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -73,6 +75,9 @@ def _needs_components(scenario):
     missing = sorted(wanted - set(BUILTIN))
     if missing:
         pytest.skip(f"no {', '.join(missing)} component in this tree")
+    for name in sorted(wanted):  # named, but its module not (yet) in this tree
+        if importlib.util.find_spec(BUILTIN[name].split(":")[0]) is None:
+            pytest.skip(f"the {name} component's module is not in this tree")
 
 
 def test_short_presence_fanout_reaches_every_contact_once_with_the_avatar_hash(tmp_path):
@@ -154,6 +159,39 @@ def test_the_pep_accounting_reports_contacts_whose_caps_do_not_verify(tmp_path, 
     publishers, contacts = scenarios._pep_size(True)
     assert result["caps queries"] >= 1, result  # contacts were asked, and answered
     assert result["lost"] == publishers * contacts, result
+
+
+def test_short_muc_fanout_reaches_every_occupant_once_in_order(tmp_path):
+    """One room, every user an occupant, one of them sending groupchat
+    messages over and over: each message reaches each occupant (the
+    sender's reflection included) exactly once and in order, and the room
+    refuses none (the bench lifts xmppd's per-occupant rate limit)."""
+    scenario = scenarios.SCENARIOS["muc-fanout"]
+    _needs_components(scenario)
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+    assert alive, server.log_tail()
+    assert result["sent"] > 50, result  # it really ran (not a speed target)
+    assert result["not joined"] == 0, result
+    assert result["refused"] == 0, result
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+    assert result["reordered"] == 0, result
+
+
+def test_the_muc_accounting_reports_messages_the_room_refuses(tmp_path, monkeypatch):
+    """The MUC guard can fail: with xmppd's default per-occupant rate limit
+    (10 messages a second, burst 20) the sender soon gets
+    ``<policy-violation/>`` errors, and those messages are reported lost."""
+    scenario = scenarios.SCENARIOS["muc-fanout"]
+    _needs_components(scenario)
+    monkeypatch.setattr(servers, "XMPPD_MUC", {"domain": servers.MUC_DOMAIN})
+    with xmppd_for(scenario, tmp_path) as server:
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls,
+                                                            drain=1.0)))
+    assert result["refused"] > 0, result
+    assert result["lost"] >= result["refused"], result
 
 
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):
