@@ -77,3 +77,26 @@ def test_an_unknown_node_is_item_not_found():
     from xmppd.testing import error_condition
     h, alice, bob = room()
     assert error_condition(info(bob, node="no-such-node")) == "item-not-found"
+
+
+def items(session):
+    session.feed(f"<iq type='get' id='i' to='{RJ}'><query xmlns='{ns.DISCO_ITEMS}'/></iq>")
+    (reply,) = session.take()
+    return sorted(i["jid"] for i in reply.firstChildElement().elements(ns.DISCO_ITEMS, "item"))
+
+
+def test_disco_items_lists_the_occupants_to_an_occupant():
+    h, alice, bob = room()
+    assert items(bob) == [f"{RJ}/Alice", f"{RJ}/Bob"]
+
+
+def test_disco_items_of_a_semi_anonymous_room_is_empty_to_a_stranger():
+    h, alice, bob = room({"muc#roomconfig_publicroom": True})
+    carol = h.login("carol@localhost/r")
+    assert items(carol) == []
+
+
+def test_disco_items_of_a_public_non_anonymous_room_lists_occupants_to_anyone():
+    h, alice, bob = room({"muc#roomconfig_publicroom": True, "muc#roomconfig_whois": "anyone"})
+    carol = h.login("carol@localhost/r")
+    assert items(carol) == [f"{RJ}/Alice", f"{RJ}/Bob"]

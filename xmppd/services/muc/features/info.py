@@ -1,7 +1,7 @@
 """Room discovery (XEP-0045 §6.4-6.5): disco#info with the room's
 identity, the features every feature module adds (``muc_public``,
 ``muc_passwordprotected`` …) and the ``muc#roominfo`` form; disco#items
-is empty (as Prosody's). A locked room is unknown
+lists the occupants to those who may know them (XEP-0045 §6.5). A locked room is unknown
 to anyone but its owners (``item-not-found``)."""
 
 from twisted.words.xish import domish
@@ -51,5 +51,13 @@ class RoomInfo(Feature):
         room, event = ev.room, ev.event
         requester = jidlib.parse(ev.real).userhost()
         self._visible(room, requester)
-        # no occupants, as Prosody: a client learns them by joining
-        return event.reply(domish.Element((ns.DISCO_ITEMS, "query")))
+        query = domish.Element((ns.DISCO_ITEMS, "query"))
+        if ev.occupant is not None or (room.config.get("public")
+                                       and room.config.get("whois") == "anyone"):
+            # XEP-0045 §6.5: the occupants' room JIDs, to those who may know
+            # them (its occupants; anyone, for a public non-anonymous room).
+            # Prosody 0.12 always answers an empty list.
+            for occupant in room.occupants.values():
+                item = query.addElement("item")
+                item["jid"] = occupant.jid
+        return event.reply(query)
