@@ -100,7 +100,9 @@ def test_an_empty_subject_clears_it():
     assert subject_of(join(carol, "topic", "Carol")[-1]) == ""
 
 
-def test_the_subject_is_in_the_room_info_form():
+def test_the_subject_is_not_in_the_room_info_form():
+    """As Prosody 0.12: the subject is for occupants (a hidden or members-only
+    room's subject would reach anyone through disco#info)."""
     h, alice, bob = room()
     set_subject(alice, "Plans")
     alice.take()
@@ -109,4 +111,4 @@ def test_the_subject_is_in_the_room_info_form():
     x = next(reply.firstChildElement().elements(ns.DATA_FORMS, "x"))
     values = {f["var"]: [str(v) for v in f.elements(ns.DATA_FORMS, "value")]
               for f in x.elements(ns.DATA_FORMS, "field")}
-    assert values["muc#roominfo_subject"] == ["Plans"]
+    assert "muc#roominfo_subject" not in values

@@ -37,7 +37,9 @@ The events (``ev`` attributes in brackets):
 ``joined`` (room, occupant, real, stanza, created)
     after the self-presence: history, subject
 ``left`` (room, occupant)
-``pre-nick-change`` (room, occupant, nick, real)
+``pre-nick-change`` (room, occupant, nick, real, stanza)
+``pre-presence-update`` (room, occupant, stanza, real)
+    an occupant's session sends new presence (raise to refuse it)
 ``pre-groupchat`` (room, occupant, stanza, real)
     return True when the feature dealt with it (a subject change)
 ``groupchat`` (room, occupant, message)

@@ -3,7 +3,7 @@
 Several resources of one account may join under the same nick
 (multi-session nicks, as Prosody allows): they are one occupant to everyone
 else, and each session gets what the occupant gets. The presence the room
-broadcasts for the occupant is that of its most recent session.
+broadcasts for the occupant is that of its first session still there.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Occupant:
         self.role = role
         #: real full JID → the last presence that session sent to the room
         self.sessions: dict[str, domish.Element] = {}
-        #: the real full JID whose presence the room shows (the latest)
+        #: the real full JID whose presence the room shows (the first)
         self.primary = ""
         #: per-feature state (rate windows …), dropped with the occupant
         self.data: dict[str, Any] = {}
@@ -43,8 +43,11 @@ class Occupant:
         self.jid = f"{self.room_jid}/{nick}"
 
     def set_session(self, real: str, presence: domish.Element) -> None:
+        """Record a session's latest presence; the first session stays the
+        one whose presence the room shows (as Prosody)."""
         self.sessions[real] = presence
-        self.primary = real
+        if not self.primary or self.primary not in self.sessions:
+            self.primary = real
 
     def drop_session(self, real: str) -> None:
         self.sessions.pop(real, None)

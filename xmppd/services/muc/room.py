@@ -90,7 +90,12 @@ class Room:
     def affiliation(self, bare: str) -> str:
         if self.service.is_admin(bare):
             return "owner"
-        return self.affiliations.get(bare, "none")
+        found = self.affiliations.get(bare)
+        if found is None:
+            # a banned domain bans all its accounts (as Prosody)
+            host = bare.rpartition("@")[2]
+            return "outcast" if self.affiliations.get(host) == "outcast" else "none"
+        return found
 
     def owners(self) -> list[str]:
         return [j for j, a in self.affiliations.items() if a == "owner"]
@@ -152,6 +157,8 @@ class Room:
         elif occupant.nick != nick:
             self.change_nick(occupant, real, nick, stanza)
         else:
+            self.hooks.fire("pre-presence-update", room=self, occupant=occupant,
+                            stanza=stanza, real=real)
             occupant.set_session(real, stanza)
             if x is not None:
                 # the session joins again (it lost track): what a joining
@@ -190,10 +197,12 @@ class Room:
                            "That nickname is already in use by another occupant")
         affiliation = self.affiliation(bare)
         x = next(stanza.elements(ns.MUC, "x"), None)
-        if affiliation == "outcast":
-            raise MUCError("forbidden", "auth", "You have been banned from this room")
         self.hooks.fire("pre-join", room=self, stanza=stanza, nick=nick, real=real, bare=bare,
                         affiliation=affiliation, x=x, occupant=existing, created=created)
+        if existing is not None and real not in existing.sessions and \
+                len(existing.sessions) >= self.service.config["max_sessions_per_nick"]:
+            raise MUCError("resource-constraint", "wait",
+                           "Too many sessions joined under this nickname")
         if existing is None:
             role = self.default_role(affiliation)
             if role == "none":
@@ -205,12 +214,18 @@ class Room:
         occupant.set_session(real, stanza)
         self.by_real[real] = occupant
         self._send_occupant_list(occupant, real)
+        if self.by_real.get(real) is not occupant:
+            return  # the session went while it was being told (see remove)
         if existing is None:
-            self.broadcast_presence(occupant, joined=True, created=created, only_real=None)
+            self.broadcast_presence(occupant, joined=True, created=created)
         else:
+            # one more session of the nick: everyone sees the occupant's
+            # presence again (and moderators its new real JID), as Prosody
             self._send_self_presence(occupant, [real], joined=True)
-        self.hooks.fire("joined", room=self, occupant=occupant, real=real, stanza=stanza,
-                        x=x, created=created)
+            self.broadcast_presence(occupant, skip=real)
+        if self.by_real.get(real) is occupant:
+            self.hooks.fire("joined", room=self, occupant=occupant, real=real,
+                            stanza=stanza, x=x, created=created)
 
     def _send_occupant_list(self, occupant: Occupant, real: str,
                             skip: str | None = None) -> None:
@@ -236,6 +251,8 @@ class Room:
             for code in ("110", *codes):
                 x.addElement("status")["code"] = code
             self.service.deliver(Fanout(presence), real)
+            if self.occupants.get(occupant.nick) is occupant:
+                self.broadcast_presence(occupant)
             return
         self.remove(occupant, codes=codes, presence=stanza, status=status)
 
@@ -246,14 +263,17 @@ class Room:
         """Take ``occupant`` (every session) out of the room and tell everyone."""
         if self.occupants.get(occupant.nick) is not occupant:
             return
+        # Out of the room first, then tell everyone: a delivery that closes a
+        # session (or bounces at once) re-enters the room, which must then
+        # find it gone already.
         previous_role, occupant.role = occupant.role, "none"
+        del self.occupants[occupant.nick]
+        for real in list(occupant.sessions):
+            self.by_real.pop(real, None)
         stanza = self._unavailable(occupant, presence, status)
         self._broadcast_state(occupant, stanza, list(codes), reason=reason, actor=actor,
                               destroy=destroy, affiliation=affiliation,
                               previous_role=previous_role)
-        del self.occupants[occupant.nick]
-        for real in list(occupant.sessions):
-            self.by_real.pop(real, None)
         self.hooks.fire("left", room=self, occupant=occupant)
         if not self.occupants and not self.destroyed:
             if not self.hooks.fire("room-empty", room=self):
@@ -275,25 +295,53 @@ class Room:
 
     def change_nick(self, occupant: Occupant, real: str, nick: str,
                     stanza: domish.Element) -> None:
-        """XEP-0045 §7.6: 303 from the old nick, then the new nick available."""
+        """XEP-0045 §7.6: 303 from the old nick, then the new nick available.
+        One session of a multi-session nick moves alone (as Prosody): it sees
+        its own 303, the others see a new occupant."""
         _check_nick(nick)
         if nick in self.occupants:
             raise MUCError("conflict", "cancel",
                            "That nickname is already in use by another occupant")
+        self.hooks.fire("pre-nick-change", room=self, occupant=occupant, nick=nick, real=real,
+                        stanza=stanza)
         if len(occupant.sessions) > 1:
-            raise MUCError("not-acceptable", "cancel",
-                           "Other sessions are joined under this nickname")
-        self.hooks.fire("pre-nick-change", room=self, occupant=occupant, nick=nick, real=real)
+            self._split_nick(occupant, real, nick, stanza)
+            return
+        old_jid = occupant.jid
         unavailable = domish.Element((ns.CLIENT, "presence"))
-        unavailable["from"], unavailable["type"] = occupant.jid, "unavailable"
+        unavailable["from"], unavailable["type"] = old_jid, "unavailable"
         own = _clone(unavailable)  # as Prosody: the session's own copy is bare
         self.hooks.fire("build-presence", room=self, occupant=occupant, presence=unavailable)
-        self._broadcast_state(occupant, unavailable, ["303"], new_nick=nick, own=own)
+        # renamed first (see remove), announced after
         del self.occupants[occupant.nick]
         occupant.rename(nick)
         self.occupants[nick] = occupant
         occupant.set_session(real, stanza)
-        self.broadcast_presence(occupant)
+        self._broadcast_state(occupant, unavailable, ["303"], new_nick=nick, own=own)
+        if self.occupants.get(nick) is occupant:
+            self.broadcast_presence(occupant)
+
+    def _split_nick(self, occupant: Occupant, real: str, nick: str,
+                    stanza: domish.Element) -> None:
+        occupant.drop_session(real)
+        self.by_real.pop(real, None)
+        moved = Occupant(self.jid, nick, occupant.bare, occupant.role)
+        moved.set_session(real, stanza)
+        self.occupants[nick] = moved
+        self.by_real[real] = moved
+        gone = domish.Element((ns.CLIENT, "presence"))
+        gone["from"], gone["type"] = occupant.jid, "unavailable"
+        x = gone.addElement((ns.MUC_USER, "x"))
+        item = x.addElement("item")
+        item["affiliation"], item["role"] = self.affiliation(occupant.bare), occupant.role
+        item["jid"], item["nick"] = real, nick
+        for code in ("303", "110"):
+            x.addElement("status")["code"] = code
+        self.service.deliver(Fanout(gone), real)
+        if self.occupants.get(occupant.nick) is occupant:
+            self.broadcast_presence(occupant)
+        if self.occupants.get(nick) is moved:
+            self.broadcast_presence(moved)
 
     # -- presence out ----------------------------------------------------------
 
@@ -357,7 +405,7 @@ class Room:
         return Fanout(presence)
 
     def broadcast_presence(self, occupant: Occupant, joined: bool = False, created: bool = False,
-                           only_real: str | None = None, codes: Iterable[str] = (),
+                           skip: str | None = None, codes: Iterable[str] = (),
                            reason: str | None = None, actor: Actor = None) -> None:
         """The occupant's current presence to everyone in the room (XEP-0045
         §7.2.3): real JIDs only to those who may see them; its own sessions
@@ -365,7 +413,7 @@ class Room:
         codes = list(codes)
         presence = self._presence_stanza(occupant)
         self._broadcast_state(occupant, presence, codes, reason=reason, actor=actor,
-                              joined=joined, created=created)
+                              joined=joined, created=created, skip=skip)
 
     def _broadcast_state(self, occupant: Occupant, presence: domish.Element, codes: list[str],
                          reason: str | None = None, actor: Actor = None,
@@ -373,7 +421,7 @@ class Room:
                          new_nick: str | None = None, destroy: domish.Element | None = None,
                          affiliation: str | None = None,
                          previous_role: str | None = None,
-                         own: domish.Element | None = None) -> None:
+                         own: domish.Element | None = None, skip: str | None = None) -> None:
         variants: dict[bool, Fanout] = {}
 
         def variant(with_jid: bool) -> Fanout:
@@ -395,7 +443,7 @@ class Room:
                 if other is occupant:
                     continue
                 self.service.deliver(variant(self.can_see_jids(other)), real)
-        self._send_self_presence(occupant, list(occupant.sessions),
+        self._send_self_presence(occupant, [r for r in occupant.sessions if r != skip],
                                  presence=own if own is not None else presence, codes=codes, reason=reason, actor=actor, joined=joined,
                                  created=created, new_nick=new_nick, destroy=destroy,
                                  affiliation=affiliation)
@@ -603,6 +651,10 @@ class Room:
             self.affiliations.pop(bare, None)
             self.affiliation_data.pop(bare, None)
         else:
+            if old == "none" and \
+                    len(self.affiliations) >= self.service.config["max_affiliations"]:
+                raise MUCError("policy-violation", "cancel",
+                               "Too many affiliations in this room")
             self.affiliations[bare] = affiliation
             data = self.affiliation_data.get(bare, {})
             if affiliation != old:
@@ -623,8 +675,13 @@ class Room:
         role = self.default_role(self.affiliation(bare))
         codes = ([] if role != "none" else ["301"] if affiliation == "outcast" else ["321"])
         who = self.actor(actor)
-        present = [o for o in self.occupants.values() if o.bare == bare]
+        host_only = "@" not in bare
+        present = [o for o in self.occupants.values()
+                   if o.bare == bare or host_only and affiliation == "outcast"
+                   and o.bare.rpartition("@")[2] == bare]
         for occupant in present:
+            if self.occupants.get(occupant.nick) is not occupant:
+                continue  # gone meanwhile (a delivery closed its session)
             before = occupant.role
             if occupant.role != role and (
                     downgrade or ROLE_RANK[occupant.role] < ROLE_RANK[role]):
@@ -701,6 +758,13 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.jid} {len(self.occupants)} occupant(s)>"
+
+
+def refuse_outcasts(ev: Any) -> None:
+    """The pre-join check of bans, hooked by the service at Prosody's place
+    (after members-only, before the password)."""
+    if ev.affiliation == "outcast":
+        raise MUCError("forbidden", "auth")
 
 
 def _check_nick(nick: str) -> None:

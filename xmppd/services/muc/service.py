@@ -35,7 +35,7 @@ from xmppd.router.fanout import Fanout
 from xmppd.services.muc import store as storelib
 from xmppd.services.muc.features import FEATURES
 from xmppd.services.muc.hooks import Feature, Hooks, MUCError
-from xmppd.services.muc.room import Room
+from xmppd.services.muc.room import Room, refuse_outcasts
 
 
 #: how many real JIDs :meth:`MUCService.deliver` remembers parsed
@@ -69,10 +69,19 @@ class MUCService(Service):
         Option("max_history", integer(0), "20",
                "the most history a room may keep (Prosody's max_history_messages)"),
         Option("message_rate", integer(1), "10",
-               "groupchat messages per second one occupant may send (beyond the burst: "
-               "wait + policy-violation)"),
+               "stanzas per second one occupant may have the room send (groupchat, presence "
+               "updates, nick changes, private messages; beyond the burst: wait + "
+               "policy-violation)"),
         Option("message_burst", integer(1), "20",
-               "groupchat messages one occupant may send at once before message_rate holds"),
+               "stanzas one occupant may send at once before message_rate holds"),
+        Option("max_history_bytes", integer(0), "1048576",
+               "most bytes of history one room keeps (the oldest go first)"),
+        Option("max_affiliations", integer(1), "10000",
+               "most affiliated JIDs (owners, admins, members, outcasts) of one room; more: "
+               "policy-violation"),
+        Option("max_sessions_per_nick", integer(1), "10",
+               "most sessions of one account joined under one nick; more: "
+               "resource-constraint"),
         Option("max_nick_length", integer(1), "128",
                "longest nickname, in characters; longer: not-acceptable"),
         Option("allow_unaffiliated_register", boolean, "false",
@@ -121,6 +130,9 @@ class MUCService(Service):
     def startService(self) -> None:
         super().startService()
         self.features_on = [feature(self) for feature in FEATURES]
+        # bans before members-only (forbidden says more than
+        # registration-required; Prosody checks members-only first)
+        self._unhooks.append(self.hooks.hook("pre-join", refuse_outcasts, 10))
         self.roomstore = storelib.RoomStore(self.store[storelib.ROOMS],
                                             self.store[storelib.HISTORY])
         self._ready = self.roomstore.load()
@@ -233,6 +245,10 @@ class MUCService(Service):
         if room.destroyed:
             return defer.succeed(None)
         if room.config.get("persistent"):
+            if not room.state.get("stored"):
+                # first time in storage: no history rows of an earlier room
+                # of the same name may come back with it
+                self._write(room, self.roomstore.history.clear(room.jid))
             room.state["stored"] = True
             return self._write(room, self.roomstore.save(room))
         if room.state.get("stored"):

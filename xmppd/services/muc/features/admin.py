@@ -86,14 +86,20 @@ class AdminProtocol(Feature):
                     raise MUCError("item-not-found", "modify")
                 room.may_set_role(ev.real, occupant, value)
         for kind, target, value, reason, nick in changes:
-            if kind == "affiliation":
-                if nick is not None:
-                    holder = room.occupants.get(nick)
-                    if holder is not None and holder.bare != target:
-                        room.set_role(None, nick, "none", "This nickname is reserved")
-                room.set_affiliation(ev.real, target, value, reason, nick=nick)
-            else:
-                room.set_role(ev.real, target, value, reason)
+            # each was allowed on the room as it was; an earlier item may have
+            # made a later one moot (a ban, then a role for the same nick)
+            try:
+                if kind == "affiliation":
+                    if nick is not None:
+                        holder = room.occupants.get(nick)
+                        if holder is not None and holder.bare != target:
+                            room.set_role(None, nick, "none", "This nickname is reserved")
+                    room.set_affiliation(ev.real, target, value, reason, nick=nick)
+                elif target in room.occupants:
+                    room.set_role(ev.real, target, value, reason)
+            except MUCError as error:
+                if error.condition != "item-not-found":
+                    raise
         return self.service.after_writes(room, event.reply())
 
     def _read(self, room, item):

@@ -41,7 +41,10 @@ def _parse_stamp(text: str) -> float | None:
         base = _parse_stamp(text[:-6] + "Z")
         if base is not None:
             sign = 1 if text[-6] == "+" else -1
-            hours, minutes = int(text[-5:-3]), int(text[-2:])
+            try:
+                hours, minutes = int(text[-5:-3]), int(text[-2:])
+            except ValueError:
+                return None  # a malformed offset: as if there were no 'since'
             return base - sign * (hours * 3600 + minutes * 60)
     return None
 
@@ -85,7 +88,10 @@ class History(Feature):
                         element = parse_element(value["xml"])
                     except Exception:  # noqa: BLE001 - a damaged entry is skipped
                         continue
-                    buffer.append(Entry(element, value.get("when", 0), key))
+                    entry = Entry(element, value.get("when", 0), key)
+                    buffer.append(entry)
+                    room.state["history_bytes"] = room.state.get("history_bytes", 0) + \
+                        entry.chars
                 room.state["history_seq"] = max(
                     (int(k) for k in stored[1] if k.isdigit()), default=0)
         return buffer
@@ -129,21 +135,30 @@ class History(Feature):
         room.state["history_seq"] = seq
         entry = Entry(stored, now, f"{seq:012d}")
         buffer.append(entry)
-        dropped = []
-        while len(buffer) > length:
-            dropped.append(buffer.popleft().key)
+        room.state["history_bytes"] = room.state.get("history_bytes", 0) + entry.chars
+        dropped = self._trim(room, buffer, length)
         if room.config.get("persistent") and self.service.roomstore is not None:
+            if not room.state.get("stored"):
+                self.service.save(room)
             self.service._write(room, self.service.roomstore.add_history(
                 room.jid, entry.key, {"xml": stored.toXml(), "when": now}, dropped))
         return None
+
+    def _trim(self, room, buffer, length):
+        """Drop the oldest beyond the room's length and the service's bytes."""
+        limit = self.service.config["max_history_bytes"]
+        dropped = []
+        while buffer and (len(buffer) > length or room.state.get("history_bytes", 0) > limit):
+            entry = buffer.popleft()
+            room.state["history_bytes"] = room.state.get("history_bytes", 0) - entry.chars
+            dropped.append(entry.key)
+        return dropped
 
     @on("config-changed")
     def resize(self, ev):
         room = ev.room
         buffer = self._buffer(room)
-        dropped = []
-        while len(buffer) > self._length(room):
-            dropped.append(buffer.popleft().key)
+        dropped = self._trim(room, buffer, self._length(room))
         store = self.service.roomstore
         if store is None:
             return None

@@ -1,7 +1,9 @@
 """New rooms stay locked until configured (XEP-0045 §10.1), as Prosody's
 lock.lib does it: a room created with the MUC join element is locked; while
 it is, nobody but its creator's first session enters (``item-not-found``,
-as if there were no room) and it is not listed. Submitting the owner form —
+as if there were no room — checked before anything else, so no other
+answer gives the room away, where Prosody checks it last) and it is not
+listed. Submitting the owner form —
 the default one (an instant room) or a real one — unlocks it, and so does
 ``lock_timeout`` passing. Cancelling the configuration of a locked room
 destroys it (§10.1.3; Prosody only answers)."""
@@ -28,7 +30,7 @@ class Locking(Feature):
                 self.service.config["lock_timeout"]
         return None
 
-    @on("pre-join", -30)
+    @on("pre-join", 1000)
     def refuse(self, ev):
         if not ev.created and self.locked(ev.room):
             raise MUCError("item-not-found", "cancel", by=self.service.domain)

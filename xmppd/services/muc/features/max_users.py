@@ -14,7 +14,7 @@ class MaxUsers(Feature):
                     integer=True, minimum=1, maximum="max_occupants", order=68),
     )
 
-    @on("pre-join", 5)
+    @on("pre-join", -25)
     def full(self, ev):
         room = ev.room
         if ev.occupant is not None:

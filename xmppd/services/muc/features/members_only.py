@@ -27,7 +27,7 @@ class MembersOnly(Feature):
             return "none"
         return None
 
-    @on("pre-join", 10)
+    @on("pre-join", -5)
     def check(self, ev):
         if ev.room.config.get("members_only") and ev.affiliation not in _MEMBERS:
             raise MUCError("registration-required", "auth")

@@ -13,6 +13,10 @@ from xmppd import ns
 from xmppd.services.muc.hooks import Feature, MUCError, on
 
 FORWARD_TIMEOUT = 30
+#: iqs forwarded to occupants and not yet answered, per room and per sender
+#: (each holds a place in the server's table of tracked iqs until answered)
+ROOM_PENDING = 100
+OCCUPANT_PENDING = 10
 
 
 class OccupantIq(Feature):
@@ -33,6 +37,13 @@ class OccupantIq(Feature):
         target = room.occupants.get(ev.nick)
         if target is None:
             raise MUCError("item-not-found", "cancel", "Recipient not in room")
+        pending = room.state.get("forwarded_iqs", 0)
+        mine = sender.data.get("forwarded_iqs", 0)
+        if pending >= ROOM_PENDING or mine >= OCCUPANT_PENDING:
+            raise MUCError("resource-constraint", "wait",
+                           "Too many requests to occupants are waiting for answers")
+        room.state["forwarded_iqs"] = pending + 1
+        sender.data["forwarded_iqs"] = mine + 1
         request = domish.Element((ns.CLIENT, "iq"))
         request["type"] = event.type
         request["from"] = sender.jid
@@ -52,4 +63,9 @@ class OccupantIq(Feature):
 
         def failed(failure):
             return event.error("recipient-unavailable", "wait")
-        return d.addCallbacks(relay, failed)
+
+        def settled(result):
+            room.state["forwarded_iqs"] = max(0, room.state.get("forwarded_iqs", 1) - 1)
+            sender.data["forwarded_iqs"] = max(0, sender.data.get("forwarded_iqs", 1) - 1)
+            return result
+        return d.addCallbacks(relay, failed).addBoth(settled)

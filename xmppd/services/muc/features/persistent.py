@@ -26,8 +26,15 @@ class Persistent(Feature):
     def loaded(self, ev):
         ev.room.state["stored"] = True
 
-    @on("config-changed", -100)
+    @on("room-created", -100)
+    def created(self, ev):
+        """A room persistent from birth (default_persistent) is stored at once."""
+        if ev.room.config.get("persistent"):
+            self.service.save(ev.room)
+
+    @on("config-changed", 100)
     def store(self, ev):
+        """Before the other features write (history rows follow the room's record)."""
         self.service.save(ev.room)
         if not ev.room.config.get("persistent") and not ev.room.occupants:
             self.service.discard(ev.room)

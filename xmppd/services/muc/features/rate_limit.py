@@ -1,7 +1,9 @@
-"""How fast one occupant may talk: ``message_rate`` groupchat messages per
-second with a burst of ``message_burst`` (a token bucket on the service's
-clock); beyond it ``<error type='wait'><policy-violation/></error>`` and
-the message goes nowhere, as Prosody's mod_muc_limits answers."""
+"""How fast one occupant may talk: ``message_rate`` stanzas per second with
+a burst of ``message_burst`` (a token bucket on the service's clock), shared
+by everything an occupant makes the room send to everyone or someone —
+groupchat messages, presence updates, nick changes, private messages.
+Beyond it ``<error type='wait'><policy-violation/></error>`` and the stanza
+goes nowhere, as the mod_muc_limits Prosody deployments use answers."""
 
 from xmppd.services.muc.hooks import Feature, MUCError, on
 
@@ -9,16 +11,30 @@ from xmppd.services.muc.hooks import Feature, MUCError, on
 class RateLimit(Feature):
     name = "rate_limit"
 
-    @on("pre-groupchat", 100)
-    def limit(self, ev):
+    def _charge(self, occupant):
         config = self.service.config
         rate, burst = config["message_rate"], config["message_burst"]
         now = self.service.clock.seconds()
-        tokens, then = ev.occupant.data.get("rate", (float(burst), now))
+        tokens, then = occupant.data.get("rate", (float(burst), now))
         tokens = min(float(burst), tokens + (now - then) * rate)
         if tokens < 1:
-            ev.occupant.data["rate"] = (tokens, now)
+            occupant.data["rate"] = (tokens, now)
             raise MUCError("policy-violation", "wait",
                            "The room is currently overactive, please try again later")
-        ev.occupant.data["rate"] = (tokens - 1, now)
-        return None
+        occupant.data["rate"] = (tokens - 1, now)
+
+    @on("pre-groupchat", 100)
+    def groupchat(self, ev):
+        self._charge(ev.occupant)
+
+    @on("pre-presence-update", 100)
+    def presence(self, ev):
+        self._charge(ev.occupant)
+
+    @on("pre-nick-change", 100)
+    def nick(self, ev):
+        self._charge(ev.occupant)
+
+    @on("private-message", 100)
+    def private(self, ev):
+        self._charge(ev.occupant)

@@ -25,7 +25,7 @@ class Registration(Feature):
                 return bare
         return None
 
-    @on("pre-join", 30)
+    @on("pre-join", 0)
     def reserved(self, ev):
         owner = self.reserved_by(ev.room, ev.nick)
         if owner is not None and owner != ev.bare:

@@ -59,9 +59,6 @@ class Subject(Feature):
     def info(self, ev):
         ev.info["muc#roomconfig_changesubject"] = (
             "boolean", None, True if ev.room.config.get("change_subject") else None)
-        if ev.room.data.get("subject"):
-            # XEP-0045 §6.4 (Prosody 0.12 leaves it out)
-            ev.info["muc#roominfo_subject"] = ("text-single", "Subject", ev.room.data["subject"])
 
     @on("joined", 10)
     def send(self, ev):
