@@ -154,7 +154,8 @@ class ProsodyProcess:
                         "-keyout", str(self.dir / "key.pem"), "-out", str(self.dir / "cert.pem")],
                        check=True, capture_output=True)
         modules = "; ".join(_lua_string(m) for m in self.modules)
-        admins = "; ".join(_lua_string(a) for a in self.admins)
+        admins = ("{ " + "; ".join(_lua_string(a) for a in self.admins) + " }"
+                  if self.admins else "{}")
         components = "".join(
             f'Component {_lua_string(domain)} {_lua_string(plugin)}\n'
             + "".join(f"    {line}\n" for line in
@@ -177,7 +178,7 @@ https_ports = {{}}
 http_interfaces = {{ "127.0.0.1" }}
 network_settings = {{ nagle = false }}
 log = {{ info = "{self.dir}/prosody.log" }}
-admins = {{ {admins} }}
+admins = {admins}
 authentication = "internal_plain"
 storage = "internal"
 c2s_require_encryption = true

@@ -148,6 +148,11 @@ class VCardComponent(Component):
     @defer.inlineCallbacks
     def get(self, event: StanzaEvent):
         user = event.to.userhost()
+        converter = self.server.components.get("vcard4")
+        if converter is not None:
+            # XEP-0398: an avatar just published becomes the vCard's photo
+            # after the publish was answered; a read waits for that
+            yield converter.settled(user)
         vcard = yield self.load(user)
         if vcard is not None:
             return event.reply(vcard)

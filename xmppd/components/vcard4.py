@@ -608,6 +608,11 @@ class VCard4Component(Component):
         finally:
             self._publishing.discard(key)
 
+    def settled(self, user: str) -> defer.Deferred:
+        """Fires once every conversion of ``user``'s profile queued so far is
+        done (a vCard read right after an avatar publish sees the photo)."""
+        return self._locks.run(user, lambda: None)
+
     # -- PEP → vcard-temp ---------------------------------------------------------------
 
     @handles(PEP_CHANGED)
