@@ -27,6 +27,7 @@ from xmppd import config as configlib
 from xmppd import control
 from xmppd import jid as jidlib
 from xmppd import tls
+from xmppd import webclient
 from xmppd.accounts import AccountError, Accounts, normalize
 
 class Fail(Exception):
@@ -254,6 +255,16 @@ def cmd_cert(args: argparse.Namespace, config_path: str) -> str:
             f"(valid until {_load_certificate(out).not_valid_after_utc:%Y-%m-%d})")
 
 
+# -- web client ------------------------------------------------------------------
+
+def cmd_webclient(args: argparse.Namespace, config: configlib.Config) -> str:
+    """``xmppd webclient install|status``: Converse.js in the data directory."""
+    try:
+        return webclient.command(args, config.server["data_dir"])
+    except webclient.InstallError as e:
+        raise Fail(str(e)) from None
+
+
 # -- command line ----------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -285,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--out", metavar="FILE", help="where to write it (certificate and key, one PEM file)")
     cert.add_argument("--force", action="store_true", help="replace an existing file")
     cert.add_argument("--days", type=int, default=365, help="validity in days (default: 365)")
+    webclient.add_commands(sub, common)
     return parser
 
 
@@ -305,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "cert":
             line = cmd_cert(args, config_path)
+        elif args.command == "webclient":
+            line = cmd_webclient(args, _load(config_path))
         else:
             config = _load(config_path)
             line = (cmd_check if args.command == "check" else cmd_account)(args, config)

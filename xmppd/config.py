@@ -106,6 +106,46 @@ def choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def http_url(text: str) -> str:
+    """An absolute ``http://`` or ``https://`` URL without query or fragment
+    (or empty); a trailing slash is dropped."""
+    from urllib.parse import urlsplit
+
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise _BadValue(f"{text!r} is not a URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _BadValue(f"expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment:
+        raise _BadValue(f"{text!r} has a query or fragment; give the URL's base")
+    return text.rstrip("/")
+
+
+def origins(text: str) -> list[str]:
+    """Web origins (``scheme://host[:port]``) or ``*``, separated by commas
+    and/or whitespace."""
+    from urllib.parse import urlsplit
+
+    result = []
+    for word in words(text):
+        if word != "*":
+            try:
+                parts = urlsplit(word)
+                parts.port  # noqa: B018
+            except ValueError:
+                parts = None
+            if parts is None or not parts.scheme or not parts.hostname \
+                    or parts.path or parts.query or parts.fragment:
+                raise _BadValue(f"{word!r} is not an origin (scheme://host[:port]) nor *")
+        result.append(word)
+    return result
+
+
 @dataclass(frozen=True)
 class Option:
     """One declared option: its name, how to parse it, its default, what it is for."""
@@ -133,7 +173,7 @@ CORE_OPTIONS: dict[str, list[Option]] = {
         Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
         Option("components", words, "disco ping version time roster presence messaging offline "
                "carbons blocking private last vcard vcard_update extdisco register pubsub "
-               "caps pep bookmarks vcard4 muc",
+               "caps pep bookmarks vcard4 muc upload",
                "the components to enable, by name"),
         Option("max_stanza_size", integer(1024), "262144",
                "largest stanza accepted, in bytes (policy-violation beyond)"),
@@ -170,6 +210,32 @@ CORE_OPTIONS: dict[str, list[Option]] = {
         Option("backlog", integer(1), "1024",
                "connections the kernel queues before xmppd accepts them (the listen backlog)"),
     ],
+    "http": [
+        Option("port", integer(0, 65535), "5280", "plain HTTP port (0: off)"),
+        Option("tls_port", integer(0, 65535), "5281",
+               "HTTPS port, with the server's certificate (0: off)"),
+        Option("interfaces", words, "127.0.0.1", "addresses the HTTP ports listen on"),
+        Option("endpoints", words, "websocket bosh host-meta conversejs upload",
+               "the endpoints served, by name"),
+        Option("cors_origins", origins, "*",
+               "web origins whose pages may use the endpoints (CORS); *: any"),
+        Option("max_body_size", integer(0), "10485760",
+               "largest request body accepted, in bytes (413 beyond)"),
+        Option("public_url", http_url, "",
+               "what URLs handed to clients start with; empty: http(s)://<first domain>:<port>"),
+        Option("max_connections", integer(1), "4096",
+               "HTTP connections open at once; more are closed as they arrive"),
+        Option("idle_timeout", integer(1), "120",
+               "seconds a connection may wait for its next request before it is closed"),
+        Option("bosh_max_inactivity", integer(1), "60",
+               "seconds a BOSH session may go without any request before it ends"),
+        Option("bosh_max_wait", integer(1), "120",
+               "longest a BOSH request is held for output, in seconds (clients may ask less)"),
+        Option("bosh_max_polling", integer(0), "5",
+               "shortest interval between empty requests of a polling BOSH session, in seconds"),
+        Option("bosh_max_sessions", integer(1), "10000",
+               "BOSH sessions at once; more are refused (remote-connection-failed)"),
+    ],
 }
 
 
@@ -191,6 +257,10 @@ class Config:
     @property
     def c2s(self) -> dict[str, Any]:
         return self.sections["c2s"]
+
+    @property
+    def http(self) -> dict[str, Any]:
+        return self.sections["http"]
 
     def component(self, name: str) -> dict[str, Any]:
         return self.sections.get(f"component:{name}", {})
@@ -325,6 +395,10 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
         raise ConfigError(f"{path_}: [c2s] max_output_buffer: {buffer} bytes cannot hold two "
                           f"stanzas of [server] max_stanza_size ({stanza}); a client receiving "
                           "a large stanza would be disconnected for it")
+    http = sections["http"]
+    if http["port"] and http["port"] == http["tls_port"]:
+        raise ConfigError(f"{path_}: [http] tls_port: {http['tls_port']} is [http] port "
+                          "already; HTTP and HTTPS need a port each")
     config = Config(path_, sections, components)
     _check_environment(config)
     return config

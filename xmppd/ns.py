@@ -17,6 +17,11 @@ STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 STREAM_LIMITS = "urn:xmpp:stream-limits:0"
 STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 XML = "http://www.w3.org/XML/1998/namespace"
+# RFC 7395 XMPP over WebSocket: the <open/> and <close/> of a framed stream
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+# XEP-0124 BOSH: the <body/> wrapper; XEP-0206 XMPP over BOSH: its attributes
+HTTPBIND = "http://jabber.org/protocol/httpbind"
+XBOSH = "urn:xmpp:xbosh"
 
 # XEP-0030 service discovery
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -95,6 +100,15 @@ PUBSUB_META_DATA = "http://jabber.org/protocol/pubsub#meta-data"
 PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 PUBSUB_SUBSCRIBE_OPTIONS = "http://jabber.org/protocol/pubsub#subscribe_options"
 DATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
+
+# XEP-0363 HTTP file upload (slot requests, the file-too-large error)
+HTTP_UPLOAD = "urn:xmpp:http:upload:0"
+
+# XEP-0156 alternative connection methods: host-meta's XRD document (RFC
+# 6415) and the link relations of the WebSocket and BOSH endpoints
+XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
+ALT_CONNECTIONS_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+ALT_CONNECTIONS_XBOSH = "urn:xmpp:alt-connections:xbosh"
 
 STANZA_KINDS = frozenset(("message", "presence", "iq"))
 

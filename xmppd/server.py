@@ -17,6 +17,8 @@ from xmppd import jid as jidlib
 from xmppd.accounts import AccountError, Accounts
 from xmppd.component import Component, Service
 from xmppd.config import Config
+from xmppd.http import bosh, conversejs, websocket
+from xmppd.http.site import HTTPService
 from xmppd.reclaim import Reclaimer
 from xmppd.router import Router
 from xmppd.storage import open_storage
@@ -58,6 +60,19 @@ class XMPPServer(service.MultiService):
         self.components: dict[str, Component] = {}
         #: hosted service domain → the service serving it
         self.hosted: dict[str, Service] = {}
+        #: the HTTP service (``[http]``) components mount their routes on;
+        #: None when both its ports are 0, or nothing listens (``listen=False``).
+        #: The first child: it starts before the components and stops after them.
+        self.http: HTTPService | None = None
+        http = config.http
+        if listen and (http["port"] or http["tls_port"]):
+            self.http = HTTPService(http, config.domains, clock=self.clock, counters=self.counters)
+            self.http.setServiceParent(self)
+            # The web client's page: not a component ([http] endpoints is its switch).
+            conversejs.register(self)
+            # XMPP over WebSocket (RFC 7395): client sessions like TCP's.
+            websocket.register(self)
+            bosh.register(self)  # XMPP over BOSH (XEP-0124, XEP-0206), the same sessions
         for name, cls in config.components.items():
             component = cls(self, config.component(name))
             component.setServiceParent(self)
@@ -66,8 +81,9 @@ class XMPPServer(service.MultiService):
                 self.hosted[component.domain] = component
         self.tls_context = None
         self.ports: list[Any] = []
-        #: (secure, authenticated) → the serialised <stream:features/> (see C2SSession)
-        self.features_cache: dict[tuple[bool, bool], str] = {}
+        #: (shape, STARTTLS offered, secure, authenticated) → the serialised
+        #: <stream:features/> (see xmppd.streams.negotiation)
+        self.features_cache: dict[tuple, str] = {}
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -141,12 +157,16 @@ class XMPPServer(service.MultiService):
                 self.log.info("c2s listening on {interface} port {port}{tls}",
                               interface=interface, port=listening.getHost().port,
                               tls=" (direct TLS)" if direct else " (STARTTLS)")
+        if self.http is not None:
+            self.http.listen(self.tls_context)
 
     @defer.inlineCallbacks
     def stopService(self):
         for port in self.ports:
             yield port.stopListening()
         self.ports.clear()
+        if self.http is not None:
+            yield self.http.stop_listening()
         # Sessions end while the components still run, so each one's logout is
         # handled as usual (unavailable presence, last activity), and the work
         # handlers started is finished before the storage closes.

@@ -15,6 +15,9 @@
     the same factory, module-scoped.
 
 Every server is stopped at teardown (SIGTERM, then SIGKILL after a few seconds).
+Each listens on loopback ports picked free for it: ``process.port`` and
+``process.tls_port`` (c2s), ``process.http_port`` and ``process.https_port``
+(the HTTP service; 0 when the test turned one off).
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def default_config(base: Path, port: int, tls_port: int) -> dict[str, dict[str, 
             "direct_tls_port": tls_port,
             "auth_timeout": 60,
         },
+        "http": {
+            "interfaces": "127.0.0.1",
+            "port": 0,
+            "tls_port": 0,
+        },
     }
 
 
@@ -102,20 +110,24 @@ class _PortTaken(Exception):
     pass
 
 
+#: (section, option) of every port a test server listens on, picked free
+#: unless the test set it
+_PORT_OPTIONS = (("c2s", "port"), ("c2s", "direct_tls_port"), ("http", "port"),
+                 ("http", "tls_port"))
+
+
 class XmppdProcess:
     """One xmppd server process, restartable with the same config and data."""
 
     def __init__(self, base: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None):
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
-        c2s = dict((overrides or {}).get("c2s", {}))
         # Ports picked here may be taken by someone else by the time twistd
         # binds them (other test runs in parallel); those can be re-picked.
-        self._auto_ports = [key for key in ("port", "direct_tls_port") if key not in c2s]
+        self._auto_ports = [(section, key) for section, key in _PORT_OPTIONS
+                            if key not in (overrides or {}).get(section, {})]
         self.config = merge(default_config(self.base, 0, 0), overrides)
         self._pick_ports()
-        self.port = int(self.config["c2s"]["port"])
-        self.tls_port = int(self.config["c2s"]["direct_tls_port"])
         self.data_dir = Path(self.config["server"]["data_dir"])
         self.config_path = self.base / "xmppd.ini"
         write_ini(self.config_path, self.config)
@@ -134,16 +146,18 @@ class XmppdProcess:
 
     def _pick_ports(self) -> None:
         """Free ports for the port options the overrides did not set."""
-        taken = {self.config["c2s"][key] for key in ("port", "direct_tls_port")
-                 if key not in self._auto_ports}
-        for key in self._auto_ports:
+        taken = {self.config[section][key] for section, key in _PORT_OPTIONS
+                 if (section, key) not in self._auto_ports}
+        for section, key in self._auto_ports:
             port = free_port()
             while port in taken:
                 port = free_port()
             taken.add(port)
-            self.config["c2s"][key] = port
+            self.config[section][key] = port
         self.port = int(self.config["c2s"]["port"])
         self.tls_port = int(self.config["c2s"]["direct_tls_port"])
+        self.http_port = int(self.config["http"]["port"])
+        self.https_port = int(self.config["http"]["tls_port"])
 
     def start(self, timeout: float = STARTUP_TIMEOUT) -> "XmppdProcess":
         """Start (or restart) the server; return once it listens on both ports."""
@@ -176,7 +190,7 @@ class XmppdProcess:
         # Ready when *this* process logged that it listens on each port (a
         # connection alone could reach someone else's listener on a port we
         # failed to bind) and the ports accept connections.
-        waiting = [p for p in (self.port, self.tls_port) if p]
+        waiting = [p for p in (self.port, self.tls_port, self.http_port, self.https_port) if p]
         deadline = time.monotonic() + timeout
         while waiting:
             log = self.log_text().rpartition(marker)[2]
@@ -192,7 +206,7 @@ class XmppdProcess:
                 raise RuntimeError(f"xmppd did not listen on {waiting} within {timeout}s; "
                                    f"log tail:\n{self.log_tail()}")
             port = waiting[0]
-            if re.search(rf"c2s listening on \S+ port {port}\b", log):
+            if re.search(rf"(?:c2s|http) listening on \S+ port {port}\b", log):
                 try:
                     with socket.create_connection((self.host, port), timeout=0.5):
                         pass
@@ -275,7 +289,8 @@ class XmppdProcess:
                 future.result()
 
     def __repr__(self) -> str:
-        return f"<XmppdProcess port={self.port} tls_port={self.tls_port} base={self.base}>"
+        return (f"<XmppdProcess port={self.port} tls_port={self.tls_port} "
+                f"http_port={self.http_port} https_port={self.https_port} base={self.base}>")
 
 
 class _Factory:

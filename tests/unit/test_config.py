@@ -52,7 +52,8 @@ def test_defaults(ini):
     assert server["components"] == ["disco", "ping", "version", "time", "roster", "presence",
                                     "messaging", "offline", "carbons", "blocking", "private",
                                     "last", "vcard", "vcard_update", "extdisco", "register",
-                                    "pubsub", "caps", "pep", "bookmarks", "vcard4", "muc"]
+                                    "pubsub", "caps", "pep", "bookmarks", "vcard4", "muc",
+                                    "upload"]
     assert server["max_stanza_size"] == 262144
     assert server["scram_iterations"] == 10000
     assert server["certificate"] == "" and server["private_key"] == ""

@@ -23,4 +23,5 @@ BUILTIN: dict[str, str] = {
     "bookmarks": "xmppd.components.bookmarks:BookmarksComponent",
     "vcard4": "xmppd.components.vcard4:VCard4Component",
     "muc": "xmppd.services.muc.service:MUCService",
+    "upload": "xmppd.services.upload.service:UploadService",
 }

@@ -207,6 +207,8 @@ class XMPPStream(protocol.Protocol):
     #: The content namespace of the stream (``jabber:client`` for c2s).
     namespace = ns.CLIENT
     _prefixes = {ns.STREAMS: "stream"}
+    #: What ends our side of the stream (a framing of messages has its own).
+    closing_tag = b"</stream:stream>"
 
     def __init__(self, max_stanza_size: int, *, clock: IReactorTime | None = None,
                  max_output: int = 1 << 20, send_timeout: float = 60, close_timeout: float = 5,
@@ -420,6 +422,11 @@ class XMPPStream(protocol.Protocol):
             self.congested()
 
     @property
+    def output_blocked(self) -> bool:
+        """The transport's buffer is full: output waits in our backlog."""
+        return self._backlog is not None
+
+    @property
     def output_pending(self) -> int:
         """Bytes of output waiting for the transport (0 when it keeps up)."""
         return self._backlog_bytes
@@ -549,7 +556,7 @@ class XMPPStream(protocol.Protocol):
         self._lose_backlog()
         if not self.header_sent:
             self.send_header(self.domain)
-        self.transport.write(b"</stream:stream>")
+        self.transport.write(self.closing_tag)
         self.closed = True
         # A registered producer would keep the transport open (Twisted waits
         # for it to finish); we have nothing more to produce.
