@@ -6,6 +6,10 @@ counts stanzas as raw bytes: it never builds an XML tree. That keeps it cheap
 enough that the server, not the generator, is what a benchmark measures; every
 run prints the generator's own CPU share beside the server's to show it.
 
+Over TCP (:class:`Connection`) or over WebSocket (RFC 7395,
+:class:`WebSocketConnection`: wsproto for the handshake and the frames, the
+same login and stanza handling on the messages inside).
+
 Both servers under test get exactly the same bytes from it.
 """
 
@@ -19,6 +23,10 @@ import os
 import re
 import ssl
 import time
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (AcceptConnection, CloseConnection, Ping, RejectConnection,
+                            Request, TextMessage)
 
 #: SCRAM-SHA-1 is the mechanism both servers verify (Prosody 0.12 stores only
 #: SHA-1 keys). The salted password depends only on password, salt and
@@ -238,6 +246,146 @@ class Connection(asyncio.Protocol):
         return bool(done)
 
 
+#: RFC 7395's framing namespace: ``<open/>`` and ``<close/>`` in place of the
+#: stream header and closing tag.
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+WEBSOCKET_PATH = "/xmpp-websocket"
+_STANZA_STARTS = (b"<message", b"<presence", b"<iq")
+
+
+class _WebSocketTransport:
+    """What a scenario writes to (``conn.transport.write(stanza)``), for a
+    WebSocket connection: each write is one text message, as RFC 7395 §3.3.3
+    wants one element per message. Scenarios write one stanza per call, so
+    every scenario runs over WebSocket unchanged.
+
+    RFC 7395 §3.3.3 also wants every element to declare its namespace (there
+    is no stream header to inherit ``jabber:client`` from); the scenarios'
+    stanzas do not, so ``xmlns='jabber:client'`` is added to a stanza's top
+    tag that has none (Prosody 0.12 answers a stanza without it with the
+    stream error ``unsupported-stanza-type``)."""
+
+    __slots__ = ("raw", "ws")
+
+    def __init__(self, raw: asyncio.Transport, ws: WSConnection):
+        self.raw = raw
+        self.ws = ws
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(_STANZA_STARTS):
+            head = data.find(b">")
+            if data.find(b" xmlns=", 0, head) == -1:
+                name = 3 if data[1] == 105 else 9 if data[1] == 112 else 8  # iq, presence, message
+                data = data[:name] + b" xmlns='jabber:client'" + data[name:]
+        self.raw.write(self.ws.send(TextMessage(data=data.decode())))
+
+    def is_closing(self) -> bool:
+        return self.raw.is_closing()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def abort(self) -> None:
+        self.raw.abort()
+
+
+class WebSocketConnection(Connection):
+    """One client over XMPP-over-WebSocket (RFC 7395): the HTTP upgrade
+    offering the ``xmpp`` subprotocol, then the same login as over TCP
+    (SCRAM-SHA-1, bind, presence) with ``<open/>`` for each stream header and
+    ``<close/>`` for the closing tag, never STARTTLS (RFC 7395 §3.9). Each
+    message the server sends is one element: before login the messages are
+    joined into the buffer the login patterns search; after it, each goes to
+    ``on_stanza`` as it is (only a leftover from login is cut at end tags)."""
+
+    def __init__(self, host: str, port: int, path: str = WEBSOCKET_PATH):
+        super().__init__()
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.raw: asyncio.Transport | None = None
+        self.accepted = asyncio.get_running_loop().create_future()
+        self.request = self.ws.send(Request(host=f"{host}:{port}", target=path,
+                                            subprotocols=["xmpp"]))
+        self._text: list[str] = []
+
+    def connection_made(self, transport):
+        self.raw = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                if not event.message_finished:
+                    self._text.append(event.data)
+                    continue
+                text = "".join(self._text) + event.data if self._text else event.data
+                self._text.clear()
+                self._message(text.encode())
+            elif isinstance(event, AcceptConnection):
+                self.transport = _WebSocketTransport(self.raw, self.ws)
+                self.accepted.set_result(event.subprotocol)
+            elif isinstance(event, RejectConnection):
+                if not self.accepted.done():
+                    self.accepted.set_exception(LoginFailed(
+                        f"WebSocket handshake refused: HTTP {event.status_code}"))
+                self.raw.close()
+            elif isinstance(event, Ping):
+                self.raw.write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if not self.server_closed.done():
+                    self.server_closed.set_result(None)
+                if not self.raw.is_closing():
+                    try:
+                        self.raw.write(self.ws.send(event.response()))
+                    except Exception:
+                        pass
+                    self.raw.close()
+
+    def connection_lost(self, exc):
+        if not self.accepted.done():
+            self.accepted.set_exception(LoginFailed(f"connection lost in the handshake: {exc!r}"))
+        super().connection_lost(exc)
+
+    def _message(self, data: bytes) -> None:
+        if data.startswith(b"<close") and not self.server_closed.done():
+            self.server_closed.set_result(None)
+        if self.on_stanza is not None:
+            self.on_stanza(data)
+        else:
+            self.buffer += data
+            self._check()
+
+    def _header(self, domain: str) -> None:
+        self.write(f"<open xmlns='{NS_FRAMING}' to='{domain}' version='1.0'/>".encode())
+
+    async def login(self, domain: str, user: str, password: str, resource: str,
+                    starttls: bool, presence: bool = True) -> None:
+        if starttls:
+            raise ValueError("no STARTTLS inside a WebSocket (RFC 7395 §3.9)")
+        subprotocol = await asyncio.wait_for(self.accepted, 60)
+        if subprotocol != "xmpp":
+            raise LoginFailed(f"the server chose subprotocol {subprotocol!r}, not 'xmpp'")
+        await super().login(domain, user, password, resource, False, presence)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"<close xmlns='{NS_FRAMING}'/>".encode())
+            self.transport.close()
+        elif self.raw is not None and not self.raw.is_closing():
+            self.raw.close()
+
+    async def close_gracefully(self, timeout: float = 10.0) -> bool:
+        """RFC 7395 §3.6: send ``<close/>``, read on until the server's own
+        ``<close/>`` (or WebSocket close, or end of the connection)."""
+        if self.transport is None or self.transport.is_closing():
+            return True
+        self.transport.write(f"<close xmlns='{NS_FRAMING}'/>".encode())
+        done, _ = await asyncio.wait({self.server_closed, self.closed}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        self.transport.close()
+        return bool(done)
+
+
 def stanza_id(stanza: bytes) -> bytes | None:
     match = _ID.search(stanza, 0, stanza.find(b">"))
     if match is None:
@@ -259,6 +407,20 @@ async def login(host: str, port: int, domain: str, user: str, password: str,
         await conn.login(domain, user, password, resource, starttls, presence)
     except BaseException:
         conn.transport.abort()
+        raise
+    return conn
+
+
+async def login_websocket(host: str, port: int, domain: str, user: str, password: str,
+                          resource: str = "bench", presence: bool = True,
+                          path: str = WEBSOCKET_PATH) -> WebSocketConnection:
+    """Log in over XMPP-over-WebSocket at ``ws://host:port/path`` (RFC 7395)."""
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(lambda: WebSocketConnection(host, port, path), host, port)
+    try:
+        await conn.login(domain, user, password, resource, False, presence)
+    except BaseException:
+        conn.raw.abort()
         raise
     return conn
 

@@ -88,11 +88,20 @@ class Context:
     #: (scenarios that use it; None: their own default)
     drain: float | None = None
 
-    async def login(self, i: int, presence: bool = True, resource: str = "bench"):
+    async def login(self, i: int, presence: bool = True, resource: str = "bench",
+                    websocket: bool = False):
+        """Log user ``i`` in over TCP, or with ``websocket`` over XMPP-over-
+        WebSocket at the server's HTTP port (the ``websocket`` extra)."""
+        if websocket:
+            if not self.server.http_port:
+                raise RuntimeError("a WebSocket login needs the 'websocket' extra (an HTTP port)")
+            return await loadgen.login_websocket("127.0.0.1", self.server.http_port, DOMAIN,
+                                                 user_name(i), PASSWORD, resource, presence)
         return await loadgen.login("127.0.0.1", self.server.port, DOMAIN, user_name(i),
                                    PASSWORD, resource, starttls=self.tls, presence=presence)
 
-    async def login_many(self, indexes, concurrency: int = 50, presence: bool = True):
+    async def login_many(self, indexes, concurrency: int = 50, presence: bool = True,
+                         websocket: bool = False):
         """Log in the given users, ``concurrency`` logins at a time; returns the
         connections and each login's seconds."""
         semaphore = asyncio.Semaphore(concurrency)
@@ -101,7 +110,7 @@ class Context:
         async def one(i):
             async with semaphore:
                 t0 = time.perf_counter()
-                conn = await self.login(i, presence)
+                conn = await self.login(i, presence, websocket=websocket)
                 latencies.append(time.perf_counter() - t0)
                 return conn
         conns = await asyncio.gather(*(one(i) for i in indexes))
@@ -199,13 +208,14 @@ scenario("login-plain", users=1000, tls=False, metrics=[
 # -- 1:1 message throughput ---------------------------------------------------------------
 
 
-def _messages(tls: bool):
+def _messages(tls: bool, websocket: bool = False):
     async def run(ctx: Context) -> dict[str, float]:
         """100 sender→receiver pairs, each keeping 10 chat messages in flight to
-        the receiver's bare JID; figures over 10 s after 2 s of warm-up."""
+        the receiver's bare JID; figures over 10 s after 2 s of warm-up. With
+        ``websocket`` every client is logged in over RFC 7395 instead of TCP."""
         pairs, window = 50 if ctx.quick else 100, 10
         duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
-        conns, _ = await ctx.login_many(range(2 * pairs))
+        conns, _ = await ctx.login_many(range(2 * pairs), websocket=websocket)
         senders, receivers = conns[:pairs], conns[pairs:]
         targets = [f"{user_name(pairs + i)}@{DOMAIN}" for i in range(pairs)]
         in_flight: dict[bytes, tuple[float, int]] = {}
@@ -271,6 +281,10 @@ _MESSAGE_METRICS = [Metric("delivered/s", "higher", 1.0), Metric("msg p50 ms", "
                     Metric("msg p99 ms", "lower", 1.5)]
 scenario("messages-plain", users=200, tls=False, metrics=_MESSAGE_METRICS)(_messages(False))
 scenario("messages-tls", users=200, tls=True, metrics=_MESSAGE_METRICS)(_messages(True))
+# The same over XMPP-over-WebSocket (RFC 7395, plain ws:// on loopback, which
+# both servers count as secure): one text message per stanza each way.
+scenario("ws-messages", users=200, tls=False, metrics=_MESSAGE_METRICS,
+         extras=("websocket",))(_messages(False, websocket=True))
 
 
 # -- idle connections ---------------------------------------------------------------------

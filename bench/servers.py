@@ -61,6 +61,12 @@ EXTRAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Prosody's ``muc`` plugin as a Component (PROSODY_COMPONENTS), not a
     # module of the VirtualHost.
     "muc": (("muc",), ("muc",)),
+    # XMPP over WebSocket (RFC 7395) at /xmpp-websocket on a loopback HTTP
+    # port (``Server.http_port``): xmppd's ``[http]`` service with only its
+    # ``websocket`` endpoint (no component), Prosody's mod_websocket (which
+    # loads mod_http) with ``http_ports``. Both count a loopback WebSocket as
+    # secure (xmppd by itself, Prosody with ``consider_websocket_secure``).
+    "websocket": ((), ("websocket",)),
 }
 
 #: The chat service's domain in both servers (the ``muc`` extra).
@@ -143,6 +149,8 @@ class Server:
         self.cert = cert
         self.tls = starttls_required
         self.port = 0
+        #: the HTTP port of the ``websocket`` extra (0 without it)
+        self.http_port = 0
         self.process: subprocess.Popen | None = None
 
     # -- life cycle ------------------------------------------------------------------
@@ -160,20 +168,24 @@ class Server:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         self.port = free_port()
+        self.http_port = free_port() if "websocket" in extras else 0
         self.rosters = rosters or {}
         self.extras = tuple(extras)
         self.prepare(users)
         self.process = self.spawn()
         deadline = time.monotonic() + 30
+        waiting = [p for p in (self.port, self.http_port) if p]
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=1):
+                    waiting.pop(0)
+                    if not waiting:
+                        return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not listen on {self.port}:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} did not listen on {waiting}:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.process is None:
@@ -238,7 +250,8 @@ require_encryption = {"true" if self.tls else "false"}
 
 [component:offline]
 max_messages = 20000
-""")
+
+{self._http()}""")
         stored, server = _scram_sha1_keys(PASSWORD, SALT.encode(), ITERATIONS)
         entry = [base64.b64encode(x).decode() for x in (SALT.encode(), stored, server)] + [ITERATIONS]
         record = json.dumps({"SCRAM-SHA-1": entry}, separators=(",", ":"))
@@ -295,6 +308,15 @@ max_messages = 20000
             return ""
         return "\n[component:muc]\n" + "".join(f"{k} = {v}\n" for k, v in XMPPD_MUC.items())
 
+    def _http(self) -> str:
+        """``[http]``: off, or with the ``websocket`` extra a loopback port
+        serving the WebSocket endpoint alone (as Prosody's mod_websocket is
+        its only HTTP module here)."""
+        if not self.http_port:
+            return "[http]\nport = 0\ntls_port = 0\n"
+        return (f"[http]\ninterfaces = 127.0.0.1\nport = {self.http_port}\ntls_port = 0\n"
+                f"endpoints = websocket\n")
+
     def spawn(self) -> subprocess.Popen:
         twistd = Path(sys.executable).with_name("twistd")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -340,6 +362,9 @@ class Prosody(Server):
         for name in ("cert.pem", "key.pem"):
             shutil.copy(cert if name == "cert.pem" else key, self.dir / name)
         tls = "true" if self.tls else "false"
+        http_ports = f"{{ {self.http_port} }}" if self.http_port else "{}"
+        # a loopback WebSocket counts as secure, as xmppd counts it
+        websocket = "consider_websocket_secure = true\n" if self.http_port else ""
         (self.dir / "prosody.cfg.lua").write_text(f"""\
 daemonize = false
 data_path = "{data}"
@@ -351,10 +376,10 @@ c2s_ports = {{ {self.port} }}
 legacy_ssl_ports = {{}}
 c2s_direct_tls_ports = {{}}
 s2s_ports = {{}}
-http_ports = {{}}
+http_ports = {http_ports}
 https_ports = {{}}
 http_interfaces = {{ "127.0.0.1" }}
-network_backend = "epoll"
+{websocket}network_backend = "epoll"
 -- Nagle's algorithm off: Prosody writes a large result in pieces, and with
 -- Nagle on, the last piece waits for the client's delayed ACK (40 ms here).
 network_settings = {{ nagle = false }}

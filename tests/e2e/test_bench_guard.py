@@ -1,8 +1,8 @@
 """The CI regression guard of the benchmark (bench/): short runs of the 1:1
 message scenarios, of the soak (logins, logouts and messages for 30 s), of
 the presence fanout, of vCard gets, of PEP notifications to contacts
-with XEP-0115 caps and of groupchat messages to a room's occupants
-against xmppd alone, over real
+with XEP-0115 caps, of groupchat messages to a room's occupants and of
+1:1 messages over WebSocket (RFC 7395) against xmppd alone, over real
 sockets, through the same load generator and server launcher as
 ``bench/run.py``.
 
@@ -192,6 +192,42 @@ def test_the_muc_accounting_reports_messages_the_room_refuses(tmp_path, monkeypa
                                                             drain=1.0)))
     assert result["refused"] > 0, result
     assert result["lost"] >= result["refused"], result
+
+
+def test_short_websocket_message_run_loses_and_duplicates_nothing(tmp_path):
+    """The 1:1 message run with every client logged in over XMPP-over-WebSocket
+    (RFC 7395: the load generator's wsproto transport, ``<open/>``, SCRAM-SHA-1,
+    bind) at xmppd's ``[http]`` port: every message arrives exactly once."""
+    scenario = scenarios.SCENARIOS["ws-messages"]
+    with xmppd_for(scenario, tmp_path) as server:
+        assert server.http_port, "the websocket extra gives xmppd an HTTP port"
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+        log = server.log_tail()
+    assert alive, log
+    assert result["sent"] > 1000, result  # it really ran (not a speed target)
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+
+
+def test_the_websocket_client_really_logs_in_over_websocket(tmp_path):
+    """The guard above measures WebSocket, not TCP: the generator's WebSocket
+    login binds a session at xmppd's HTTP port and closes it with RFC 7395's
+    ``<close/>``, and pointed at a port that speaks no WebSocket (xmppd's
+    c2s port) it fails instead of falling back to TCP."""
+    scenario = scenarios.SCENARIOS["ws-messages"]
+    with xmppd_for(scenario, tmp_path) as server:
+        ctx = scenarios.Context(server, quick=True, tls=scenario.tls)
+
+        async def login_both():
+            conn = await ctx.login(0, websocket=True)
+            assert conn.jid == f"{scenarios.user_name(0)}@{servers.DOMAIN}/bench"
+            assert isinstance(conn, scenarios.loadgen.WebSocketConnection)
+            assert await conn.close_gracefully(), "xmppd answers <close/> with its own"
+            server.http_port = server.port  # the c2s port speaks no HTTP
+            with pytest.raises(Exception):
+                await asyncio.wait_for(ctx.login(1, websocket=True), 10)
+        asyncio.run(login_both())
 
 
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):
