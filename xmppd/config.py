@@ -221,6 +221,10 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "web origins whose pages may use the endpoints (CORS); *: any"),
         Option("max_body_size", integer(0), "10485760",
                "largest request body accepted, in bytes (413 beyond)"),
+        Option("loopback_is_secure", boolean, "true",
+               "whether a WebSocket or BOSH client connecting from this machine over plain "
+               "HTTP, with no proxy headers, counts as encrypted (its traffic crosses no "
+               "network); set false behind a reverse proxy that sends no X-Forwarded-For"),
         Option("public_url", http_url, "",
                "what URLs handed to clients start with; empty: http(s)://<first domain>:<port>"),
         Option("max_connections", integer(1), "4096",

@@ -477,3 +477,19 @@ def test_a_get_is_told_what_the_endpoint_is(h):
     proto.dataReceived(b"GET /http-bind HTTP/1.1\r\nHost: localhost\r\n\r\n")
     out = transport.value()
     assert out.startswith(b"HTTP/1.1 200") and b"BOSH" in out
+
+
+def test_a_session_whose_client_left_with_a_request_ahead_of_a_missing_rid_ends(h):
+    """A request that came early (its predecessor never did) and whose
+    connection is gone keeps nothing open: after ``inactivity`` the session
+    ends and the resource is unbound (it used to live for ever)."""
+    c = Client(h)
+    c.login()
+    held = c.post()                 # the long poll
+    ahead = c.post(rid=c.rid + 2)   # one rid skipped: waits unprocessed
+    ahead.drop()
+    held.drop()                     # the browser is gone
+    for _ in range(3):
+        h.clock.advance(60)
+    assert c.sid not in h.bosh.sessions
+    assert "web" not in h.server.router.resources("alice@localhost")

@@ -431,6 +431,23 @@ class BodyLimitTests(Base):
         self.assertNotIn(b"100 Continue", received)
 
     @defer.inlineCallbacks
+    def test_a_route_with_a_smaller_body_limit_refuses_beyond_it_before_reading(self):
+        small = Echo()
+        self.http.add_route("/small", small, endpoint="upload", max_body=10)
+        code, _, _ = yield self.raw(
+            b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+        self.assertEqual(code, 413)
+        self.assertEqual(small.seen, [])
+        code, _, body = yield self.get("/small", method=b"POST", body=b"x" * 10)
+        self.assertEqual((code, body), (200, b"got 10"))
+
+    @defer.inlineCallbacks
+    def test_a_body_to_a_path_no_route_serves_is_refused_unread(self):
+        code, _, _ = yield self.raw(
+            b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nxxxxx")
+        self.assertEqual(code, 413)
+
+    @defer.inlineCallbacks
     def test_a_chunked_body_growing_beyond_the_limit_is_413(self):
         chunk = b"x" * 600
         code, _, _ = yield self.raw(
@@ -637,7 +654,7 @@ def test_http_section_defaults(tmp_path):
     assert options == {
         "port": 5280, "tls_port": 5281, "interfaces": ["127.0.0.1"],
         "endpoints": ["websocket", "bosh", "host-meta", "conversejs", "upload"],
-        "cors_origins": ["*"], "max_body_size": 10485760, "public_url": "",
+        "cors_origins": ["*"], "max_body_size": 10485760, "loopback_is_secure": True, "public_url": "",
         "max_connections": 4096, "idle_timeout": 120,
         "bosh_max_inactivity": 60, "bosh_max_wait": 120, "bosh_max_polling": 5,
         "bosh_max_sessions": 10000,

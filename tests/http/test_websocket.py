@@ -355,3 +355,29 @@ def test_a_websocket_closed_by_the_client_ends_the_session(h):
     assert not h.router.resources("alice@localhost")
     c.proto.connectionLost(None)
     still_works(h)
+
+
+def test_a_loopback_client_without_proxy_headers_is_secure_unless_the_operator_says_not():
+    """``[http] loopback_is_secure``: on (the default), a browser on the
+    server itself logs in over plain HTTP; off (a reverse proxy that sends no
+    X-Forwarded headers), such a connection is as insecure as it looks."""
+    from types import SimpleNamespace
+
+    from xmppd.http.websocket import client_origin
+
+    class Request:
+        def __init__(self, trusted):
+            self.channel = SimpleNamespace(site=SimpleNamespace(
+                http=SimpleNamespace(loopback_is_secure=trusted)))
+
+        def getClientAddress(self):
+            return SimpleNamespace(host="127.0.0.1", port=4711)
+
+        def isSecure(self):
+            return False
+
+        def getHeader(self, name):
+            return None
+
+    assert client_origin(Request(True))[2] is True
+    assert client_origin(Request(False))[2] is False

@@ -126,8 +126,12 @@ _BODY_OPEN = f"<body xmlns='{ns.HTTPBIND}' xmlns:stream='{ns.STREAMS}'"
 def register(server: XMPPServer) -> Callable[[], None]:
     """Mount the endpoint on the server's HTTP service (when ``bosh`` is
     among ``[http] endpoints``); returns the unmount function."""
+    # A body holds a few stanzas at most: one of the largest allowed, and
+    # room for its <body/> wrapper (it is parsed whole, before the session
+    # is even looked up, so [http] max_body_size would be far too much).
     return server.http.add_route(PATH, BoshResource(server), endpoint="bosh",
-                                 link_rel=ns.ALT_CONNECTIONS_XBOSH)
+                                 link_rel=ns.ALT_CONNECTIONS_XBOSH,
+                                 max_body=server.config.server["max_stanza_size"] + 16384)
 
 
 def terminate(condition: str | None = None, stream: bool = True, payload: str = "") -> bytes:
@@ -483,6 +487,8 @@ class BoshSession:
                 self._inactive_if_idle()
         elif self._pending.get(rid, (None,))[0] is http:
             self._pending[rid] = (None, self._pending[rid][1])
+            if not self.closed:
+                self._inactive_if_idle()
 
     def _run(self, opening: Body | None = None) -> None:
         """Process the requests that are next in rid order."""
@@ -765,7 +771,11 @@ class BoshSession:
     def _inactive_if_idle(self) -> None:
         """No request open: the client has ``inactivity`` seconds (or its
         pause) to send the next one."""
-        if self.closed or self._held or self._pending or self._inactive is not None:
+        # a request that came early (ahead of a missing rid) and whose
+        # connection is gone keeps nothing open: it must not keep a session
+        # whose client left alive for ever
+        waiting = any(http is not None and not _gone(http) for http, _ in self._pending.values())
+        if self.closed or self._held or waiting or self._inactive is not None:
             return
         period = self._pause if self._pause is not None else self.inactivity
         self._inactive = self.clock.callLater(period, self._timed_out, period)

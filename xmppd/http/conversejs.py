@@ -361,4 +361,5 @@ def _arg(request: Any, name: bytes) -> str | None:
 def register(server: XMPPServer, path: str = PATH) -> Callable[[], None]:
     """Mount the page on the server's HTTP service (when ``conversejs`` is
     among ``[http] endpoints``); returns the unmount function."""
-    return server.http.add_route(path, ConverseJS(server, path), endpoint="conversejs")
+    return server.http.add_route(path, ConverseJS(server, path), endpoint="conversejs",
+                                 max_body=0)

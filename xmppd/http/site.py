@@ -57,7 +57,7 @@ import io
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from twisted.application import service
 from twisted.internet import defer, error
@@ -122,6 +122,8 @@ class Route:
     cors_methods: bytes
     cors_headers: bytes
     cors_credentials: bool
+    #: the largest request body it takes (None: ``[http] max_body_size``)
+    max_body: int | None = None
 
 
 class _NotFound(resource.Resource):
@@ -185,8 +187,18 @@ class HTTPRequest(server.Request):
 
     # -- the body, bounded ----------------------------------------------------------
 
+    _limit: int | None = None
+
+    def _body_limit(self) -> int:
+        """The largest body the request's route takes, known from the request
+        line before any of the body is read (no route: none at all)."""
+        if self._limit is None:
+            path = getattr(self.channel, "_path", b"") or b""
+            self._limit = self.channel.site.http.body_limit(path)
+        return self._limit
+
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.channel.site.max_body_size:
+        if length is not None and length > self._body_limit():
             self._refuse_body()
             return
         super().gotLength(length)
@@ -195,7 +207,7 @@ class HTTPRequest(server.Request):
         if self._refused:
             return
         self._received += len(data)
-        if self._received > self.channel.site.max_body_size:
+        if self._received > self._body_limit():
             self._refuse_body()
             return
         super().handleContentChunk(data)
@@ -382,6 +394,8 @@ class HTTPService(service.Service):
         #: the endpoints served (``[http] endpoints``)
         self.endpoints: frozenset[str] = frozenset(options["endpoints"])
         self.max_body_size: int = options["max_body_size"]
+        #: [http] loopback_is_secure (see xmppd.http.websocket.client_of)
+        self.loopback_is_secure: bool = options.get("loopback_is_secure", True)
         origins = options["cors_origins"]
         self._any_origin = "*" in origins
         self._origins = frozenset(o.encode("latin-1") for o in origins)
@@ -392,14 +406,16 @@ class HTTPService(service.Service):
         self.site = HTTPSite(self, options["idle_timeout"], clock)
         self._connections = _Connections(self.site, self, options["max_connections"])
         self.ports: list[IListeningPort] = []
-        self.add_route(HOST_META, HostMeta(self), endpoint="host-meta")
-        self.add_route(HOST_META_JSON, HostMeta(self, json_only=True), endpoint="host-meta")
+        self.add_route(HOST_META, HostMeta(self), endpoint="host-meta", max_body=0)
+        self.add_route(HOST_META_JSON, HostMeta(self, json_only=True), endpoint="host-meta",
+                       max_body=0)
 
     # -- routes -----------------------------------------------------------------------
 
     def add_route(self, path: str, resource: IResource, endpoint: str,
                   link_rel: str | None = None, *, cors_headers: Iterable[str] = (),
-                  cors_credentials: bool = False) -> Callable[[], None]:
+                  cors_credentials: bool = False,
+                  max_body: int | None = None) -> Callable[[], None]:
         """Serve ``resource`` at ``path`` (and below it) if ``endpoint`` is
         listed in ``[http] endpoints``; else do nothing. Returns the function
         that unmounts it (a no-op when nothing was mounted).
@@ -410,6 +426,9 @@ class HTTPService(service.Service):
         ``Authorization``), ``cors_credentials`` lets it send cookies and
         credentials (``Access-Control-Allow-Credentials``), as Prosody's
         route options ``cors.headers`` and ``cors.credentials``.
+        ``max_body``: the largest request body the route takes (at most
+        ``[http] max_body_size``); a bigger one is refused 413 before it is
+        read. 0 for routes that take no body.
 
         :raises ValueError: for a path that is not ``/segment[/segment…]``
             or is mounted already.
@@ -433,7 +452,7 @@ class HTTPService(service.Service):
                       cors_methods=", ".join(sorted(methods)).encode("ascii"),
                       cors_headers=", ".join(dict.fromkeys((*CORS_HEADERS, *cors_headers)))
                       .encode("latin-1"),
-                      cors_credentials=cors_credentials)
+                      cors_credentials=cors_credentials, max_body=max_body)
         self._routes[path] = route
         self._by_segments[segments] = route
         self._depth = max(self._depth, len(segments))
@@ -445,6 +464,22 @@ class HTTPService(service.Service):
                 del self._by_segments[segments]
                 self._depth = max((len(s) for s in self._by_segments), default=0)
         return unmount
+
+    def body_limit(self, raw_path: bytes) -> int:
+        """The largest body a request for ``raw_path`` may carry: its route's
+        (the longest mounted prefix), capped by ``[http] max_body_size``;
+        none for a path no route serves."""
+        path = unquote(raw_path.split(b"?", 1)[0].decode("latin-1"))
+        best = None
+        for route in self._routes.values():
+            if (path == route.path or path.startswith(route.path + "/")) and \
+                    (best is None or len(route.path) > len(best.path)):
+                best = route
+        if best is None:
+            return 0
+        if best.max_body is None:
+            return self.max_body_size
+        return min(best.max_body, self.max_body_size)
 
     def has_route(self, path: str) -> bool:
         """Whether something is mounted at ``path`` now."""

@@ -87,7 +87,7 @@ def register(server: XMPPServer) -> Callable[[], None]:
     """Mount the endpoint on the server's HTTP service (when ``websocket`` is
     among ``[http] endpoints``); returns the unmount function."""
     return server.http.add_route(PATH, WebSocketResource(server), endpoint="websocket",
-                                 link_rel=ns.ALT_CONNECTIONS_WEBSOCKET)
+                                 link_rel=ns.ALT_CONNECTIONS_WEBSOCKET, max_body=0)
 
 
 class WebSocketResource(resource.Resource):
@@ -151,7 +151,8 @@ def client_origin(request: webserver.Request) -> tuple[str, int | str, bool, str
 
     Over HTTPS the connection is secure. A connection from loopback that no
     proxy speaks for (no ``X-Forwarded-For`` / ``-Proto``) is a client on this
-    machine, whose traffic crosses no network: secure. A loopback proxy is
+    machine, whose traffic crosses no network: secure, unless ``[http]
+    loopback_is_secure`` is off (a proxy that sends no headers). A loopback proxy is
     trusted to name the client (the last address it appended to
     ``X-Forwarded-For``) and whether it used HTTPS (``X-Forwarded-Proto``),
     as Prosody trusts 127.0.0.1 and ::1 by default. Anyone else: as seen.
@@ -164,7 +165,9 @@ def client_origin(request: webserver.Request) -> tuple[str, int | str, bool, str
     forwarded = request.getHeader(b"x-forwarded-for")
     proto = request.getHeader(b"x-forwarded-proto")
     if forwarded is None and proto is None:
-        return host, port, True, "WebSocket, TLS" if https else "WebSocket, loopback"
+        http = getattr(getattr(getattr(request, "channel", None), "site", None), "http", None)
+        trusted = https or getattr(http, "loopback_is_secure", True)
+        return host, port, trusted, "WebSocket, TLS" if https else "WebSocket, loopback"
     if forwarded:
         for candidate in reversed([a.strip() for a in forwarded.decode("latin-1").split(",")]):
             if candidate and not _loopback(candidate):
