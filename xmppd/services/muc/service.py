@@ -43,6 +43,13 @@ _WHERE_BOUND = 100_000
 _NONE: dict = {}
 
 
+def _answered(reply: Any) -> Any:
+    """An iq nobody in the room answered is ``service-unavailable``."""
+    if reply is None:
+        raise MUCError("service-unavailable", "cancel")
+    return reply
+
+
 class MUCService(Service):
     """XEP-0045 multi-user chat on ``[component:muc] domain``."""
 
@@ -426,73 +433,55 @@ class MUCService(Service):
                 raise MUCError("item-not-found", "cancel")
         return self._guard(event, work)
 
-    @handles("message/bare")
-    def message_to_room(self, event: StanzaEvent) -> Any:
-        def work() -> None:
+    def _to_room(self, event: StanzaEvent, work) -> Any:
+        """:meth:`_guard` for a stanza that needs its room: ``work(room,
+        real)``; a room that does not exist is ``item-not-found`` (never
+        sent for an error or a result, see :meth:`send_error`)."""
+        def run() -> Any:
             real = self._real(event)
-            room = self._room_of(event)
             if real is None:
-                return
+                return None
+            room = self._room_of(event)
             if room is None:
                 raise MUCError("item-not-found", "cancel")
-            mtype = event.type
-            if mtype == "error":
+            return work(room, real)
+        return self._guard(event, run)
+
+    @handles("message/bare")
+    def message_to_room(self, event: StanzaEvent) -> Any:
+        def work(room: Room, real: str) -> None:
+            if event.type == "error":
                 room.kick_bounced(event.stanza, real)
-                return
-            if mtype == "groupchat":
+            elif event.type == "groupchat":
                 room.handle_groupchat(event.stanza, real)
-                return
-            occupant = room.by_real.get(real)
-            if room.hooks.fire("message-to-room", room=room, stanza=event.stanza, real=real,
-                               occupant=occupant):
-                return
-            raise MUCError("bad-request", "cancel")
-        return self._guard(event, work)
+            elif not room.hooks.fire("message-to-room", room=room, stanza=event.stanza,
+                                     real=real, occupant=room.by_real.get(real)):
+                raise MUCError("bad-request", "cancel")
+        return self._to_room(event, work)
 
     @handles("message/full")
     def message_to_occupant(self, event: StanzaEvent) -> Any:
-        def work() -> None:
-            real = self._real(event)
-            room = self._room_of(event)
-            if real is None:
-                return
-            if room is None:
-                raise MUCError("item-not-found", "cancel")
-            room.handle_private(event.stanza, real, event.to.resource)
-        return self._guard(event, work)
+        return self._to_room(event, lambda room, real: room.handle_private(
+            event.stanza, real, event.to.resource))
 
     @handles("iq/bare")
     def iq_to_room(self, event: StanzaEvent) -> Any:
-        def work() -> Any:
-            real = self._real(event)
-            room = self._room_of(event)
-            if event.type not in ("get", "set") or real is None:
+        def work(room: Room, real: str) -> Any:
+            if event.type not in ("get", "set"):
                 return True
             payload = event.payload
-            if room is None:
-                raise MUCError("item-not-found", "cancel")
-            reply = room.hooks.fire(f"iq/{event.type}/{payload.uri}:{payload.name}", room=room,
-                                    event=event, real=real, occupant=room.by_real.get(real))
-            if reply is None:
-                raise MUCError("service-unavailable", "cancel")
-            return reply
-        return self._guard(event, work)
+            return room.hooks.fire(f"iq/{event.type}/{payload.uri}:{payload.name}", room=room,
+                                   event=event, real=real, occupant=room.by_real.get(real))
+        return self._to_room(event, lambda room, real: _answered(work(room, real)))
 
     @handles("iq/full")
     def iq_to_occupant(self, event: StanzaEvent) -> Any:
-        def work() -> Any:
-            real = self._real(event)
-            room = self._room_of(event)
-            if event.type not in ("get", "set") or real is None:
+        def work(room: Room, real: str) -> Any:
+            if event.type not in ("get", "set"):
                 return True
-            if room is None:
-                raise MUCError("item-not-found", "cancel")
-            reply = room.hooks.fire("iq-to-occupant", room=room, event=event, real=real,
-                                    occupant=room.by_real.get(real), nick=event.to.resource)
-            if reply is None:
-                raise MUCError("service-unavailable", "cancel")
-            return reply
-        return self._guard(event, work)
+            return room.hooks.fire("iq-to-occupant", room=room, event=event, real=real,
+                                   occupant=room.by_real.get(real), nick=event.to.resource)
+        return self._to_room(event, lambda room, real: _answered(work(room, real)))
 
     # -- service disco ---------------------------------------------------------
 
