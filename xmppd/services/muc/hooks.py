@@ -57,7 +57,15 @@ The events (``ev`` attributes in brackets):
 ``config-changed`` (room, old, changed, codes)
 ``affiliation-changed`` (room, jid, old, new, actor, reason)
 ``disco-info`` (room, features, form, requester)
-``disco-items`` (room, items, requester)
+``disco-node/<node>`` (room, requester, identities)
+    disco#info of a room node (``x-roomuser-item``): add identities, return
+    True when the node exists
+``room-listed`` (room, requester) → False to leave the room out of the
+    service's disco#items (hidden, locked)
+``room-discarded`` (room)
+    the room is gone from the service (empty and temporary, or destroyed)
+``iq-to-occupant`` (room, event, real, occupant, nick)
+    an iq to an occupant's room JID: return the reply (or a Deferred of it)
 """
 
 from __future__ import annotations
