@@ -22,7 +22,6 @@ the responses' stanzas in rid order::
 
 from __future__ import annotations
 
-import base64
 import http.client
 import threading
 import time
@@ -30,9 +29,8 @@ import uuid
 import xml.etree.ElementTree as ET
 from typing import Callable
 
-import scramp
 
-from tests.e2e.rawxmpp import NS_BIND, NS_CLIENT, NS_SASL, NS_STREAMS, client_tls_context, dump, q
+from tests.e2e.rawxmpp import NS_CLIENT, NS_STREAMS, Negotiation, client_tls_context, dump, q
 
 NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
 NS_XBOSH = "urn:xmpp:xbosh"
@@ -58,8 +56,10 @@ class Response:
         return body.get("type"), body.get("condition")
 
 
-class BoshClient:
+class BoshClient(Negotiation):
     """One BOSH session (or the attempt at one)."""
+
+    NS_ATTR = f" xmlns='{NS_CLIENT}'"  # each message is a document of its own
 
     def __init__(self, host: str, port: int, path: str = PATH, tls: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, rid: int | None = None):
@@ -213,6 +213,10 @@ class BoshClient:
                     raise AssertionError(f"timed out waiting for {what}; {self.describe()}")
                 self._cond.wait(remaining)
 
+
+    #: what :class:`Negotiation` waits with
+    next_stanza = next_element
+
     def wait_terminated(self, timeout: float | None = None) -> ET.Element:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         with self._cond:
@@ -229,45 +233,12 @@ class BoshClient:
 
     # -- negotiation -----------------------------------------------------------------
 
-    def sasl_scram(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
-        client = scramp.ScramClient([mechanism], username.split("@", 1)[0], password)
-        first = base64.b64encode(client.get_client_first().encode()).decode()
-        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{first}</auth>")
-        challenge = self.next_element(what="SASL challenge")
-        assert challenge.tag == q(NS_SASL, "challenge"), dump(challenge)
-        client.set_server_first(base64.b64decode(challenge.text or "").decode())
-        final = base64.b64encode(client.get_client_final().encode()).decode()
-        self.send(f"<response xmlns='{NS_SASL}'>{final}</response>")
-        success = self.next_element(what="SASL success")
-        assert success.tag == q(NS_SASL, "success"), dump(success)
-        client.set_server_final(base64.b64decode(success.text or "").decode())
-
     def restart(self, to: str = "localhost") -> ET.Element:
         """XEP-0206 §5: ``xmpp:restart='true'``; returns the new features."""
         self.send(to=to, xmpp_restart="true")
         features = self.next_element(lambda e: e.tag == q(NS_STREAMS, "features"),
                                      what="<stream:features/> after the restart")
         return features
-
-    def bind(self, resource: str | None = None) -> str:
-        iq_id = "bind-" + uuid.uuid4().hex[:8]
-        res = f"<resource>{resource}</resource>" if resource else ""
-        self.send(f"<iq xmlns='{NS_CLIENT}' type='set' id='{iq_id}'>"
-                  f"<bind xmlns='{NS_BIND}'>{res}</bind></iq>")
-        result = self.next_element(lambda e: e.get("id") == iq_id, what="bind result")
-        assert result.get("type") == "result", dump(result)
-        jid = result.findtext(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
-        assert jid, dump(result)
-        self.jid = jid
-        return jid
-
-    def iq(self, payload: str, type: str = "get", to: str | None = None,
-           timeout: float | None = None) -> ET.Element:
-        iq_id = "iq-" + uuid.uuid4().hex[:8]
-        to_attr = f" to='{to}'" if to else ""
-        self.send(f"<iq xmlns='{NS_CLIENT}' type='{type}' id='{iq_id}'{to_attr}>{payload}</iq>")
-        return self.next_element(lambda e: e.tag == q(NS_CLIENT, "iq") and e.get("id") == iq_id,
-                                 timeout, f"iq answer id={iq_id}")
 
     def terminate(self, *payloads: str) -> ET.Element:
         """``type='terminate'``: the server answers with a terminate body."""

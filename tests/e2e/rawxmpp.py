@@ -92,7 +92,54 @@ def dump(element: ET.Element) -> str:
     return ET.tostring(element, encoding="unicode")
 
 
-class RawClient:
+class Negotiation:
+    """SASL SCRAM, resource binding and iqs over any framing: what a test
+    client needs of ``send(text)`` and ``next_stanza(match, timeout, what)``.
+    TCP (:class:`RawClient`), WebSocket and BOSH test clients share it.
+    ``NS_ATTR`` is put on every stanza sent (a framing whose messages are
+    standalone documents must declare ``jabber:client`` on each)."""
+
+    NS_ATTR = ""
+
+    def sasl_scram(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
+        """SCRAM as an XMPP client does it: the authcid is the localpart
+        (``alice@localhost`` is accepted and cut down to ``alice``)."""
+        client = scramp.ScramClient([mechanism], username.split("@", 1)[0], password)
+        first = base64.b64encode(client.get_client_first().encode()).decode()
+        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{first}</auth>")
+        challenge = self.next_stanza(what="SASL challenge")
+        assert challenge.tag == q(NS_SASL, "challenge"), dump(challenge)
+        client.set_server_first(base64.b64decode(challenge.text or "").decode())
+        final = base64.b64encode(client.get_client_final().encode()).decode()
+        self.send(f"<response xmlns='{NS_SASL}'>{final}</response>")
+        success = self.next_stanza(what="SASL success")
+        assert success.tag == q(NS_SASL, "success"), dump(success)
+        client.set_server_final(base64.b64decode(success.text or "").decode())
+
+    def bind(self, resource: str | None = None) -> str:
+        iq_id = "bind-" + uuid.uuid4().hex[:8]
+        res = f"<resource>{resource}</resource>" if resource else ""
+        self.send(f"<iq{self.NS_ATTR} type='set' id='{iq_id}'>"
+                  f"<bind xmlns='{NS_BIND}'>{res}</bind></iq>")
+        result = self.next_stanza(match=lambda s: s.get("id") == iq_id, what="bind result")
+        assert result.get("type") == "result", dump(result)
+        jid = result.findtext(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
+        assert jid, dump(result)
+        self.jid = jid
+        return jid
+
+    def iq(self, payload: str, type: str = "get", to: str | None = None,
+           iq_id: str | None = None, timeout: float | None = None) -> ET.Element:
+        """Send an iq and return the answer with the same id."""
+        iq_id = iq_id or "iq-" + uuid.uuid4().hex[:8]
+        to_attr = f" to='{to}'" if to else ""
+        self.send(f"<iq{self.NS_ATTR} type='{type}' id='{iq_id}'{to_attr}>{payload}</iq>")
+        return self.next_stanza(match=lambda s: s.tag == q(NS_CLIENT, "iq")
+                                and s.get("id") == iq_id, timeout=timeout,
+                                what=f"iq answer id={iq_id}")
+
+
+class RawClient(Negotiation):
     """One TCP (optionally TLS) connection and the server's XML stream on it."""
 
     def __init__(self, sock: socket.socket, timeout: float = DEFAULT_TIMEOUT):
@@ -278,42 +325,6 @@ class RawClient:
         assert proceed.tag == q(NS_TLS, "proceed"), dump(proceed)
         self.sock.settimeout(self.timeout)
         self.sock = client_tls_context().wrap_socket(self.sock, server_hostname="localhost")
-
-    def sasl_scram(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
-        """SCRAM as an XMPP client does it: the authcid is the localpart
-        (``alice@localhost`` is accepted and cut down to ``alice``)."""
-        client = scramp.ScramClient([mechanism], username.split("@", 1)[0], password)
-        first = base64.b64encode(client.get_client_first().encode()).decode()
-        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{first}</auth>")
-        challenge = self.next_stanza(what="SASL challenge")
-        assert challenge.tag == q(NS_SASL, "challenge"), dump(challenge)
-        client.set_server_first(base64.b64decode(challenge.text or "").decode())
-        final = base64.b64encode(client.get_client_final().encode()).decode()
-        self.send(f"<response xmlns='{NS_SASL}'>{final}</response>")
-        success = self.next_stanza(what="SASL success")
-        assert success.tag == q(NS_SASL, "success"), dump(success)
-        client.set_server_final(base64.b64decode(success.text or "").decode())
-
-    def bind(self, resource: str | None = None) -> str:
-        iq_id = "bind-" + uuid.uuid4().hex[:8]
-        res = f"<resource>{resource}</resource>" if resource else ""
-        self.send(f"<iq type='set' id='{iq_id}'><bind xmlns='{NS_BIND}'>{res}</bind></iq>")
-        result = self.next_stanza(match=lambda s: s.get("id") == iq_id, what="bind result")
-        assert result.get("type") == "result", dump(result)
-        jid = result.findtext(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
-        assert jid, dump(result)
-        self.jid = jid
-        return jid
-
-    def iq(self, payload: str, type: str = "get", to: str | None = None,
-           iq_id: str | None = None, timeout: float | None = None) -> ET.Element:
-        """Send an iq and return the answer with the same id."""
-        iq_id = iq_id or "iq-" + uuid.uuid4().hex[:8]
-        to_attr = f" to='{to}'" if to else ""
-        self.send(f"<iq type='{type}' id='{iq_id}'{to_attr}>{payload}</iq>")
-        return self.next_stanza(match=lambda s: s.tag == q(NS_CLIENT, "iq")
-                                and s.get("id") == iq_id, timeout=timeout,
-                                what=f"iq answer id={iq_id}")
 
 
 def login(host: str, port: int, user: str, password: str, resource: str | None = None,

@@ -18,22 +18,19 @@ what the server did.
 
 from __future__ import annotations
 
-import base64
 import select
 import socket
 import ssl
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable
 
-import scramp
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Pong,
                             RejectConnection, RejectData, Request, TextMessage)
 
-from tests.e2e.rawxmpp import (NS_BIND, NS_CLIENT, NS_SASL, NS_STREAMS, client_tls_context, dump,
+from tests.e2e.rawxmpp import (Negotiation, NS_CLIENT, NS_STREAMS, client_tls_context, dump,
                                q, stream_error_condition)
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -50,8 +47,10 @@ class Rejected(Exception):
     body: bytes = b""
 
 
-class WSClient:
+class WSClient(Negotiation):
     """One WebSocket connection and the server's framed XMPP stream on it."""
+
+    NS_ATTR = f" xmlns='{NS_CLIENT}'"  # each message is a document of its own
 
     def __init__(self, sock: socket.socket, ws: WSConnection, subprotocol: str | None,
                  timeout: float = DEFAULT_TIMEOUT):
@@ -190,6 +189,10 @@ class WSClient:
                 return element
         raise AssertionError("unreachable")
 
+
+    #: what :class:`Negotiation` waits with
+    next_stanza = next_element
+
     def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until the server closed the TCP connection."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -245,40 +248,6 @@ class WSClient:
         features = self.next_element(timeout=timeout, what="<stream:features/>")
         assert features.tag == q(NS_STREAMS, "features"), dump(features)
         return features
-
-    def sasl_scram(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
-        client = scramp.ScramClient([mechanism], username.split("@", 1)[0], password)
-        first = base64.b64encode(client.get_client_first().encode()).decode()
-        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{first}</auth>")
-        challenge = self.next_element(what="SASL challenge")
-        assert challenge.tag == q(NS_SASL, "challenge"), dump(challenge)
-        client.set_server_first(base64.b64decode(challenge.text or "").decode())
-        final = base64.b64encode(client.get_client_final().encode()).decode()
-        self.send(f"<response xmlns='{NS_SASL}'>{final}</response>")
-        success = self.next_element(what="SASL success")
-        assert success.tag == q(NS_SASL, "success"), dump(success)
-        client.set_server_final(base64.b64decode(success.text or "").decode())
-
-    def bind(self, resource: str | None = None) -> str:
-        iq_id = "bind-" + uuid.uuid4().hex[:8]
-        res = f"<resource>{resource}</resource>" if resource else ""
-        self.send(f"<iq xmlns='{NS_CLIENT}' type='set' id='{iq_id}'>"
-                  f"<bind xmlns='{NS_BIND}'>{res}</bind></iq>")
-        result = self.next_element(lambda e: e.get("id") == iq_id, what="bind result")
-        assert result.get("type") == "result", dump(result)
-        jid = result.findtext(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
-        assert jid, dump(result)
-        self.jid = jid
-        return jid
-
-    def iq(self, payload: str, type: str = "get", to: str | None = None,
-           timeout: float | None = None) -> ET.Element:
-        """Send an iq and return the answer with the same id."""
-        iq_id = "iq-" + uuid.uuid4().hex[:8]
-        to_attr = f" to='{to}'" if to else ""
-        self.send(f"<iq xmlns='{NS_CLIENT}' type='{type}' id='{iq_id}'{to_attr}>{payload}</iq>")
-        return self.next_element(lambda e: e.tag == q(NS_CLIENT, "iq") and e.get("id") == iq_id,
-                                 timeout, f"iq answer id={iq_id}")
 
     def close_stream(self, timeout: float | None = None) -> None:
         """``<close/>``: the server answers ``<close/>`` and closes the WebSocket."""
