@@ -35,7 +35,7 @@ from xmppd.router.events import disco_info
 if TYPE_CHECKING:
     from xmppd.server import XMPPServer
 
-__all__ = ["Component", "Option", "Service", "handles"]
+__all__ = ["Component", "Option", "Service", "handles", "stream_element"]
 
 
 def handles(event: str, priority: int = 0, ordered: bool = True) -> Callable:
@@ -46,6 +46,18 @@ def handles(event: str, priority: int = 0, ordered: bool = True) -> Callable:
     """
     def mark(method: Callable) -> Callable:
         method.__dict__.setdefault("_xmppd_events", []).append((event, priority, ordered))
+        return method
+    return mark
+
+
+def stream_element(uri: str, name: str) -> Callable:
+    """Mark a method as the handler of a stream-level element ``{uri}name``
+    a client may send once authenticated, outside ``jabber:client`` (XEP-0352's
+    ``<active/>``, say): called as ``method(session, element)``, bound or not
+    (it checks ``session.jid``). An element nobody registered still closes
+    the stream (``unsupported-stanza-type``). One handler per element."""
+    def mark(method: Callable) -> Callable:
+        method.__dict__.setdefault("_xmppd_stream_elements", []).append((uri, name))
         return method
     return mark
 
@@ -101,6 +113,8 @@ class Component(service.Service):
             for event, priority, ordered in getattr(method, "_xmppd_events", ()):
                 self._unhooks.append(self.router.hook(event, getattr(self, attr), priority,
                                                       ordered, domain=domain))
+            for key in getattr(method, "_xmppd_stream_elements", ()):
+                self._unhooks.append(self.server.add_stream_element(key, getattr(self, attr)))
 
     def stopService(self) -> None:
         for unhook in self._unhooks:

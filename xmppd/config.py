@@ -209,6 +209,14 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "SASL messages one authentication attempt may take (malformed-request beyond)"),
         Option("backlog", integer(1), "1024",
                "connections the kernel queues before xmppd accepts them (the listen backlog)"),
+        Option("stream_management", boolean, "true",
+               "offer XEP-0198 stream management (acks and resumption)"),
+        Option("resume_timeout", integer(0), "600",
+               "seconds a session whose connection dropped waits to be resumed (XEP-0198 "
+               "hibernation; 0: no resumption)"),
+        Option("max_unacked", integer(1), "500",
+               "stanzas kept for a client until it acknowledges them (XEP-0198); a session "
+               "past it ends, its unacknowledged messages to offline storage"),
     ],
     "http": [
         Option("port", integer(0, 65535), "5280", "plain HTTP port (0: off)"),

@@ -61,6 +61,21 @@ CARBONS = "urn:xmpp:carbons:2"
 FORWARD = "urn:xmpp:forward:0"
 # XEP-0334 message processing hints
 HINTS = "urn:xmpp:hints"
+# XEP-0313 message archive management (and its extended queries: ids,
+# before-id/after-id, metadata), XEP-0059 result set management, XEP-0359
+# unique and stable stanza ids
+MAM = "urn:xmpp:mam:2"
+MAM_EXTENDED = "urn:xmpp:mam:2#extended"
+RSM = "http://jabber.org/protocol/rsm"
+SID = "urn:xmpp:sid:0"
+# Payloads that make a bodiless message worth archiving (as Prosody's
+# mod_mam judges): XEP-0184 receipts, XEP-0333 markers, XEP-0380 explicit
+# encryption, XEP-0353 Jingle message initiation (both versions)
+RECEIPTS = "urn:xmpp:receipts"
+CHAT_MARKERS = "urn:xmpp:chat-markers:0"
+EME = "urn:xmpp:eme:0"
+JINGLE_MESSAGE_0 = "urn:xmpp:jingle-message:0"
+JINGLE_MESSAGE_1 = "urn:xmpp:jingle-message:1"
 # XEP-0172 user nickname
 NICK = "http://jabber.org/protocol/nick"
 # XEP-0085 chat states
@@ -129,3 +144,18 @@ MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
 OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 # XEP-0249 direct MUC invitations (added to mediated ones, as Prosody does)
 CONFERENCE = "jabber:x:conference"
+# XEP-0425 message moderation: v0.3 (moderate:1 with XEP-0424 retract:1) and
+# v0.2 (moderate:0 inside a XEP-0422 fastening, retract:0), as Prosody's
+# mod_muc_moderation speaks both
+MODERATE = "urn:xmpp:message-moderate:1"
+MODERATE_0 = "urn:xmpp:message-moderate:0"
+RETRACT = "urn:xmpp:message-retract:1"
+RETRACT_0 = "urn:xmpp:message-retract:0"
+FASTEN = "urn:xmpp:fasten:0"
+
+# XEP-0198 stream management (sm:3; sm:2 as Prosody still offers it)
+SM3 = "urn:xmpp:sm:3"
+SM2 = "urn:xmpp:sm:2"
+SM_NAMESPACES = frozenset((SM3, SM2))
+# XEP-0352 client state indication
+CSI = "urn:xmpp:csi:0"

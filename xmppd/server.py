@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application import service
 from twisted.internet import defer, error, reactor
@@ -22,6 +22,7 @@ from xmppd.http.site import HTTPService
 from xmppd.reclaim import Reclaimer
 from xmppd.router import Router
 from xmppd.storage import open_storage
+from xmppd.streams.sm import StreamManagement
 
 
 #: Seconds a graceful stop waits for handlers' unfinished work (store writes).
@@ -84,6 +85,11 @@ class XMPPServer(service.MultiService):
         #: (shape, STARTTLS offered, secure, authenticated) → the serialised
         #: <stream:features/> (see xmppd.streams.negotiation)
         self.features_cache: dict[tuple, str] = {}
+        #: XEP-0198 for client sessions ([c2s] stream_management), else None
+        self.sm = StreamManagement(self) if config.c2s["stream_management"] else None
+        #: (namespace, name) → the handler of a stream-level element a
+        #: component serves (see xmppd.component.stream_element)
+        self.stream_elements: dict[tuple[str, str], Callable[..., Any]] = {}
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -201,6 +207,19 @@ class XMPPServer(service.MultiService):
     def stream_features(self, session: Any) -> Iterable[domish.Element]:
         for component in self.components.values():
             yield from component.stream_features(session)
+
+    def add_stream_element(self, key: tuple[str, str],
+                           handler: Callable[..., Any]) -> Callable[[], None]:
+        """Serve the stream-level element ``key`` (namespace, name) with
+        ``handler(session, element)``; returns the function that stops it."""
+        if key in self.stream_elements:
+            raise ValueError(f"{{{key[0]}}}{key[1]} is served already")
+        self.stream_elements[key] = handler
+
+        def remove() -> None:
+            if self.stream_elements.get(key) is handler:
+                del self.stream_elements[key]
+        return remove
 
     def disco_features(self) -> list[str]:
         """The server's XEP-0030 features: every component's but the hosted

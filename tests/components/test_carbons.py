@@ -534,3 +534,28 @@ def test_an_undelivered_carbon_copy_goes_nowhere_else():
         "<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/laptop' "
         "type='chat'><body>hi</body></message></forwarded></received></message>"), phone)
     assert not [s for s in laptop.take() if s.name == "message"]
+
+
+def test_an_undelivered_message_is_not_routed_again_to_resources_that_had_their_copy():
+    """A session that ends with a message unwritten (or unacknowledged under
+    XEP-0198): the user's carbons-enabled resources got it already, directly
+    or as a carbon, and get no second one."""
+    h = harness("offline")
+    phone = online(h, "bob@localhost/phone", carbons=True)
+    laptop = online(h, "bob@localhost/laptop", carbons=True)
+    phone.logout()
+    h.router.undelivered("message", parse(
+        "<message from='alice@localhost/a' to='bob@localhost/phone' type='chat' id='m1'>"
+        "<body>hi</body></message>"), phone)
+    assert not [s for s in laptop.take() if s.name == "message"]
+
+
+def test_an_undelivered_message_still_reaches_a_resource_without_carbons():
+    h = harness("offline")
+    phone = online(h, "bob@localhost/phone", carbons=True)
+    laptop = online(h, "bob@localhost/laptop", carbons=False)
+    phone.logout()
+    h.router.undelivered("message", parse(
+        "<message from='alice@localhost/a' to='bob@localhost/phone' type='chat' id='m1'>"
+        "<body>hi</body></message>"), phone)
+    assert [str(s.body) for s in laptop.take() if s.name == "message"] == ["hi"]

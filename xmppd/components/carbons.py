@@ -261,8 +261,18 @@ class CarbonsComponent(Component):
     @handles("message/undelivered", priority=10)
     def undelivered(self, event: StanzaEvent) -> bool:
         """A carbon copy a closing session never wrote goes nowhere else: the
-        message it copies was delivered where it was sent."""
-        return any(child.uri == ns.CARBONS for child in _children(event.stanza))
+        message it copies was delivered where it was sent. And a message the
+        user's carbons-enabled resources got (directly or as their copy) is
+        not routed to them a second time: a phone whose session ended with
+        messages unacknowledged (XEP-0198) finds them in its archive, its
+        other devices already have them."""
+        stanza = event.stanza
+        if any(child.uri == ns.CARBONS for child in _children(stanza)):
+            return True
+        to = event.to
+        if to is None or not eligible(stanza, inbound=True):
+            return False
+        return any(s.available for s in self._enabled_sessions(to.userhost()))
 
     # -- the wrapper (§7, §8) --------------------------------------------------------
 

@@ -136,8 +136,10 @@ class SessionStream(XMPPStream):
             self._timeout.cancel()
         self._timeout = None
         # Unbound before anything can be sent to it as closed: a stanza for
-        # this session from now on finds the user's other resources, or storage.
-        self.session.closing()
+        # this session from now on finds the user's other resources, or
+        # storage. A connection that dropped without either side closing the
+        # stream may leave a session to resume (XEP-0198).
+        self.session.closing(lost=not self.closed)
         super().connectionLost(reason)
         self.session.ended()
 
@@ -152,6 +154,18 @@ class SessionStream(XMPPStream):
         if not self.closed:
             self.session.closing()  # before the backlog is re-routed
         super().stream_error(condition, text)
+
+    def output_stalled(self) -> None:
+        """A client that reads nothing for ``send_timeout``: its connection is
+        as good as dropped. Under XEP-0198 with resumption it is cut, and the
+        session hibernates for the client to resume; else a stream error."""
+        sm = self.server.sm
+        if sm is not None and sm.may_hibernate(self.session):
+            self.log.info("{peer}: nothing could be written for {timeout} s: connection cut",
+                          peer=self.peer, timeout=self.send_timeout)
+            self.transport.abortConnection()
+            return
+        super().output_stalled()
 
     # -- output events → the session -----------------------------------------------
 

@@ -251,6 +251,15 @@ class ClientSession:
         self._throttled: set[Any] | None = None
         #: the framing's output is congested (between congested and decongested)
         self._congested = False
+        #: XEP-0198 counters and unacknowledged stanzas, once the client
+        #: enabled stream management (see :mod:`xmppd.streams.sm`)
+        self.sm = None
+        #: stream management was enabled on this session at some point: the
+        #: framing's unwritten output is then in its queue, not to re-route
+        self._sm_used = False
+        #: filters every stanza passes on its way to the client (XEP-0352
+        #: client state indication holds some), see :meth:`add_send_filter`
+        self._send_filters: list[Any] | None = None
 
     # -- the session contract, through the framing -------------------------------
 
@@ -275,7 +284,36 @@ class ClientSession:
         return self.framing.closed
 
     def send(self, stanza: domish.Element | str) -> None:
-        self.framing.send(stanza)
+        """Write a stanza to the client: past the send filters (a filter may
+        take it, to write it later with :meth:`write_now`), then counted and
+        kept until acknowledged when stream management is on."""
+        filters = self._send_filters
+        if filters:
+            for keep in filters:
+                if keep(stanza):
+                    return
+        self.write_now(stanza)
+
+    def write_now(self, stanza: domish.Element | str) -> None:
+        """Write a stanza past the send filters (what a filter held, released)."""
+        if self.sm is not None:
+            self.server.sm.write(self, stanza)
+        else:
+            self.framing.send(stanza)
+
+    def add_send_filter(self, keep: Any) -> None:
+        """Call ``keep(stanza)`` for every stanza about to be written to the
+        client (an element, or a fanout's ready-made text); when it returns
+        True it has taken the stanza, and writes it later itself, in order,
+        with :meth:`write_now`. Stream-level elements (SASL, XEP-0198 acks)
+        do not pass the filters."""
+        if self._send_filters is None:
+            self._send_filters = []
+        self._send_filters.append(keep)
+
+    def remove_send_filter(self, keep: Any) -> None:
+        if self._send_filters and keep in self._send_filters:
+            self._send_filters.remove(keep)
 
     def serialize(self, stanza: domish.Element) -> str:
         return self.framing.serialize(stanza)
@@ -291,8 +329,29 @@ class ClientSession:
     def close(self) -> None:
         """Close the stream; unbound at once (RFC 6120 §4.4: no stanza is
         delivered to a closing stream; the user's other resources or offline
-        storage get them)."""
+        storage get them). A stream management client learns first what of
+        its own was handled (XEP-0198 §4)."""
+        if self.sm is not None:
+            self.server.sm.final_ack(self)
         self.framing.close()
+
+    # -- stream management (XEP-0198, :mod:`xmppd.streams.sm`) ----------------------
+
+    def adopt(self, framing: Any) -> None:
+        """Carry on over ``framing``, the connection the client resumed this
+        (hibernating) session from: the framing calls this session from now on."""
+        framing.session = self
+        self.framing = framing
+        self._pausers = None
+        self._congested = False
+        framing.bound()
+
+    def adopted_by(self, session: ClientSession) -> None:
+        """This stream resumed ``session``: its framing is the other's now,
+        and this session is over (it never bound)."""
+        from xmppd.streams.sm import DETACHED
+        self._cancel_deadline()
+        self.framing = DETACHED
 
     # -- life, as the framing reports it -------------------------------------------
 
@@ -327,9 +386,21 @@ class ClientSession:
             self._deadline.cancel()
         self._deadline = None
 
-    def closing(self) -> None:
+    def closing(self, lost: bool = False) -> None:
+        """The framing is closing (see the module docstring); ``lost``: its
+        connection dropped or stalled, the session did not decide to end
+        (XEP-0198 then lets it hibernate, waiting to be resumed)."""
         self._cancel_deadline()
+        manager = self.server.sm
+        if lost and self.sm is not None and manager.may_hibernate(self):
+            manager.hibernate(self)
+            self._release_throttled()
+            self._pausers = None
+            self._congested = False
+            return
         self._unbind()
+        if self.sm is not None:
+            manager.ended(self)
 
     def ended(self) -> None:
         self._cancel_deadline()
@@ -344,7 +415,11 @@ class ClientSession:
         """A stanza for this session that it will never get: the router finds
         it another way (the user's other resources, offline storage, a bounce).
         Only ever called on the way out, so the session unbinds first (else
-        routing would find it again)."""
+        routing would find it again). Under stream management the framing's
+        unwritten output is in the unacknowledged queue, which goes the same
+        way once (:meth:`xmppd.streams.sm.StreamManagement.ended`)."""
+        if self._sm_used:
+            return
         self._unbind()
         self.router.undelivered(kind, stanza, self)
 
@@ -520,6 +595,9 @@ class ClientSession:
         else:
             features.addElement((ns.BIND, "bind"))
             features.addElement((ns.SESSION, "session")).addElement("optional")
+            if self.server.sm is not None:
+                for element in self.server.sm.features():
+                    features.addChild(element)
         # XEP-0478, as Prosody 13 announces it: the stanza size we accept and
         # how long we let a stream stay silent before checking on it.
         limits = features.addElement((ns.STREAM_LIMITS, "limits"))
@@ -642,7 +720,25 @@ class ClientSession:
 
     # -- authenticated, not bound ------------------------------------------------
 
+    def _stream_element(self, element: domish.Element) -> bool:
+        """An element outside ``jabber:client`` on an authenticated stream:
+        XEP-0198's, or one a component registered (``@stream_element``).
+        False when nobody serves it."""
+        uri = element.uri
+        if uri in ns.SM_NAMESPACES and self.server.sm is not None:
+            self.server.sm.element(self, element)
+            if self.sm is not None:
+                self._sm_used = True
+            return True
+        handler = self.server.stream_elements.get((uri, element.name))
+        if handler is None:
+            return False
+        handler(self, element)
+        return True
+
     def _authenticated(self, element: domish.Element) -> None:
+        if element.uri != ns.CLIENT and self._stream_element(element):
+            return
         if element.uri != ns.CLIENT or element.name != "iq":
             self.stream_error("not-authorized", "bind a resource first")
             return
@@ -702,8 +798,12 @@ class ClientSession:
 
     def _bound(self, element: domish.Element) -> None:
         if element.uri != ns.CLIENT or element.name not in ns.STANZA_KINDS:
+            if element.uri != ns.CLIENT and self._stream_element(element):
+                return
             self.stream_error("unsupported-stanza-type", f"<{element.name}/> is not a stanza")
             return
+        if self.sm is not None:
+            self.server.sm.handled(self)
         sender = element.getAttribute("from")
         full = self.jid.full()
         if sender is not None and sender != full and sender != self.bare:
