@@ -172,12 +172,12 @@ def test_an_ack_without_a_number_is_invalid_xml():
     assert alice.errors == ["invalid-xml"]
 
 
-def test_r_before_enable_is_ignored_as_prosody_does():
+def test_r_before_enable_ends_the_stream_as_prosody_does():
     h, clock = harness()
     framing = login(h)
     bind(framing)
     framing.say(f"<r xmlns='{SM}'/>")
-    assert framing.take() == [] and not framing.closed
+    assert framing.errors == ["unsupported-stanza-type"]
 
 
 def test_an_unknown_stream_level_namespace_still_closes_the_stream():

@@ -723,11 +723,13 @@ class BoshSession:
         self._cancel_inactivity()
         return body
 
-    def _end(self, final: bytes) -> None:
+    def _end(self, final: bytes, lost: bool = False) -> None:
         """Close: unbind, what waits for the client to its other resources or
-        storage, ``final`` to every open request."""
+        storage, ``final`` to every open request. ``lost``: the client went
+        away (no request in time), which lets a stream management session
+        hibernate instead (XEP-0198); it is then no longer this one's."""
+        self.session.closing(lost=lost)
         session = self.session
-        session.closing()
         self.closed = True
         self._cancel_inactivity()
         buffered, self._buffer, self._buffer_bytes = self._buffer, [], 0
@@ -790,7 +792,7 @@ class BoshSession:
         who = self.session.jid.full() if self.session.jid is not None else "unauthenticated"
         self.log.info("bosh {peer}: no request for {period} s ({who}): session ended",
                       peer=self.peer, period=period, who=who)
-        self._end(terminate())
+        self._end(terminate(), lost=True)
         self.owner.forget(self)
         self._cancel_inactivity()
 

@@ -323,7 +323,10 @@ class ClientSession:
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
         """End the session with a stream error; the framing unbinds it first
-        (through :meth:`closing`)."""
+        (through :meth:`closing`). A stream management client learns first
+        what of its own was handled, as on any close (Prosody does the same)."""
+        if self.sm is not None:
+            self.server.sm.final_ack(self)
         self.framing.stream_error(condition, text)
 
     def close(self) -> None:

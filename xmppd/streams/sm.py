@@ -23,7 +23,9 @@ older ``:2`` are served, as Prosody does; an exchange keeps the namespace it
 was enabled with.
 
 As Prosody's mod_smacks: the features are offered once authenticated;
-``<enable/>`` before bind fails with ``unexpected-request``; ``<enabled/>``
+``<enable/>`` before bind fails with ``unexpected-request``; ``<r/>`` or
+``<a/>`` on a stream that did not enable it ends the stream
+(``unsupported-stanza-type``, an element nobody serves); ``<enabled/>``
 carries an id and ``max`` when resumption was asked for; queued messages and
 presences get a ``<delay/>`` stamped when queued (a resent one says when it
 was first sent); after each burst of output one ``<r/>`` asks for an ack,
@@ -246,24 +248,26 @@ class StreamManagement:
 
     @staticmethod
     def _failed(session: ClientSession, xmlns: str, condition: str,
-                h: int | None = None, text: str | None = None) -> None:
+                h: int | None = None, why: str | None = None) -> None:
+        """``<failed/>`` with the condition only, as Prosody sends it (the
+        reason, ``why``, goes to the log)."""
         failed = domish.Element((xmlns, "failed"))
         if h is not None:
             failed["h"] = str(h)
         failed.addElement((ns.STANZA_ERRORS, condition))
-        if text:
-            failed.addElement((ns.STANZA_ERRORS, "text"), content=text)
+        if why:
+            session.log.debug("c2s {peer}: stream management: {why}", peer=session.peer, why=why)
         session.framing.send(failed)
 
     def _enable(self, session: ClientSession, element: domish.Element) -> None:
         xmlns = element.uri
         if session.sm is not None:
             self._failed(session, xmlns, "unexpected-request",
-                         text="Stream management is already enabled")
+                         why="Stream management is already enabled")
             return
         if session.jid is None:
             self._failed(session, xmlns, "unexpected-request",
-                         text="Client must bind a resource before enabling stream management")
+                         why="Client must bind a resource before enabling stream management")
             return
         acks = session.sm = Acks(xmlns, session.framing.shape)
         enabled = domish.Element((xmlns, "enabled"))
@@ -283,7 +287,10 @@ class StreamManagement:
     def _r(self, session: ClientSession) -> None:
         acks = session.sm
         if acks is None:
-            return  # as Prosody: an ack request of a stream that did not enable is ignored
+            # As Prosody: nobody handles it, and an unhandled stream-level
+            # element ends the stream.
+            session.stream_error("unsupported-stanza-type", "stream management is not enabled")
+            return
         answer = domish.Element((acks.xmlns, "a"))
         answer["h"] = str(acks.handled)
         session.framing.send(answer)
@@ -292,6 +299,7 @@ class StreamManagement:
     def _a(self, session: ClientSession, element: domish.Element) -> None:
         acks = session.sm
         if acks is None:
+            session.stream_error("unsupported-stanza-type", "stream management is not enabled")
             return
         acks.awaiting = False
         h = _count(element.getAttribute("h"))
@@ -383,6 +391,13 @@ class StreamManagement:
         acks = session.sm
         if acks is not None:
             acks.hibernation = None
+            if acks.id is not None and self.resumable.get(acks.id) is session:
+                # A late resumption learns what was handled (as Prosody: for
+                # sessions that timed out hibernating, not ones closed).
+                del self.resumable[acks.id]
+                self.expired[acks.id] = (session.user or "", acks.handled)
+                while len(self.expired) > MAX_EXPIRED:
+                    self.expired.popitem(last=False)
         self.log.info("c2s {jid}: not resumed in time, ending the session",
                       jid=session.jid.full() if session.jid else "?")
         session.framing.close()
@@ -401,9 +416,6 @@ class StreamManagement:
             acks.request_call.cancel()
         if acks.id is not None and self.resumable.get(acks.id) is session:
             del self.resumable[acks.id]
-            self.expired[acks.id] = (session.user or "", acks.handled)
-            while len(self.expired) > MAX_EXPIRED:
-                self.expired.popitem(last=False)
         router = session.router
         for text, kind, _when in acks.queue:
             if kind in ("message", "iq"):
@@ -423,7 +435,7 @@ class StreamManagement:
         xmlns = element.uri
         if session.jid is not None:
             self._failed(session, xmlns, "unexpected-request",
-                         text="Tried to resume after resource binding")
+                         why="Tried to resume after resource binding")
             return
         if session.sm is not None:
             self._failed(session, xmlns, "unexpected-request")
@@ -444,7 +456,7 @@ class StreamManagement:
             # §4: h beyond what was sent: the old session cannot be trusted
             # with; it ends (its queue goes where undelivered stanzas go).
             self._failed(session, xmlns, "undefined-condition", h=acks.handled,
-                         text="Client acknowledged more stanzas than sent by server")
+                         why="Client acknowledged more stanzas than sent by server")
             old.framing.close()
             return
         if acks.hibernation is None:
