@@ -398,3 +398,24 @@ def test_resuming_a_session_whose_old_connection_is_still_up_closes_that_connect
     assert again.take()[0].name == "resumed"
     assert alice.closed and again.session.framing is again
     assert h.server.router.resources("alice@localhost")["r"] is again.session
+
+
+def test_a_new_login_with_the_same_resource_replaces_a_hibernating_session():
+    h, clock = harness()
+    alice, sm_id = enabled(h, clock)
+    bob = login(h, "bob")
+    bind(bob)
+    chat(h, clock, bob, "alice@localhost/r", "unacked")
+    old = alice.session
+    alice.lose()
+    fresh = login(h)
+    fresh.say(f"<iq type='set' id='bind'><bind xmlns='{ns.BIND}'><resource>r"
+              "</resource></bind></iq>")  # same resource: the hibernating one is replaced
+    clock.advance(0)
+    assert h.server.router.resources("alice@localhost")["r"] is fresh.session
+    assert old.sm is None  # ended for good: no resumption any more
+    # what it held was routed again: to the same full JID, the new session
+    assert bodies(fresh.take()) == ["unacked"]
+    retry = login(h)
+    retry.say(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    assert retry.take()[0].name == "failed"
