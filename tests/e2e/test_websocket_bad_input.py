@@ -154,6 +154,30 @@ def test_a_stanza_before_open_is_invalid_namespace(server, bystanders):
     untouched(bystanders, "before-open")
 
 
+@pytest.mark.parametrize("stage", ["opened", "bound"])
+def test_a_stanza_without_a_namespace_is_unsupported_stanza_type_as_prosody_answers(
+        server, bystanders, stage):
+    """RFC 7395 §3.3.3: each message declares its namespace; nothing is
+    inherited from <open/>. Prosody 0.12 (run with mod_websocket) answers a
+    namespace-less <message/> at any stage with <unsupported-stanza-type/>,
+    no text, <close/>, and WebSocket close 1000 "Stream closed"."""
+    if stage == "bound":
+        victim = bound(server)
+    else:
+        victim = WSClient.connect(server.host, server.http_port)
+        victim.open_stream()
+    tcp, _ = bystanders
+    with victim:
+        victim.send(f"<message to='{tcp.jid}' id='no-ns-{stage}' type='chat'>"
+                    "<body>no namespace</body></message>")
+        error = victim.expect_stream_error("unsupported-stanza-type")
+        assert [child.tag for child in error] == [
+            "{urn:ietf:params:xml:ns:xmpp-streams}unsupported-stanza-type"]  # no <text/>
+        assert (victim.close_code, victim.close_reason) == (1000, "Stream closed")
+    untouched(bystanders, f"no-namespace-{stage}")  # (after anything routed before it)
+    assert f"no-ns-{stage}".encode() not in tcp.received
+
+
 def test_a_stanza_before_authentication_is_not_authorized(server, bystanders):
     with WSClient.connect(server.host, server.http_port) as c:
         c.open_stream()

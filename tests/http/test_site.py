@@ -466,6 +466,116 @@ class BodyLimitTests(Base):
         return received
 
 
+class Guarded(Echo):
+    """A route's resource that refuses from the headers: 403 (with a header
+    of its own) unless ``X-Key: ok``; ``X-Limit`` bounds the body."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.fail = fail
+        self.checked: list[tuple] = []
+
+    def check_headers(self, request):
+        self.checked.append((request.method, request.path, list(request.prepath),
+                             list(request.postpath), request.route.path))
+        if self.fail:
+            raise RuntimeError("a bug in a check")
+        limit = request.getHeader(b"x-limit")
+        if limit is not None:
+            request.limit_body(int(limit))
+        if request.getHeader(b"x-key") == b"ok":
+            return None
+        request.setHeader(b"WWW-Authenticate", b"Key")
+        return 403
+
+    def render_PUT(self, request):
+        return self.render_POST(request)
+
+
+class HeaderCheckTests(Base):
+    """A route's ``check_headers`` answers before the body is read."""
+
+    options = {"port": 5280, "tls_port": 0, "max_body_size": 100_000_000}
+    timeout = 20  # (a server waiting for the body would hang the raw client)
+
+    def setUp(self):
+        super().setUp()
+        self.guarded = Guarded()
+        self.http.add_route("/files", self.guarded, endpoint="upload")
+
+    @defer.inlineCallbacks
+    def test_a_refusal_is_answered_before_any_of_the_body_is_sent_and_closes(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        # 50 MB announced, not a byte of it sent: the answer must come anyway
+        received = yield self._headers_only(
+            b"PUT /files/a%20b/c?x=1 HTTP/1.1\r\nHost: x\r\nOrigin: https://web.example\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 50000000\r\n\r\n")
+        self.assertNotIn(b"100 Continue", received)
+        code, headers, body = parse(received)
+        self.assertEqual(code, 403)
+        self.assertEqual(headers["www-authenticate"], "Key")
+        self.assertEqual(headers["connection"], "close")
+        self.assertEqual(headers["access-control-allow-origin"], "https://web.example")
+        self.assertIn("PUT", headers["access-control-allow-methods"])
+        self.assertEqual(int(headers["content-length"]), len(body))
+        self.assertIn(b"403 Forbidden", body)
+        self.assertEqual(self.guarded.checked,
+                         [(b"PUT", b"/files/a%20b/c", [b"files"], [b"a b", b"c"], "/files")])
+        self.assertEqual(self.guarded.seen, [])  # never rendered
+        lines = [formatEvent(e) for e in events
+                 if e.get("log_format", "").startswith("http: {client}")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"PUT /files/a%20b/c?x=1 HTTP/1.1" 403', lines[0])
+
+    @defer.inlineCallbacks
+    def test_an_accepted_request_is_read_and_rendered_as_routed(self):
+        code, _, body = yield self.get("/files/x", method=b"PUT", body=b"hello",
+                                       headers={"X-Key": "ok"})
+        self.assertEqual((code, body), (200, b"got 5"))
+        self.assertEqual(self.guarded.seen, [(b"PUT", [b"x"], b"hello")])
+        self.assertEqual(len(self.guarded.checked), 1)
+
+    @defer.inlineCallbacks
+    def test_a_chunked_body_beyond_the_limit_the_check_set_is_413(self):
+        chunk = b"x" * 6
+        code, _, _ = yield self.raw(
+            b"PUT /files/x HTTP/1.1\r\nHost: x\r\nX-Key: ok\r\nX-Limit: 10\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n")
+        self.assertEqual(code, 413)
+        self.assertEqual(self.guarded.seen, [])
+        code, _, body = yield self.raw(
+            b"PUT /files/x HTTP/1.1\r\nHost: x\r\nX-Key: ok\r\nX-Limit: 12\r\n"
+            b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n")
+        self.assertEqual((code, body), (200, b"got 12"))
+
+    @defer.inlineCallbacks
+    def test_a_check_that_fails_is_logged_and_the_request_served_as_without_it(self):
+        failing = Guarded(fail=True)
+        self.http.add_route("/broken", failing, endpoint="upload")
+        code, _, body = yield self.get("/broken", method=b"PUT", body=b"abc")
+        self.assertEqual((code, body), (200, b"got 3"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
+    def test_requests_to_other_routes_are_not_checked(self):
+        self.http.add_route("/plain", Echo(), endpoint="bosh")
+        code, _, _ = yield self.get("/plain", method=b"POST", body=b"abc")
+        self.assertEqual(code, 200)
+        self.assertEqual(self.guarded.checked, [])
+
+    @defer.inlineCallbacks
+    def _headers_only(self, head: bytes):
+        collector = self.connect()
+        yield collector.made
+        collector.transport.write(head)
+        received = yield collector.done
+        return received
+
+
 class AccessLogTests(Base):
     options = {"port": 5280, "tls_port": 0}
 
@@ -657,7 +767,7 @@ def test_http_section_defaults(tmp_path):
         "cors_origins": ["*"], "max_body_size": 10485760, "loopback_is_secure": True, "public_url": "",
         "max_connections": 4096, "idle_timeout": 120,
         "bosh_max_inactivity": 60, "bosh_max_wait": 120, "bosh_max_polling": 5,
-        "bosh_max_sessions": 10000,
+        "bosh_max_sessions": 10000, "bosh_max_input_buffer": 262144,
     }
 
 

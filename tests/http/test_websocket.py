@@ -292,6 +292,67 @@ def test_an_element_before_open_is_invalid_namespace_as_prosody_answers(h):
     still_works(h)
 
 
+NO_NAMESPACE = {
+    "message": "<message to='bob@localhost/tcp' id='nons' type='chat'><body>x</body></message>",
+    "iq": "<iq type='get' id='nons' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    "presence": "<presence id='nons'/>",
+    "empty-xmlns": "<message xmlns='' to='bob@localhost/tcp' id='nons'><body>x</body></message>",
+    "bind": f"<iq type='set' id='nons'><bind xmlns='{ns.BIND}'/></iq>",
+    "auth": "<auth mechanism='PLAIN'>" + plain_auth().split(">", 1)[1],
+    "close": "<close/>",
+}
+
+
+def no_namespace_refused(c: Client, events: list) -> None:
+    """Prosody 0.12's answer, checked against a real one: the stream error
+    unsupported-stanza-type with no text, <close/>, WebSocket close 1000."""
+    received = c.received(events)
+    assert [(e.uri, e.name) for e in received] == [(ns.STREAMS, "error"), (ns.FRAMING, "close")]
+    assert [(e.uri, e.name) for e in received[0].elements()] == [
+        (ns.STREAM_ERRORS, "unsupported-stanza-type")]  # and no <text/>
+    close = next(e for e in events if isinstance(e, CloseConnection))
+    assert (close.code, close.reason) == (1000, "Stream closed")
+    assert c.transport.disconnecting
+
+
+@pytest.mark.parametrize("stage", ["opened", "authenticated", "bound"])
+@pytest.mark.parametrize("kind", list(NO_NAMESPACE))
+def test_an_element_without_a_namespace_is_unsupported_stanza_type_at_every_stage(h, stage, kind):
+    bob = h.login("bob@localhost/tcp")
+    c = Client(h.site)
+    c.send(OPEN)
+    if stage != "opened":
+        assert c.received(c.send(plain_auth()))[-1].name == "success"
+        c.send(OPEN)
+    if stage == "bound":
+        assert c.received(c.send(BIND))[0].getAttribute("type") == "result"
+    no_namespace_refused(c, c.send(NO_NAMESPACE[kind]))
+    assert not h.router.resources("alice@localhost")
+    assert [s for s in bob.take() if s.getAttribute("id") == "nons"] == []
+    still_works(h)
+
+
+def test_the_namespace_of_one_message_is_not_inherited_by_the_next(h):
+    c = Client(h.site)
+    c.login()
+    [pong] = c.received(c.send(PING.format("declared")))
+    assert pong.getAttribute("id") == "declared"
+    no_namespace_refused(c, c.send(NO_NAMESPACE["iq"]))
+
+
+def test_a_parked_parser_still_refuses_an_element_without_a_namespace(h):
+    c = Client(h.site)
+    c.login()
+    [session] = h.router.resources("alice@localhost").values()
+    h.clock.advance(2)
+    assert session.framing.parser is None  # the idle session's parser is parked
+    [pong] = c.received(c.send(PING.format("woken")))  # woken under our own header
+    assert pong.getAttribute("id") == "woken"
+    h.clock.advance(2)
+    assert session.framing.parser is None
+    no_namespace_refused(c, c.send(NO_NAMESPACE["message"]))
+
+
 def test_a_binary_message_closes_the_websocket_with_1003(h):
     c = Client(h.site)
     c.login()

@@ -297,6 +297,66 @@ class UploadHTTPTests(unittest.TestCase):
         self.clock.advance(300)  # then the slot is forgotten
         self.assertEqual((yield self.put(slot, b"hello")).code, 404)
 
+    # -- refused from the headers, the body never read ---------------------------------
+
+    def headers_only(self, slot, token: str | None = None, length: int | None = None,
+                     path: bytes | None = None, extra: bytes = b"") -> defer.Deferred:
+        """A PUT's request line and headers, and not a byte of its body: the
+        answer comes only if the server refuses from the headers."""
+        path = urlsplit(slot.put).path.encode() if path is None else path
+        auth = b"" if token == "" else (
+            b"Authorization: Bearer " + (slot.token if token is None else token).encode() + b"\r\n")
+        size = self.service.uploads[slot.slot_id].size if length is None else length
+        return self.raw(b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\n" + auth + extra
+                        + b"Content-Length: %d\r\n\r\n" % size)
+
+    @defer.inlineCallbacks
+    def test_a_put_refused_from_its_headers_is_answered_before_its_body(self):
+        """Prosody's statuses, in its order, each before the client sent any
+        of the body (a server that read it first would never answer here)."""
+        slot, done = self.slot(size=900_000), self.slot()
+        self.assertEqual((yield self.put(done, b"hello")).code, 201)
+        sid = slot.slot_id.encode()
+        cases = [
+            ({"token": ""}, 401),  # no Authorization
+            ({"extra": b"Authorization: Basic abc\r\n", "token": ""}, 401),
+            ({"token": "x" * len(slot.token)}, 401),  # not the slot's secret
+            ({"token": done.token}, 401),  # another slot's
+            ({"path": urlsplit(slot.put).path.encode().replace(sid, b"0" * 32)}, 404),
+            ({"path": b"/upload/" + sid + b"/..%2F..%2Fx"}, 400),
+            ({"length": 899_999}, 413),  # not the slot's size
+            ({"length": 50_000_000}, 413),  # beyond [http] max_body_size, too
+        ]
+        for kw, code in cases:
+            response = yield self.headers_only(slot, **kw)
+            self.assertEqual(response.code, code, kw)
+            self.assertEqual(response.headers["connection"], "close", kw)
+        response = yield self.headers_only(slot, token="")
+        self.assertEqual(response.headers["www-authenticate"], "Bearer")
+        response = yield self.headers_only(done)
+        self.assertEqual(response.code, 409)  # the file is there already
+        self.clock.advance(301)
+        self.assertEqual((yield self.headers_only(slot)).code, 410)
+        self.assertEqual(self.files(), sorted(["upload/secret.key", f"upload/{done.slot_id}"]))
+        self.assertEqual((yield self.http(b"GET", self.local(done.get))).body, b"hello")
+
+    test_a_put_refused_from_its_headers_is_answered_before_its_body.timeout = 20  # type: ignore
+
+    @defer.inlineCallbacks
+    def test_a_chunked_put_growing_beyond_its_slot_is_413_before_the_rest_is_sent(self):
+        slot = self.slot(size=5)
+        path = urlsplit(slot.put).path.encode()
+        # six bytes in one chunk, and the body never ends: only a server that
+        # bounds it by the slot's size answers
+        response = yield self.raw(
+            b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + slot.token.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n")
+        self.assertEqual(response.code, 413)
+        self.assertEqual(self.files(), ["upload/secret.key"])
+        self.assertEqual((yield self.put(slot, b"hello", chunked=True)).code, 201)
+
+    test_a_chunked_put_growing_beyond_its_slot_is_413_before_the_rest_is_sent.timeout = 20  # type: ignore
+
     # -- GET of what is not there ---------------------------------------------------------
 
     @defer.inlineCallbacks

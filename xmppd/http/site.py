@@ -32,6 +32,16 @@ does it:
   its ``Content-Length`` (or, chunked, its size so far) says so, and the
   connection is closed: nothing of it is kept. (Prosody closes the
   connection without an answer.)
+- A route's resource may refuse a request from its request line and headers
+  alone, before its body is read: if it has ``check_headers(request)``, that
+  is called once the headers are in (``request.method``, ``path``,
+  ``postpath``, ``route`` and the request headers set as the resource will
+  see them), and returns an HTTP status to answer at once, the connection
+  then closed with the body unread (response headers it set, such as
+  ``WWW-Authenticate``, are sent), or None to read the body;
+  ``request.limit_body(n)`` lowers the body bound of that one request (a
+  chunked body beyond it is then ``413`` as soon as it grows past it). The
+  upload service refuses a PUT without its slot's secret this way.
 - An unknown path is ``404``; nothing lists a directory. (Twisted Web
   bounds the request line and headers: 16 KiB, 500 headers.)
 - One access-log line per request, at debug level.
@@ -57,7 +67,7 @@ import io
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from twisted.application import service
 from twisted.internet import defer, error
@@ -144,6 +154,9 @@ class _Preflight(resource.Resource):
         return b""
 
 
+#: headers an early answer writes itself (a resource's own are not repeated)
+_OWN_HEADERS = frozenset((b"date", b"content-type", b"content-length", b"connection"))
+
 _NOT_FOUND = _NotFound()
 _INHERITED_HEAD = resource.Resource.render_HEAD
 _PREFLIGHT = _Preflight()
@@ -197,11 +210,51 @@ class HTTPRequest(server.Request):
             self._limit = self.channel.site.http.body_limit(path)
         return self._limit
 
+    def limit_body(self, size: int) -> None:
+        """Take at most ``size`` bytes of body for this request (for a
+        resource's ``check_headers``: a chunked body beyond it is refused
+        ``413`` as it grows past it)."""
+        self._limit = min(self._body_limit(), size)
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._body_limit():
             self._refuse_body()
             return
+        if self._refused_by_route():
+            return
         super().gotLength(length)
+
+    def _refused_by_route(self) -> bool:
+        """Whether the route's resource refused the request from its headers
+        (``check_headers``); then the answer is written and the connection
+        is closing, with the body unread."""
+        channel = self.channel
+        raw = getattr(channel, "_path", None)
+        if raw is None:
+            return False
+        route, prepath, postpath = channel.site.http.route_for(raw)
+        check = getattr(route.resource, "check_headers", None) if route is not None else None
+        if check is None:
+            return False
+        # What the resource will see once routed (requestReceived, process and
+        # the root set all of this again then).
+        self.method, self.uri, self.clientproto = channel._command, raw, channel._version
+        self.path = raw.split(b"?", 1)[0]
+        self.route, self.prepath, self.postpath = route, prepath, postpath
+        try:
+            code = check(self)
+        except Exception:
+            channel.site.http.log.failure("http: the header check of {path} failed",
+                                          path=route.path)
+            return False
+        if code is None:
+            return False
+        self._refused = True
+        self.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the refusal
+        self.code = code
+        self._answer_and_close(code, route, list(self.responseHeaders.getAllRawHeaders()))
+        channel.site.http.access(self)
+        return True
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -223,16 +276,28 @@ class HTTPRequest(server.Request):
         if getattr(self, "content", None) is not None:
             self.content.close()
         self.content = io.BytesIO()
+        self.channel.site.http.body_refused(self, self._body_limit())
+        self._answer_and_close(http.REQUEST_ENTITY_TOO_LARGE, None)
+
+    def _answer_and_close(self, code: int, route: Route | None,
+                          headers: Iterable[tuple[bytes, list[bytes]]] = ()) -> None:
+        """Answer ``code`` (the site's page for it) before the request is
+        complete, and close. Written on the transport directly, since
+        Twisted's response machinery only starts once the whole request is
+        in."""
         site = self.channel.site
-        site.http.body_refused(self)
-        body = _page(http.REQUEST_ENTITY_TOO_LARGE)
-        lines = [b"HTTP/1.1 413 " + http.RESPONSES[http.REQUEST_ENTITY_TOO_LARGE],
+        body = _page(code)
+        lines = [b"HTTP/1.1 %d " % code + http.RESPONSES.get(code, b"Error"),
                  b"Date: " + http.datetimeToString(),
                  b"Content-Type: text/html; charset=utf-8",
                  b"Content-Length: %d" % len(body),
                  b"Connection: close"]
-        for name, value in site.http.cors_headers(self.getHeader(b"origin"), None):
+        for name, values in headers:
+            if name.lower() not in _OWN_HEADERS:
+                lines.extend(name + b": " + value for value in values)
+        for name, value in site.http.cors_headers(self.getHeader(b"origin"), route):
             lines.append(name + b": " + value)
+        self.sentLength = len(body)
         transport = self.channel.transport
         if transport is not None:
             transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
@@ -469,17 +534,23 @@ class HTTPService(service.Service):
         """The largest body a request for ``raw_path`` may carry: its route's
         (the longest mounted prefix), capped by ``[http] max_body_size``;
         none for a path no route serves."""
-        path = unquote(raw_path.split(b"?", 1)[0].decode("latin-1"))
-        best = None
-        for route in self._routes.values():
-            if (path == route.path or path.startswith(route.path + "/")) and \
-                    (best is None or len(route.path) > len(best.path)):
-                best = route
+        best, _, _ = self.route_for(raw_path)
         if best is None:
             return 0
         if best.max_body is None:
             return self.max_body_size
         return min(best.max_body, self.max_body_size)
+
+    def route_for(self, raw_uri: bytes) -> tuple[Route | None, list[bytes], list[bytes]]:
+        """The route that serves ``raw_uri`` (as the request line gives it),
+        with the ``prepath`` and ``postpath`` its resource will see: what
+        the site's root finds once the request is complete, known as soon
+        as its request line is."""
+        segments = list(map(unquote_to_bytes, raw_uri.split(b"?", 1)[0][1:].split(b"/")))
+        route, consumed = self._match(segments[0], segments[1:])
+        if route is None:
+            return None, [], segments
+        return route, segments[:consumed + 1], segments[consumed + 1:]
 
     def has_route(self, path: str) -> bool:
         """Whether something is mounted at ``path`` now."""
@@ -568,10 +639,12 @@ class HTTPService(service.Service):
             proto=_text(request.clientproto), code=request.code, length=request.sentLength,
             agent=_text(request.getHeader(b"user-agent") or b"-"))
 
-    def body_refused(self, request: server.Request) -> None:
+    def body_refused(self, request: server.Request, limit: int | None = None) -> None:
         self.counters["http-body-too-large"] += 1
-        self.log.debug("http: {client} sent a body beyond [http] max_body_size ({limit} bytes): "
-                       "413", client=_client(request), limit=self.max_body_size)
+        self.log.debug("http: {client} sent a body beyond what {path} takes ({limit} bytes): "
+                       "413", client=_client(request),
+                       path=_text(getattr(request.channel, "_path", None)),
+                       limit=self.max_body_size if limit is None else limit)
 
     def connection_refused(self, addr: Any) -> None:
         self.counters["http-connections-refused"] += 1

@@ -24,6 +24,11 @@ backpressure). What differs is only the framing, and here it is as Prosody
   stream header and closing tag, one stanza per message, a stream restart
   after SASL is a new ``<open/>``; every element we send declares its
   namespaces; an element before ``<open/>`` is ``invalid-namespace``;
+* every element the client sends declares its namespace too: nothing is
+  inherited from ``<open/>`` or from an earlier message, so a ``<message>``
+  without ``xmlns='jabber:client'`` is in no namespace, and (authenticated or
+  not, bound or not) it is the stream error ``unsupported-stanza-type``, no
+  text, then ``<close/>`` and a WebSocket close 1000 "Stream closed";
 * a message over ``[server] max_stanza_size`` is the stream error
   ``policy-violation`` ("stanza too large"); a binary message closes the
   WebSocket with 1003, a text message not starting with ``<`` with 1007,
@@ -284,7 +289,7 @@ class WebSocketWire(protocol.Protocol):
 
     def loseConnection(self) -> None:
         if self.connection.state is ConnectionState.OPEN:
-            self.transport.write(self.connection.send(CloseConnection(NORMAL, "stream closed")))
+            self.transport.write(self.connection.send(CloseConnection(NORMAL, "Stream closed")))
         self.transport.loseConnection()
 
     def abortConnection(self) -> None:
@@ -321,13 +326,17 @@ class WebSocketStream(SessionStream):
     The messages are parsed by one hardened parser per connection, as if they
     were one XML stream under a header of our own (so the limits, the
     restricted XML and the parked parser of an idle session are TCP's); each
-    message must then have given exactly one complete element.
+    message must then have given exactly one complete element. That header
+    declares no default namespace: a TCP stream's header makes
+    ``jabber:client`` the default for every stanza, but a WebSocket message
+    is a document of its own (RFC 7395 §3.3.3), so what it does not declare
+    must stay in no namespace, for :meth:`message_received` to refuse.
     """
 
     closing_tag = f"<close xmlns='{ns.FRAMING}'/>".encode()
     shape = (ns.CLIENT, "websocket")
     starttls = False
-    _ROOT = f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>".encode()
+    _ROOT = f"<stream:stream xmlns:stream='{ns.STREAMS}'>".encode()
 
     def __init__(self, server: XMPPServer, wire: WebSocketWire, address: str, port: int | str,
                  secure: bool, channel: str):
@@ -353,10 +362,14 @@ class WebSocketStream(SessionStream):
         restart is a new ``<open/>`` message, and no message can smuggle
         anything behind the one element it holds)."""
         super().reset()
+        # Our own header has no content namespace, so it skips the check a
+        # client's stream header gets; it is remembered all the same, for a
+        # parked parser to be woken under it.
+        self.parser.DocumentStartEvent = self._remember_header
         self.parser.parse(self._ROOT)
 
     def streamStarted(self, root: domish.Element) -> None:
-        """Our own header: the client's stream starts with ``<open/>``."""
+        """Never a client's: the stream starts with ``<open/>`` (see :meth:`reset`)."""
 
     def streamEnded(self) -> None:
         self.stream_error("not-well-formed", "a message closed the stream; send <close/>")
@@ -399,6 +412,13 @@ class WebSocketStream(SessionStream):
             self.session.stream_closed()
         elif self._opening:
             self.stream_error("invalid-namespace", "the stream starts with <open/> (RFC 7395 3.4)")
+        elif not element.uri:
+            # As Prosody 0.12: an element in no namespace is no stanza (nor
+            # SASL, nor <close/>) whatever the session's stage; its stream
+            # error has no text.
+            self.log.info("websocket {peer}: <{name}/> declares no namespace (RFC 7395 3.3.3)",
+                          peer=self.peer, name=element.name)
+            self.stream_error("unsupported-stanza-type")
         else:
             self.session.element_received(element)
 

@@ -12,6 +12,16 @@ PUT
     ``Content-Length`` or the body received differ from the slot's size (too
     short or too long alike); ``409`` once the file is there (a failed upload
     may be retried until then); ``201`` once the file is on disk.
+
+    All but the body's own size are known from the request line and headers,
+    and are answered then, as Prosody 0.12 answers them (its HTTP server
+    hands a PUT to mod_http_file_share before the body): the site calls
+    :meth:`UploadResource.check_headers` once the headers are in, and a
+    refused PUT is answered at once and its connection closed, the body never
+    read nor buffered. An accepted chunked PUT (no ``Content-Length``) is
+    bounded by its slot's size: ``413`` as soon as it grows past it. The
+    ``Content-Type`` of the PUT is not checked (Prosody does not; XEP-0363
+    leaves it open): the file is served with the type of its slot request.
 GET, HEAD
     ``404`` for no such slot (or a file past ``expire_after``); ``410`` for a
     slot whose PUT has not happened; else the file with the slot's content
@@ -141,17 +151,51 @@ class UploadResource(resource.Resource):
 
     # -- PUT ---------------------------------------------------------------------------
 
+    def check_headers(self, request: server.Request) -> int | None:
+        """The refusal of a PUT known from its request line and headers (see
+        :class:`~xmppd.http.site.HTTPRequest`): its status, answered before
+        any of the body is read, or None to read the body (then bounded by
+        the slot's size). Until the stored slots are loaded, only what needs
+        no slot is checked; the rest is checked again once the body is in."""
+        if request.method != b"PUT":
+            return None
+        code, slot_id, token = self._put_request(request)
+        if code or not self.service.loaded:
+            return code or None
+        code = self._put_refusal(request, slot_id, token)
+        if code:
+            self.log.debug("upload: PUT {path} refused before its body: {code}",
+                           path=request.path, code=code)
+            return code
+        upload = self.service.lookup(slot_id)
+        if upload is not None:
+            request.limit_body(upload.size)
+        return None
+
     def render_PUT(self, request: server.Request) -> Any:
-        code, slot_id = parse_path(request.postpath)
+        code, slot_id, token = self._put_request(request)
         if code:
             return self.status(request, code)
+        return self._later(request, self._put, slot_id, token)
+
+    @staticmethod
+    def _put_request(request: server.Request) -> tuple[int, str, str]:
+        """(0, slot id, token) of a PUT, or (status, "", "") for a path that
+        names no slot, or no ``Authorization: Bearer`` (401, with
+        ``WWW-Authenticate``)."""
+        code, slot_id = parse_path(request.postpath)
+        if code:
+            return code, "", ""
         token = bearer(request)
         if token is None:
             request.setHeader(b"WWW-Authenticate", b"Bearer")
-            return self.status(request, 401)
-        return self._later(request, self._put, slot_id, token)
+            return 401, "", ""
+        return 0, slot_id, token
 
-    def _put(self, request: server.Request, slot_id: str, token: str) -> Any:
+    def _put_refusal(self, request: server.Request, slot_id: str, token: str) -> int | None:
+        """What refuses a PUT before its body counts: no such slot, not its
+        secret, too late, a ``Content-Length`` that is not the slot's size,
+        a file already there or being written; in Prosody's order."""
         service = self.service
         upload = service.lookup(slot_id)
         if upload is None:
@@ -165,6 +209,14 @@ class UploadResource(resource.Resource):
             return 413
         if upload.done or slot_id in service.writing:
             return 409
+        return None
+
+    def _put(self, request: server.Request, slot_id: str, token: str) -> Any:
+        service = self.service
+        refusal = self._put_refusal(request, slot_id, token)
+        if refusal:
+            return refusal
+        upload = service.lookup(slot_id)
         body = request.content
         body.seek(0, 2)
         if body.tell() != upload.size:

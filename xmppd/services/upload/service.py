@@ -53,8 +53,9 @@ its errors and their texts, in its order of checks:
 Where this differs from Prosody, it is on the side of the files: the token
 is an HMAC over the slot (id, size, type, PUT deadline, uploader) under a
 secret in ``<data_dir>/upload/secret.key`` rather than a JWT; the PUT
-must have arrived *in full* within ``slot_timeout`` (Twisted hands a body
-over once it is complete; Prosody checks when it starts), and a slot left
+is checked when its headers are in, as Prosody checks it, and again once
+its body is: it must have arrived *in full* within ``slot_timeout``
+(Prosody only checks when it starts), and a slot left
 unused is forgotten ``slot_timeout`` later (Prosody keeps its row until
 expiry), so it stops counting against the quotas; the files of a deleted
 account are deleted at once (Prosody waits for expiry); an expired file is
