@@ -18,6 +18,26 @@ Every server is stopped at teardown (SIGTERM, then SIGKILL after a few seconds).
 Each listens on loopback ports picked free for it: ``process.port`` and
 ``process.tls_port`` (c2s), ``process.http_port`` and ``process.https_port``
 (the HTTP service; 0 when the test turned one off).
+
+Transports: a client library (slixmpp, aioxmpp) connects to
+``process.client_host``, ``process.client_port`` (STARTTLS) or
+``process.client_tls_port`` (direct TLS), never to ``port`` itself. Over
+``tcp`` (the ``transport`` fixture) those are the c2s ports; over
+``websocket`` and ``bosh`` they are the ports of a :mod:`bridge` to the
+server (made at the first use, kept across restarts until teardown) that
+carries the client's TCP stream over the server's WebSocket or BOSH endpoint.
+A test module opts in with ``pytestmark = pytest.mark.all_transports``: each
+of its tests then runs once per transport, test ids ending in ``tcp``,
+``websocket`` or ``bosh``. The module's tests run transport by transport,
+and its module-scoped servers serve all three (a server is as shared as
+before, only over more ways in; that saves two server starts per module); a
+module fixture that also takes ``transport`` makes a server per transport
+(for tests that count what a fixed account has).
+``@pytest.mark.tcp_only("why")`` skips one test over the other two (it
+checks TCP itself: the c2s log line of a connection, the server's own TLS).
+``XMPPD_E2E_TRANSPORTS="tcp websocket"`` in the environment runs fewer.
+Modules that do not opt in (raw-socket tests of TCP framing, differential and
+load tests) run over TCP only.
 """
 
 from __future__ import annotations
@@ -40,6 +60,40 @@ DOMAIN = "localhost"
 PASSWORD = "secret123"
 DEFAULT_USERS = ("alice@localhost", "bob@localhost", "carol@localhost")
 STARTUP_TIMEOUT = 20.0
+TRANSPORTS = tuple(os.environ.get("XMPPD_E2E_TRANSPORTS", "tcp websocket bosh").split())
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "all_transports: run this module's tests over TCP, "
+                                       "WebSocket and BOSH (tests/e2e/conftest.py)")
+    config.addinivalue_line("markers", "tcp_only(reason): in an all_transports module, "
+                                       "run this test over TCP only, saying why")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """The ``transport`` parameter of the tests of modules that opted in."""
+    if "transport" not in metafunc.fixturenames \
+            or metafunc.definition.get_closest_marker("all_transports") is None:
+        return
+    tcp_only = metafunc.definition.get_closest_marker("tcp_only")
+    params = [pytest.param(t, marks=pytest.mark.skip(reason=f"TCP only: {tcp_only.args[0]}"))
+              if tcp_only is not None and t != "tcp" else t for t in TRANSPORTS]
+    metafunc.parametrize("transport", params, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def transport(request) -> str:
+    """How client libraries reach the servers of this test (``tcp`` unless
+    the module opted in to all transports)."""
+    return getattr(request, "param", "tcp")
+
+
+@pytest.fixture(autouse=True)
+def _clients_over(transport):
+    """Every server's ``client_port`` is over this test's transport."""
+    XmppdProcess.client_transport = transport
+    yield
+    XmppdProcess.client_transport = "tcp"
 
 
 def free_port() -> int:
@@ -119,8 +173,12 @@ _PORT_OPTIONS = (("c2s", "port"), ("c2s", "direct_tls_port"), ("http", "port"),
 class XmppdProcess:
     """One xmppd server process, restartable with the same config and data."""
 
+    #: how the running test's clients connect (see the ``transport`` fixture)
+    client_transport = "tcp"
+
     def __init__(self, base: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None):
         self.base = Path(base)
+        self.bridges: dict[str, Any] = {}  # transport → bridge.Bridge to the HTTP port
         self.base.mkdir(parents=True, exist_ok=True)
         # Ports picked here may be taken by someone else by the time twistd
         # binds them (other test runs in parallel); those can be re-picked.
@@ -172,6 +230,45 @@ class XmppdProcess:
                 self._pick_ports()
                 write_ini(self.config_path, self.config)
         raise AssertionError("unreachable")
+
+    # -- where clients connect -----------------------------------------------------
+
+    @property
+    def client_host(self) -> str:
+        return self.host
+
+    @property
+    def client_port(self) -> int:
+        """Where a client library connects (STARTTLS), over this test's transport."""
+        bridge = self._bridge()
+        return self.port if bridge is None else bridge.port
+
+    @property
+    def client_tls_port(self) -> int:
+        """Where a client library connects with direct TLS, over this test's transport."""
+        bridge = self._bridge()
+        return self.tls_port if bridge is None else bridge.tls_port
+
+    def _bridge(self):
+        """The bridge to this server for the test's transport (None over
+        tcp), started at the first use (the server has made its certificate)."""
+        transport = self.client_transport
+        if transport == "tcp":
+            return None
+        if transport not in self.bridges:
+            from bridge import Bridge
+            if not self.http_port:
+                raise RuntimeError(f"{transport} needs the HTTP service, which this test "
+                                   "turned off ([http] port = 0)")
+            certificate = self.config["server"].get("certificate") \
+                or self.data_dir / "certs" / "xmppd.pem"
+            self.bridges[transport] = Bridge(transport, self.http_port, str(certificate)).start()
+        return self.bridges[transport]
+
+    def stop_bridges(self) -> None:
+        for bridge in self.bridges.values():
+            bridge.stop()
+        self.bridges.clear()
 
     def _start(self, timeout: float) -> "XmppdProcess":
         if self.running:
@@ -321,6 +418,7 @@ class _Factory:
                 server.stop()
             except Exception:  # noqa: BLE001 - teardown must reach every server
                 server.kill()
+            server.stop_bridges()
 
 
 @pytest.fixture

@@ -12,6 +12,11 @@ xmppd has (a restart with ``kill -9``, an xmppd option) ask for
 factory: ``muc`` holds ``[component:muc]`` options of xmppd; for Prosody the
 few with a Prosody equivalent are translated (:data:`PROSODY_OPTIONS`), and a
 test giving one without an equivalent is skipped against Prosody.
+
+Client libraries connect to ``target.client_port``: xmppd's c2s port, or the
+bridge of a module that runs over WebSocket and BOSH too (conftest's
+``all_transports``); Prosody is reached over TCP only (its tests over the
+other transports are skipped).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from conftest import PASSWORD
+from conftest import PASSWORD, XmppdProcess
 from prosody import ProsodyProcess, ProsodyUnavailable
 
 MUC_DOMAIN = "conference.localhost"
@@ -54,6 +59,13 @@ class _ProsodyTarget:
         self.muc = MUC_DOMAIN
         self.name = "prosody"
 
+    @property
+    def client_port(self) -> int:
+        transport = XmppdProcess.client_transport
+        if transport != "tcp":
+            pytest.skip(f"the Prosody target is reached over TCP only, not {transport}")
+        return self.port
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -64,6 +76,11 @@ class _XmppdTarget:
         self.host, self.port, self.domain = process.host, process.port, process.domain
         self.muc = MUC_DOMAIN
         self.name = "xmppd"
+
+    @property
+    def client_port(self) -> int:
+        """Where a client library connects (c2s, or the transport's bridge)."""
+        return self.process.client_port
 
     def restart(self, kill: bool = False) -> None:
         """Stop (``kill``: SIGKILL, no clean shutdown) and start again, same data."""

@@ -224,7 +224,7 @@ class MUCClient(IMClient):
     async def connect_to(cls, target, jid: str, online: bool = True) -> "MUCClient":
         """Log in to the MUC target (xmppd or Prosody) and send initial presence."""
         client = cls(jid, PASSWORD, PLUGINS)
-        client.connect(target.host, target.port)
+        client.connect(target.host, target.client_port)  # tcp, or a bridge
         done, _ = await asyncio.wait([client.started], timeout=TIMEOUT)
         if not done or not client.started.result():
             client.abort()

@@ -58,7 +58,7 @@ class IMClient(slixmpp.ClientXMPP):
     async def login(cls, server, jid: str, password: str = PASSWORD,
                     plugins: tuple[str, ...] = ()) -> IMClient:
         client = cls(jid, password, plugins)
-        client.connect(server.host, server.port)
+        client.connect(server.client_host, server.client_port)  # tcp, or a bridge
         done, _ = await asyncio.wait([client.started], timeout=TIMEOUT)
         if not done or not client.started.result():
             client.abort()

@@ -11,6 +11,7 @@ import pytest
 
 from rawxmpp import NS_CLIENT, login, q
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 PASSWORD = "secret123"
 COMPONENTS = "disco ping roster presence messaging offline blocking private last register"
 
@@ -38,8 +39,8 @@ def rows_of(server, user: str) -> list[tuple]:
 
 def give_alice_data(server):
     """Alice stores something in every component that keeps per-user data."""
-    alice = login(server.host, server.port, "alice", PASSWORD, "pc")
-    bob = login(server.host, server.port, "bob", PASSWORD, "pc")
+    alice = login(server.client_host, server.client_port, "alice", PASSWORD, "pc")
+    bob = login(server.client_host, server.client_port, "bob", PASSWORD, "pc")
     for payload, type_ in (
             ("<query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'/></query>", "set"),
             ("<query xmlns='jabber:iq:private'><note xmlns='urn:example:n'>x</note></query>", "set"),
@@ -65,7 +66,7 @@ def test_deluser_on_a_running_server_ends_the_sessions_and_leaves_no_row(server)
         assert bob.iq("<ping xmlns='urn:xmpp:ping'/>", to="localhost").get("type") == "result"
         # nothing came back from memory: a new account of the same name starts empty
         server.adduser("alice@localhost")
-        again = login(server.host, server.port, "alice", PASSWORD, "pc")
+        again = login(server.client_host, server.client_port, "alice", PASSWORD, "pc")
         roster = again.iq("<query xmlns='jabber:iq:roster'/>")
         assert list(roster.iter(q("jabber:iq:roster", "item"))) == []
         blocked = again.iq("<blocklist xmlns='urn:xmpp:blocking'/>")

@@ -26,6 +26,10 @@ import aioxmpp.xso  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
+#: why a test runs over TCP only
+TCP_LOG = ("asserts the c2s log line of the client's own TCP connection (its "
+           "address, STARTTLS or direct TLS)")
 TIMEOUT = 10
 SERVER = aioxmpp.JID.fromstr("localhost")
 
@@ -50,8 +54,9 @@ def run(coro):
 
 def peer(server, direct_tls=False):
     if direct_tls:
-        return [(server.host, server.tls_port, aioxmpp.connector.XMPPOverTLSConnector())]
-    return [(server.host, server.port, aioxmpp.connector.STARTTLSConnector())]
+        return [(server.client_host, server.client_tls_port,
+                 aioxmpp.connector.XMPPOverTLSConnector())]
+    return [(server.client_host, server.client_port, aioxmpp.connector.STARTTLSConnector())]
 
 
 def make_client(server, jid, password=PASSWORD, *, direct_tls=False):
@@ -118,6 +123,9 @@ def test_direct_tls_login(server):
             assert str(alice.local_jid) == "alice@localhost/aio-direct"
             await aioxmpp.ping.ping(alice, SERVER)
     run(main())
+
+
+@pytest.mark.tcp_only("xmppd's own TLS (ALPN) on its c2s ports, with a raw socket")
 @pytest.mark.parametrize("direct_tls", [True, False], ids=["direct-tls", "starttls"])
 def test_tls_handshake_offering_alpn(server, direct_tls):
     """The bare reproduction of the ALPN bug, with Python's ssl module."""
@@ -159,6 +167,7 @@ def _no_alpn_context():
     return context
 
 
+@pytest.mark.tcp_only(TCP_LOG)
 def test_direct_tls_login_without_alpn(server):
     """XEP-0368 direct TLS with aioxmpp, working around the ALPN bug on the client side."""
     async def main():
@@ -232,6 +241,7 @@ def test_wrong_password_is_not_authorized(server):
     run(main())
 
 
+@pytest.mark.tcp_only("counts the c2s 'connected' log lines to show one TCP connection")
 def test_wrong_password_then_right_one_on_the_same_connection(server):
     async def main():
         attempts = []

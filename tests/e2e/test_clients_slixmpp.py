@@ -20,6 +20,10 @@ from slixmpp.exceptions import IqError  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
+#: why a test runs over TCP only
+TCP_LOG = ("asserts the c2s log line of the client's own TCP connection (its "
+           "address, STARTTLS or direct TLS)")
 TIMEOUT = 10
 
 
@@ -93,7 +97,8 @@ class Client(slixmpp.ClientXMPP):
         self.enable_direct_tls = direct_tls
         self.enable_starttls = not direct_tls
         self.enable_plaintext = False
-        self.connect(server.host, server.tls_port if direct_tls else server.port)
+        self.connect(server.client_host,
+                     server.client_tls_port if direct_tls else server.client_port)
         return self
 
     @property
@@ -151,6 +156,7 @@ def server_log_since(server, mark: int) -> str:
 
 # -- connecting and authenticating ------------------------------------------------
 
+@pytest.mark.tcp_only(TCP_LOG)
 def test_starttls_login(server):
     async def main():
         mark = len(server.log_text())
@@ -168,6 +174,7 @@ def test_starttls_login(server):
     run(main())
 
 
+@pytest.mark.tcp_only(TCP_LOG)
 def test_direct_tls_login(server):
     async def main():
         mark = len(server.log_text())
@@ -187,6 +194,7 @@ def test_direct_tls_login(server):
     run(main())
 
 
+@pytest.mark.tcp_only(TCP_LOG)
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-1", "SCRAM-SHA-256"])
 def test_scram_mechanism_chosen_by_client(server, mech):
     async def main():

@@ -17,6 +17,7 @@ import pytest
 slixmpp = pytest.importorskip("slixmpp")
 from slixmpp.exceptions import IqError  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 TIMEOUT = 10
 
 
@@ -64,7 +65,7 @@ async def register_then_kill(server, username, password):
         _settle(answer, reply)
 
     client.add_event_handler("register", on_register)
-    client.connect(server.host, server.port)
+    client.connect(server.client_host, server.client_port)
     try:
         return await asyncio.wait_for(answer, TIMEOUT)
     finally:
@@ -73,7 +74,7 @@ async def register_then_kill(server, username, password):
 
 async def login(server, jid, password):
     client = Client(jid, password)
-    client.connect(server.host, server.port)
+    client.connect(server.client_host, server.client_port)
     try:
         await asyncio.wait([client.ready, client.auth_failed, client.closed],
                            timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)

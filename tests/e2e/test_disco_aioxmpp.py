@@ -22,6 +22,7 @@ import aioxmpp.xso as xso  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 CAPS_NODE = "https://github.com/xmppd/xmppd"
 SERVER = aioxmpp.JID.fromstr("localhost")
 ECHO = aioxmpp.JID.fromstr("echo.localhost")
@@ -69,7 +70,7 @@ def people(server, *names):
 def client_for(server, jid: str) -> aioxmpp.Client:
     return aioxmpp.Client(
         aioxmpp.JID.fromstr(jid), aioxmpp.make_security_layer(PASSWORD, no_verify=True),
-        override_peer=[(server.host, server.port, aioxmpp.connector.STARTTLSConnector())],
+        override_peer=[(server.client_host, server.client_port, aioxmpp.connector.STARTTLSConnector())],
         max_initial_attempts=1)
 
 

@@ -27,6 +27,7 @@ from slixmpp.exceptions import IqError  # noqa: E402
 
 from slixclient import IMClient, close_all, presence  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 CAPS_NODE = "https://github.com/xmppd/xmppd"
 EXTDISCO = "urn:xmpp:extdisco:2"
 TURN_SECRET = "e2e shared secret"

@@ -41,6 +41,7 @@ import aioxmpp.xso as xso  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging offline carbons blocking private last"
 TIMEOUT = 10
 SERVER = aioxmpp.JID.fromstr("localhost")
@@ -150,7 +151,7 @@ class Session:
         self.bare = self.jid.bare()
         self.client = aioxmpp.Client(
             self.jid, aioxmpp.make_security_layer(PASSWORD, no_verify=True),
-            override_peer=[(server.host, server.port, aioxmpp.connector.STARTTLSConnector())],
+            override_peer=[(server.client_host, server.client_port, aioxmpp.connector.STARTTLSConnector())],
             max_initial_attempts=1)
         # Summoned first so its initial roster get runs before the PresenceServer's
         # initial presence in before_stream_established (RFC 6121 §2.2's order).

@@ -19,6 +19,7 @@ pytest.importorskip("slixmpp")
 
 from slixclient import IMClient, ROSTER, close_all, message, presence, roster_push  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging offline"
 
 

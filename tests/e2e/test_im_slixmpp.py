@@ -19,6 +19,8 @@ from slixmpp.exceptions import IqError  # noqa: E402
 from slixclient import (IMClient, close_all, message, presence,  # noqa: E402
                         roster_push, ROSTER)
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
+
 COMPONENTS = "disco ping roster presence messaging offline carbons blocking private last"
 RATE_LIMIT = 5
 MAX_ROSTER = 12

@@ -37,6 +37,7 @@ import aioxmpp.node  # noqa: E402
 from conftest import PASSWORD  # noqa: E402
 from muc_target import muc_target, make_muc_target, require_xmppd  # noqa: E402,F401
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 TIMEOUT = 10
 LeaveMode = aioxmpp.muc.LeaveMode
 StatusCode = muc_xso.StatusCode
@@ -187,7 +188,7 @@ class Person:
         self.bare = self.jid.bare()
         self.client = aioxmpp.Client(
             self.jid, aioxmpp.make_security_layer(PASSWORD, no_verify=True),
-            override_peer=[(target.host, target.port, aioxmpp.connector.STARTTLSConnector())],
+            override_peer=[(target.host, target.client_port, aioxmpp.connector.STARTTLSConnector())],
             max_initial_attempts=1)
         # available: messages to the bare JID (mediated invitations) reach
         # only available resources (RFC 6121 §8.5.2.1)

@@ -33,6 +33,7 @@ from mucslix import (CLIENT, DELAY, DISCO_INFO, MUC_NS, REGISTER, USER,  # noqa:
 
 ALICE, BOB, CAROL, DAVE, EVE, ADMIN = (f"{u}@localhost" for u in
                                        ("alice", "bob", "carol", "dave", "eve", "admin"))
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 PING = "<ping xmlns='urn:xmpp:ping'/>"
 
 

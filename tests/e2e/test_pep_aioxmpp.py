@@ -27,6 +27,7 @@ import aioxmpp.xso as xso  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging caps pep"
 TIMEOUT = 10
 OMEMO = "eu.siacs.conversations.axolotl"
@@ -78,7 +79,7 @@ class Session:
         self.jid = aioxmpp.JID.fromstr(jid)
         self.client = aioxmpp.Client(
             self.jid, aioxmpp.make_security_layer(PASSWORD, no_verify=True),
-            override_peer=[(server.host, server.port, aioxmpp.connector.STARTTLSConnector())],
+            override_peer=[(server.client_host, server.client_port, aioxmpp.connector.STARTTLSConnector())],
             max_initial_attempts=1)
         self.roster = self.client.summon(aioxmpp.RosterClient)
         self.presence = self.client.summon(aioxmpp.PresenceServer)

@@ -19,6 +19,7 @@ from slixmpp.xmlstream import ElementBase  # noqa: E402
 
 from slixclient import IMClient, close_all, presence, roster_push  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging caps pep"
 EVENT = "{http://jabber.org/protocol/pubsub#event}"
 PUBSUB = "{http://jabber.org/protocol/pubsub}"

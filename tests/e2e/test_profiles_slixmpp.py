@@ -23,6 +23,7 @@ from slixmpp.plugins.xep_0402.stanza import Conference  # noqa: E402
 
 from slixclient import IMClient, close_all, presence, roster_push  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = ("disco ping roster presence messaging private vcard vcard_update "
               "caps pep bookmarks vcard4")
 BOOKMARKS2 = "urn:xmpp:bookmarks:1"

@@ -20,6 +20,7 @@ import aioxmpp.xso  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging pubsub"
 TIMEOUT = 10
 
@@ -53,7 +54,7 @@ def run(coro, server):
 def client_for(server, jid: str) -> aioxmpp.Client:
     return aioxmpp.Client(
         aioxmpp.JID.fromstr(jid), aioxmpp.make_security_layer(PASSWORD, no_verify=True),
-        override_peer=[(server.host, server.port, aioxmpp.connector.STARTTLSConnector())],
+        override_peer=[(server.client_host, server.client_port, aioxmpp.connector.STARTTLSConnector())],
         max_initial_attempts=1)
 
 

@@ -21,6 +21,7 @@ from conftest import PASSWORD  # noqa: E402
 from rawxmpp import login as raw_login, stanza_error_condition  # noqa: E402
 from slixclient import IMClient, close_all  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 SERVICE = "pubsub.localhost"
 COMPONENTS = "disco ping roster presence messaging pubsub"
 EVENT = "{http://jabber.org/protocol/pubsub#event}"
@@ -41,7 +42,8 @@ def run(coro, server=None):
 
 
 @pytest.fixture(scope="module")
-def server(make_xmppd_module):
+def server(make_xmppd_module, transport):
+    # a server per transport: tests count what carol@localhost is affiliated with
     return make_xmppd_module(
         {"server": {"components": COMPONENTS},
          "component:pubsub": {"max_payload_size": 4096, "max_nodes": 30}},
@@ -217,7 +219,7 @@ def test_publish_options_are_preconditions(server):
 def create_until_refused(server, prefix: str, limit: int = 60):
     """Create nodes over a raw connection until refused: the refusal's
     (condition, pubsub condition); every node made is deleted again."""
-    client = raw_login(server.host, server.port, "carol@localhost", PASSWORD, "flood")
+    client = raw_login(server.client_host, server.client_port, "carol@localhost", PASSWORD, "flood")
     made, answer = [], None
     try:
         for i in range(limit):

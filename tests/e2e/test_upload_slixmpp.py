@@ -31,6 +31,7 @@ from slixmpp.plugins.xep_0363 import http_upload  # noqa: E402
 
 from slixclient import IMClient, close_all, message  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 SERVICE = "upload.localhost"
 COMPONENTS = "disco ping roster presence messaging upload"
 UPLOAD = "{urn:xmpp:http:upload:0}"

@@ -21,6 +21,7 @@ import aioxmpp.vcard.xso  # noqa: E402
 from conftest import PASSWORD  # noqa: E402
 from slixclient import IMClient, close_all  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging vcard vcard_update"
 TIMEOUT = 10
 
@@ -54,7 +55,7 @@ class Session:
         self.bare = self.jid.bare()
         self.client = aioxmpp.Client(
             self.jid, aioxmpp.make_security_layer(PASSWORD, no_verify=True),
-            override_peer=[(server.host, server.port, aioxmpp.connector.STARTTLSConnector())],
+            override_peer=[(server.client_host, server.client_port, aioxmpp.connector.STARTTLSConnector())],
             max_initial_attempts=1)
         self.roster = self.client.summon(aioxmpp.RosterClient)
         self.presence = self.client.summon(aioxmpp.PresenceClient)

@@ -22,6 +22,7 @@ from slixmpp.exceptions import IqError  # noqa: E402
 
 from slixclient import IMClient, close_all, presence, roster_push  # noqa: E402
 
+pytestmark = pytest.mark.all_transports  # tcp, websocket, bosh (conftest)
 COMPONENTS = "disco ping roster presence messaging vcard vcard_update"
 UPDATE = "{vcard-temp:x:update}"
 
