@@ -172,8 +172,8 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "PEM certificate (chain); empty: a self-signed one in data_dir/certs, made on first start"),
         Option("private_key", path, "", "PEM private key; empty: read from the certificate file"),
         Option("components", words, "disco ping version time roster presence messaging offline "
-               "carbons blocking private last vcard vcard_update extdisco register pubsub "
-               "caps pep bookmarks vcard4 muc upload",
+               "carbons mam blocking private last vcard vcard_update extdisco register pubsub "
+               "caps pep bookmarks vcard4 muc upload csi push",
                "the components to enable, by name"),
         Option("max_stanza_size", integer(1024), "262144",
                "largest stanza accepted, in bytes (policy-violation beyond)"),
@@ -247,6 +247,9 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "shortest interval between empty requests of a polling BOSH session, in seconds"),
         Option("bosh_max_sessions", integer(1), "10000",
                "BOSH sessions at once; more are refused (remote-connection-failed)"),
+        Option("bosh_max_input_buffer", integer(1024), "262144",
+               "bytes of a BOSH client's stanzas held while its session reads nothing (its "
+               "output or a recipient's waits): further requests wait unread until it drains"),
     ],
 }
 

@@ -159,3 +159,14 @@ SM2 = "urn:xmpp:sm:2"
 SM_NAMESPACES = frozenset((SM3, SM2))
 # XEP-0352 client state indication
 CSI = "urn:xmpp:csi:0"
+
+# XEP-0357 push notifications, and the FORM_TYPE of a notification's summary
+PUSH = "urn:xmpp:push:0"
+PUSH_SUMMARY = "urn:xmpp:push:summary"
+# End-to-end encrypted payloads (a message carrying one is worth a push, as
+# Prosody's mod_cloud_notify judges): OMEMO as Conversations first shipped
+# it and urn:xmpp:omemo:0, XEP-0027 OpenPGP, XEP-0373 OpenPGP for XMPP
+OMEMO_LEGACY = "eu.siacs.conversations.axolotl"
+OMEMO_0 = "urn:xmpp:omemo:0"
+PGP_ENCRYPTED = "jabber:x:encrypted"
+OPENPGP = "urn:xmpp:openpgp:0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,22 @@ class StorageContract:
         self.assertEqual(await archive.count(BOB), 1)
         self.assertEqual(await archive.count("nobody@x"), 0)
 
+    async def test_archive_count_with_filters_is_a_result_sets_total(self):
+        """What a MAM page reports as the count of its whole result set: the
+        items matching with/start/end/ids, whatever page is asked for."""
+        archive, ids = await self.fill_archive()  # when 1000..1009, odd ones with bob
+        self.assertEqual(await archive.count(ALICE, start=1003.0, end=1006.0), 4)
+        self.assertEqual(await archive.count(ALICE, with_=BOB, start=1003.0), 4)  # 3 5 7 9
+        self.assertEqual(await archive.count(ALICE, end=1000.5), 1)
+        self.assertEqual(await archive.count(ALICE, start=2000.0), 0)
+        self.assertEqual(await archive.count(ALICE, start=1005.0, end=1004.0), 0)
+        self.assertEqual(await archive.count(ALICE, ids=[ids[0], ids[9], "999999"]), 2)
+        self.assertEqual(await archive.count(ALICE, ids=ids, with_=BOB, end=1004.0), 2)
+        self.assertEqual(await archive.count(ALICE, ids=[]), 0)
+        self.assertEqual(await archive.count(BOB, start=1000.0, end=1000.0), 1)
+        with self.assertRaises(ValueError):
+            await archive.count(ALICE, ids=["x"])
+
     async def test_archive_size(self):
         """size() is the bytes the values take as stored, the same on every
         backend: what a quota in bytes compares against."""
@@ -288,6 +305,107 @@ class StorageContract:
         with self.assertRaises(ValueError):
             await archive.delete(ALICE, ["x"])
         self.assertEqual(await archive.count(ALICE), 10)
+
+    async def test_archive_query_ids_keeps_only_those_in_insertion_order(self):
+        """XEP-0313's ids filter: the named items, oldest first whatever order
+        they were asked in, other filters still applying, unknown ids and
+        other users' ids ignored."""
+        archive, ids = await self.fill_archive()
+        (bobs,) = await archive.query(BOB)
+
+        async def numbers(**kw):
+            return [item.value["n"] for item in await archive.query(ALICE, **kw)]
+
+        self.assertEqual(await numbers(ids=[ids[7], ids[2], ids[5]]), [2, 5, 7])
+        self.assertEqual(await numbers(ids=[ids[3], ids[3], "999999", bobs.id]), [3])
+        self.assertEqual(await numbers(ids=[]), [])
+        self.assertEqual(await numbers(ids=iter([ids[1], ids[2]])), [1, 2])
+        self.assertEqual(await numbers(ids=ids[:6], with_=BOB), [1, 3, 5])
+        self.assertEqual(await numbers(ids=ids, start=1004.0, end=1006.0), [4, 5, 6])
+        self.assertEqual(await numbers(ids=ids, after=ids[7]), [8, 9])
+        self.assertEqual(await numbers(ids=ids, limit=2, reverse=True), [8, 9])
+        with self.assertRaises(ValueError):
+            await archive.query(ALICE, ids=[ids[0], "nope"])
+
+    async def test_archive_get_finds_one_item_of_its_user(self):
+        archive, ids = await self.fill_archive()
+        (bobs,) = await archive.query(BOB)
+        item = await archive.get(ALICE, ids[3])
+        self.assertEqual((item.id, item.when, item.with_, item.value), (ids[3], 1003.0, BOB, {"n": 3}))
+        self.assertEqual(item.size, value_size({"n": 3}))
+        self.assertIsNone(await archive.get(ALICE, bobs.id))  # another user's
+        self.assertIsNone(await archive.get(ALICE, "999999"))
+        self.assertIsNone(await archive.get("nobody@x", ids[3]))
+        with self.assertRaises(ValueError):
+            await archive.get(ALICE, "x")
+
+    async def test_archive_replace_keeps_id_time_and_partner(self):
+        """A tombstone (XEP-0425) stays where the message was in every query."""
+        archive, ids = await self.fill_archive()
+        (bobs,) = await archive.query(BOB)
+        self.assertTrue(await archive.replace(ALICE, ids[5], {"n": "tombstone"}))
+        item = await archive.get(ALICE, ids[5])
+        self.assertEqual((item.id, item.when, item.with_, item.value),
+                         (ids[5], 1005.0, BOB, {"n": "tombstone"}))
+        self.assertEqual(item.size, value_size({"n": "tombstone"}))
+        self.assertEqual([i.value["n"] for i in await archive.query(ALICE, with_=BOB, start=1004.0)],
+                         ["tombstone", 7, 9])
+        self.assertFalse(await archive.replace(ALICE, bobs.id, "stolen"))
+        self.assertFalse(await archive.replace(ALICE, "999999", "nothing"))
+        self.assertEqual((await archive.get(BOB, bobs.id)).value, {"n": "bob's"})
+        self.assertEqual(await archive.count(ALICE), 10)
+        with self.assertRaises(TypeError):
+            await archive.replace(ALICE, ids[0], object())
+        with self.assertRaises(ValueError):
+            await archive.replace(ALICE, "x", 1)
+        self.assertEqual((await archive.get(ALICE, ids[0])).value, {"n": 0})
+
+    async def test_archive_expire_deletes_what_is_older_than_the_cutoff(self):
+        archive, ids = await self.fill_archive()  # alice 1000..1009, bob 1000
+        await archive.append("carol@x", "c", when=1001.5)
+        other = self.storage.archive("offline")
+        await other.append(ALICE, "not mam", when=1.0)
+        self.assertEqual(await archive.expire(1003.0, user=ALICE), 3)  # 1000, 1001, 1002
+        self.assertEqual(await archive.count(BOB), 1)
+        self.assertEqual(await archive.expire(1003.0, user=ALICE), 0)
+        self.assertEqual(await archive.expire(1005.0), 2 + 1 + 1)  # alice 1003-4, bob, carol
+        self.assertEqual([i.value["n"] for i in await archive.query(ALICE)], [5, 6, 7, 8, 9])
+        self.assertEqual(await archive.users(), [ALICE])
+        self.assertEqual(await other.count(ALICE), 1)  # other stores untouched
+        self.assertEqual(await archive.expire(2000.0), 5)
+        self.assertEqual(await archive.users(), [])
+
+    async def test_archive_times_never_go_back_within_a_user(self):
+        """An item appended with an earlier time than the user's newest gets
+        the newest's time: insertion order is time order, which MAM results
+        need and the time index relies on."""
+        archive = self.storage.archive("mam")
+        await archive.append(ALICE, "a", when=1000.0)
+        await archive.append(ALICE, "b", when=900.0)  # clock stepped back
+        await archive.append(BOB, "other user", when=500.0)  # not held back by alice's
+        await archive.append(ALICE, "c", when=1001.0)
+        self.assertEqual([(i.value, i.when) for i in await archive.query(ALICE)],
+                         [("a", 1000.0), ("b", 1000.0), ("c", 1001.0)])
+        self.assertEqual([i.value for i in await archive.query(ALICE, start=1000.0, end=1000.0)], ["a", "b"])
+        self.assertEqual((await archive.query(BOB))[0].when, 500.0)
+
+    async def test_archive_time_ranges_match_exactly_at_their_edges(self):
+        archive = self.storage.archive("mam")
+        for n, when in enumerate([10.0, 20.0, 20.0, 20.0, 30.0, 40.0]):
+            await archive.append(ALICE, n, with_=BOB if n % 2 else None, when=when)
+
+        async def values(**kw):
+            return [i.value for i in await archive.query(ALICE, **kw)]
+
+        self.assertEqual(await values(start=20.0, end=20.0), [1, 2, 3])
+        self.assertEqual(await values(start=20.0, end=20.0, limit=2, reverse=True), [2, 3])
+        self.assertEqual(await values(start=15.0, end=35.0, with_=BOB), [1, 3])
+        self.assertEqual(await values(start=20.0001), [4, 5])
+        self.assertEqual(await values(end=19.9), [0])
+        self.assertEqual(await values(start=41.0), [])
+        self.assertEqual(await values(end=9.0), [])
+        self.assertEqual(await values(start=30.0, end=20.0), [])  # reversed range
+        self.assertEqual(await values(start=25.0, end=26.0), [])  # a gap
 
     # whole storage
 
@@ -461,6 +579,54 @@ class SQLiteStorageTests(StorageContract, unittest.TestCase):
         self.assertEqual(await reopened.map("roster").items(ALICE), {"bob@x": "both"})
         self.assertEqual([i.value for i in await reopened.archive("offline").query(ALICE)], list(range(50)))
 
+    async def test_a_days_page_of_a_big_archive_reads_only_that_page(self):
+        """Time-bounded pages are found through the time index, not by
+        scanning the user's archive up to them: the work a page costs
+        (SQLite's virtual machine steps) does not grow with the archive."""
+        archive = self.storage.archive("mam")
+        day = 86400.0
+
+        def seed(cursor, n, first):
+            cursor.executemany(
+                "INSERT INTO archive (store, user, ts, with_, value) VALUES ('mam', ?, ?, ?, '1')",
+                ((ALICE, first + i * 60.0, BOB if i % 2 else "carol@x") for i in range(n)))
+
+        async def steps(**query):
+            counted = []
+            worker = self.storage._worker
+
+            def count(cursor):
+                cursor.connection.set_progress_handler(lambda: counted.append(1), 100)
+
+            def stop(cursor):
+                cursor.connection.set_progress_handler(None, 0)
+
+            await worker.submit(count)
+            items = await archive.query(ALICE, limit=50, **query)
+            await worker.submit(stop)
+            return len(counted), items
+
+        def queries(newest):
+            return {"first of the last day": dict(start=newest - day),
+                    "from early on, forwards": dict(start=day / 4),
+                    "up to a day ago, backwards": dict(end=newest - day, reverse=True),
+                    "last of an early day": dict(end=day, reverse=True),
+                    "one early day with bob": dict(start=day / 2, end=day, with_=BOB)}
+
+        await self.storage._worker.submit(seed, 3000, 0.0)
+        small = {}
+        for name, query in queries(2999 * 60.0).items():
+            small[name], items = await steps(**query)
+            self.assertEqual(len(items), 50, name)
+        await self.storage._worker.submit(seed, 100_000, 3000 * 60.0)
+        # The same pages in an archive 30 times bigger (newer items added):
+        for name, query in queries(102_999 * 60.0).items():
+            big, items = await steps(**query)
+            self.assertEqual(len(items), 50, name)
+            self.assertLess(big, small[name] * 2 + 20, name)
+        (last,) = await archive.query(ALICE, limit=1, reverse=True)
+        self.assertEqual(last.when, 102_999 * 60.0)
+
     def test_bad_synchronous(self):
         with self.assertRaises(ValueError):
             SQLiteStorage(self.path, synchronous="off")
@@ -531,6 +697,31 @@ class SQLiteBatchTests(unittest.TestCase):
         self.assertEqual(await kv.get(ALICE), 1)
         self.assertEqual(await kv.get(BOB), 2)
         self.assertIsNone(await kv.get("x"))  # the failed operation left nothing
+
+    async def test_a_failed_single_statement_in_a_batch_spares_the_others(self):
+        """Single statements (appends, key-value writes) run without a
+        savepoint of their own: SQLite undoes a failed one by itself, and the
+        rest of the batch still commits."""
+        from xmppd.storage.sqlite import _execute
+
+        kv = self.storage.keyvalue("kv")
+        await kv.set("x", 1)
+        release = threading.Event()
+        held = self.storage._worker.submit(lambda cursor: release.wait(10))
+        first = kv.set(ALICE, 1)
+        duplicate = self.storage._worker.submit(
+            _execute, "INSERT INTO kv (store, user, value) VALUES (?, 'x', '2')", ("kv",))
+        appended = self.storage.archive("a").append(ALICE, "after the failure")
+        release.set()
+        await held
+        await first
+        with self.assertRaises(sqlite3.IntegrityError):
+            await duplicate
+        await appended
+        self.assertEqual(await kv.get("x"), 1)
+        self.assertEqual(await kv.get(ALICE), 1)
+        self.assertEqual([i.value for i in await self.storage.archive("a").query(ALICE)],
+                         ["after the failure"])
 
     async def test_many_writes_queued_at_once_all_commit(self):
         archive = self.storage.archive("offline")

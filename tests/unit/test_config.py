@@ -50,10 +50,10 @@ def test_defaults(ini):
     assert config.domains == ["localhost"]
     assert server["storage"] == "sqlite:xmppd.sqlite3"
     assert server["components"] == ["disco", "ping", "version", "time", "roster", "presence",
-                                    "messaging", "offline", "carbons", "blocking", "private",
+                                    "messaging", "offline", "carbons", "mam", "blocking", "private",
                                     "last", "vcard", "vcard_update", "extdisco", "register",
                                     "pubsub", "caps", "pep", "bookmarks", "vcard4", "muc",
-                                    "upload"]
+                                    "upload", "csi", "push"]
     assert server["max_stanza_size"] == 262144
     assert server["scram_iterations"] == 10000
     assert server["certificate"] == "" and server["private_key"] == ""

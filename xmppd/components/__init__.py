@@ -12,6 +12,7 @@ BUILTIN: dict[str, str] = {
     "offline": "xmppd.components.offline:OfflineComponent",
     "blocking": "xmppd.components.blocking:BlockingComponent",
     "carbons": "xmppd.components.carbons:CarbonsComponent",
+    "mam": "xmppd.components.mam:MAMComponent",
     "private": "xmppd.components.private:PrivateComponent",
     "last": "xmppd.components.last:LastActivityComponent",
     "vcard": "xmppd.components.vcard:VCardComponent",
@@ -24,4 +25,6 @@ BUILTIN: dict[str, str] = {
     "vcard4": "xmppd.components.vcard4:VCard4Component",
     "muc": "xmppd.services.muc.service:MUCService",
     "upload": "xmppd.services.upload.service:UploadService",
+    "csi": "xmppd.components.csi:CSIComponent",
+    "push": "xmppd.components.push:PushComponent",
 }

@@ -99,16 +99,26 @@ class IArchiveStore(Interface):
     def append(user, value, with_=None, when=None):
         """Append ``value``; Deferred fires with the new item's id once durable.
 
-        ``when`` defaults to now (``time.time()``).
+        ``when`` defaults to now (``time.time()``). Within one user's items of
+        a store, ``when`` never goes back: an item appended with an earlier
+        ``when`` than the user's newest item is stored with the newest one's
+        (a clock stepped back, an import out of order). So insertion order is
+        time order too, as MAM's results must be chronological, and a query
+        bounded in time can find its first and last item through the time
+        index alone instead of scanning the archive.
         """
 
     def query(user, with_=None, start=None, end=None, after=None, before=None,
-              limit=None, reverse=False, max_bytes=None):
+              limit=None, reverse=False, max_bytes=None, ids=None):
         """Deferred firing with a list of :class:`ArchiveItem` in insertion order.
 
         ``start``/``end`` bound ``when`` (inclusive); ``after``/``before`` are item
         ids (exclusive). With ``reverse`` the *last* ``limit`` matching items are
         returned (still listed oldest first), as MAM paging backwards needs.
+        ``ids`` (an iterable of ids) keeps only the items with those ids, the
+        other filters still applying (XEP-0313's ``ids`` field); ids that name
+        no item of the user are ignored. Every id argument must be well formed
+        (as :meth:`append` returns them): ValueError otherwise, raised at once.
 
         ``max_bytes`` bounds the list by size as ``limit`` does by count: it
         ends with the item whose value takes the total of
@@ -119,8 +129,10 @@ class IArchiveStore(Interface):
         matches (no further query needed to know it).
         """
 
-    def count(user, with_=None):
-        """Deferred firing with the number of items of the user."""
+    def count(user, with_=None, start=None, end=None, ids=None):
+        """Deferred firing with the number of items of the user that match
+        the filters, which mean what they mean to :meth:`query` (a MAM
+        result set's total, whatever page of it is asked for)."""
 
     def size(user, with_=None):
         """Deferred firing with the bytes the user's values take in storage:
@@ -128,6 +140,28 @@ class IArchiveStore(Interface):
 
     def delete(user, ids=None):
         """Delete the given ids (all the user's items if None); fires with the count."""
+
+    def get(user, id):
+        """Deferred firing with the user's :class:`ArchiveItem` ``id``, or None.
+
+        One item by id without a query: what a reply, a correction or a
+        retraction (XEP-0425) needs to find the message it names.
+        """
+
+    def replace(user, id, value):
+        """Swap the value of the user's item ``id``, keeping its id, ``when``
+        and ``with_`` (so its place in every query stays the same); Deferred
+        fires with True once durable, or False if there is no such item.
+
+        A moderated message becomes a tombstone this way (XEP-0425): clients
+        that page over it later see the tombstone where the message was.
+        """
+
+    def expire(before, user=None):
+        """Delete the items whose ``when`` is earlier than ``before`` (a POSIX
+        timestamp), of ``user`` or, if None, of every user; Deferred fires with
+        the number deleted once durable. Retention runs this periodically.
+        """
 
     def users():
         """Deferred firing with the sorted users that have at least one item."""

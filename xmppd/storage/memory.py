@@ -9,6 +9,7 @@ that SQLite could not store fails here too, and sizes in bytes are the same.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import time
@@ -50,6 +51,11 @@ def _fitting(rows: Iterable[Any], max_bytes: int, size: Callable[[Any], int]) ->
         if total >= max_bytes:
             break
     return taken
+
+
+def _item(row: tuple[int, float, str | None, str]) -> ArchiveItem:
+    item_id, when, with_, text = row
+    return ArchiveItem(str(item_id), when, with_, json.loads(text), len(text))
 
 
 @implementer(IKeyValueStore)
@@ -129,19 +135,25 @@ class MemoryArchiveStore:
                when: float | None = None) -> defer.Deferred[str]:
         text = encode_value(value)
         item_id = next(self._ids)
-        self._data.setdefault(user, []).append(
-            (item_id, time.time() if when is None else float(when), with_, text))
+        rows = self._data.setdefault(user, [])
+        stamp = time.time() if when is None else float(when)
+        if rows and rows[-1][1] > stamp:
+            stamp = rows[-1][1]  # never back in time (IArchiveStore.append)
+        rows.append((item_id, stamp, with_, text))
         return defer.succeed(str(item_id))
 
     def query(self, user: str, with_: str | None = None, start: float | None = None,
               end: float | None = None, after: str | None = None, before: str | None = None,
               limit: int | None = None, reverse: bool = False,
-              max_bytes: int | None = None) -> defer.Deferred[list[ArchiveItem]]:
+              max_bytes: int | None = None,
+              ids: Iterable[str] | None = None) -> defer.Deferred[list[ArchiveItem]]:
         after_id = None if after is None else _archive_id(after)
         before_id = None if before is None else _archive_id(before)
+        wanted = None if ids is None else {_archive_id(i) for i in ids}
         rows = [
             row for row in self._data.get(user, [])
-            if (with_ is None or row[2] == with_)
+            if (wanted is None or row[0] in wanted)
+            and (with_ is None or row[2] == with_)
             and (start is None or row[1] >= start)
             and (end is None or row[1] <= end)
             and (after_id is None or row[0] > after_id)
@@ -153,12 +165,46 @@ class MemoryArchiveStore:
             rows = _fitting(rows[::-1] if reverse else rows, max_bytes, lambda row: len(row[3]))
             if reverse:
                 rows.reverse()
-        return defer.succeed([ArchiveItem(str(i), when, w, json.loads(text), len(text))
-                              for i, when, w, text in rows])
+        return defer.succeed([_item(row) for row in rows])
 
-    def count(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
+    def _find(self, user: str, item_id: str) -> int | None:
+        """Index of item ``item_id`` in the user's list (kept in id order), or None."""
+        wanted = _archive_id(item_id)
         rows = self._data.get(user, [])
-        return defer.succeed(sum(1 for row in rows if with_ is None or row[2] == with_))
+        at = bisect.bisect_left(rows, wanted, key=lambda row: row[0])
+        return at if at < len(rows) and rows[at][0] == wanted else None
+
+    def get(self, user: str, item_id: str) -> defer.Deferred[ArchiveItem | None]:
+        at = self._find(user, item_id)
+        return defer.succeed(None if at is None else _item(self._data[user][at]))
+
+    def replace(self, user: str, item_id: str, value: Any) -> defer.Deferred[bool]:
+        text = encode_value(value)
+        at = self._find(user, item_id)
+        if at is None:
+            return defer.succeed(False)
+        row = self._data[user][at]
+        self._data[user][at] = (row[0], row[1], row[2], text)
+        return defer.succeed(True)
+
+    def expire(self, before: float, user: str | None = None) -> defer.Deferred[int]:
+        deleted = 0
+        for owner in [user] if user is not None else list(self._data):
+            rows = self._data.get(owner, [])
+            kept = [row for row in rows if row[1] >= before]
+            deleted += len(rows) - len(kept)
+            if kept:
+                self._data[owner] = kept
+            else:
+                self._data.pop(owner, None)
+        return defer.succeed(deleted)
+
+    def count(self, user: str, with_: str | None = None, start: float | None = None,
+              end: float | None = None, ids: Iterable[str] | None = None) -> defer.Deferred[int]:
+        if start is None and end is None and ids is None:
+            rows = self._data.get(user, [])
+            return defer.succeed(sum(1 for row in rows if with_ is None or row[2] == with_))
+        return self.query(user, with_=with_, start=start, end=end, ids=ids).addCallback(len)
 
     def size(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
         rows = self._data.get(user, [])

@@ -54,6 +54,9 @@ _SCHEMA = [
     " ts REAL NOT NULL, with_ TEXT, value TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS archive_user ON archive (store, user, id)",
     "CREATE INDEX IF NOT EXISTS archive_with ON archive (store, user, with_, id)",
+    # Time-bounded queries (MAM start/end) and retention find their rows here
+    # instead of scanning a user's whole archive: see SQLiteArchiveStore.query.
+    "CREATE INDEX IF NOT EXISTS archive_when ON archive (store, user, ts)",
 ]
 
 _SYNCHRONOUS = ("normal", "full")
@@ -90,6 +93,17 @@ def _fetchall(cursor: sqlite3.Cursor, sql: str, params: tuple) -> list[tuple]:
 
 def _execute(cursor: sqlite3.Cursor, sql: str, params: tuple) -> None:
     cursor.execute(sql, params)
+
+
+def single_statement(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark worker work that runs one SQL statement (or fails before it):
+    in a batch it needs no savepoint of its own (see _Worker._transaction)."""
+    fn.single_statement = True  # type: ignore[attr-defined]
+    return fn
+
+
+single_statement(_fetchall)
+single_statement(_execute)
 
 
 #: Most operations one transaction takes from the queue.
@@ -180,20 +194,31 @@ class _Worker:
                     return [(d, False, failure)]
             else:
                 for fn, args, d in work:
-                    cursor.execute("SAVEPOINT op")
+                    # One statement needs no savepoint: SQLite undoes a
+                    # failed statement by itself and the transaction goes on.
+                    # Three statements per write instead of one is what a
+                    # busy reactor's hold on the GIL makes expensive.
+                    single = getattr(fn, "single_statement", False)
+                    if not single:
+                        cursor.execute("SAVEPOINT op")
                     try:
                         results.append((d, True, fn(cursor, *args)))
                     except Exception:
                         failure = Failure()
                         results.append((d, False, failure))
                         try:
-                            cursor.execute("ROLLBACK TO op")
+                            if not single:
+                                cursor.execute("ROLLBACK TO op")
+                            elif not cursor.connection.in_transaction:
+                                raise sqlite3.OperationalError("the transaction ended")
                         except sqlite3.Error:
                             # SQLite ended the whole transaction (disk full, I/O
                             # error): nothing in it stands; the op's error says why.
                             _rollback(cursor)
                             return [(d2, False, failure) for _fn, _args, d2 in work]
-                    cursor.execute("RELEASE op")
+                        continue
+                    if not single:
+                        cursor.execute("RELEASE op")
             cursor.execute("COMMIT")
         except Exception:
             failure = Failure()
@@ -270,35 +295,97 @@ class SQLiteMapStore(_Store):
         return self._execute("DELETE FROM map WHERE store=? AND user=?", user)
 
 
+#: Larger than any archive id (SQLite's rowids are signed 64-bit).
+_MAX_ID = 2**63 - 1
+
+
+def _edge(cursor: sqlite3.Cursor, key: tuple[str, str], condition: str, when: float) -> int | None:
+    """The id of the first item of ``key`` (store, user) in ``condition``'s
+    order on archive_when, or None."""
+    row = cursor.execute(f"SELECT id FROM archive WHERE store=? AND user=? AND {condition} LIMIT 1",
+                         (*key, when)).fetchone()
+    return None if row is None else row[0]
+
+
 @implementer(IArchiveStore)
 class SQLiteArchiveStore(_Store):
     def append(self, user: str, value: Any, with_: str | None = None,
                when: float | None = None) -> defer.Deferred[str]:
-        params = (self.name, user, time.time() if when is None else float(when), with_, _dumps(value))
+        stamp = time.time() if when is None else float(when)
+        params = (self.name, user, stamp, self.name, user, stamp, with_, _dumps(value))
 
+        @single_statement
         def insert(txn: sqlite3.Cursor) -> str:
-            txn.execute("INSERT INTO archive (store, user, ts, with_, value) VALUES (?, ?, ?, ?, ?)", params)
+            # Never back in time within a user's items (IArchiveStore.append):
+            # MAX(ts) is one probe of archive_when.
+            txn.execute("INSERT INTO archive (store, user, ts, with_, value)"
+                        " VALUES (?, ?, MAX(?, COALESCE((SELECT MAX(ts) FROM archive"
+                        " WHERE store=? AND user=?), ?)), ?, ?)", params)
             return str(txn.lastrowid)
 
         return self._interact(insert)
 
-    def query(self, user: str, with_: str | None = None, start: float | None = None,
-              end: float | None = None, after: str | None = None, before: str | None = None,
-              limit: int | None = None, reverse: bool = False,
-              max_bytes: int | None = None) -> defer.Deferred[list[ArchiveItem]]:
-        sql = "SELECT id, ts, with_, value FROM archive WHERE store=? AND user=?"
-        params: list[Any] = [user]
-        for condition, param in (("with_=?", with_), ("ts>=?", start), ("ts<=?", end),
+    def _where(self, user: str, with_: str | None, start: float | None, end: float | None,
+               after: str | None, before: str | None, ids: Iterable[str] | None,
+               ) -> tuple[str, list[Any], Callable[[sqlite3.Cursor], list[Any] | None]]:
+        """The WHERE clause of a query or count, its parameters, and the
+        function that, in the worker, adds the parameters of the time bounds
+        (None: nothing is in the time range).
+
+        The time bounds are written "+ts" so that SQLite never walks
+        archive_when for them: rows come from an id index, in id order,
+        between the id bounds found first. Times never go back within a
+        user's items (append), so the items in [start, end] are exactly
+        those between the first item at or after start and the last at or
+        before end: two probes of archive_when. Without them a page of one
+        day of a big archive would scan every item newer (or older) than it.
+        """
+        sql = "store=? AND user=?"
+        params: list[Any] = [self.name, user]
+        wanted = None if ids is None else json.dumps(sorted({_archive_id(i) for i in ids}))
+        for condition, param in (("id IN (SELECT value FROM json_each(?))", wanted),
+                                 ("with_=?", with_), ("+ts>=?", start), ("+ts<=?", end),
                                  ("id>?", None if after is None else _archive_id(after)),
                                  ("id<?", None if before is None else _archive_id(before))):
             if param is not None:
                 sql += " AND " + condition
                 params.append(param)
+        key = (self.name, user)
+
+        def bounds(cursor: sqlite3.Cursor) -> list[Any] | None:
+            if start is None and end is None:
+                return []
+            first = 0 if start is None else _edge(cursor, key, "ts>=? ORDER BY ts, id", start)
+            last = _MAX_ID if end is None else _edge(cursor, key, "ts<=? ORDER BY ts DESC, id DESC", end)
+            if first is None or last is None:
+                return None
+            return [first, last]
+
+        if start is not None or end is not None:
+            sql += " AND id>=? AND id<=?"
+        return sql, params, bounds
+
+    def query(self, user: str, with_: str | None = None, start: float | None = None,
+              end: float | None = None, after: str | None = None, before: str | None = None,
+              limit: int | None = None, reverse: bool = False,
+              max_bytes: int | None = None,
+              ids: Iterable[str] | None = None) -> defer.Deferred[list[ArchiveItem]]:
+        where, params, bounds = self._where(user, with_, start, end, after, before, ids)
         # Reverse paging selects the newest rows first, then flips them back.
-        sql += " ORDER BY id DESC" if reverse else " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql = (f"SELECT id, ts, with_, value FROM archive WHERE {where}"
+               f" ORDER BY id{' DESC' if reverse else ''}{' LIMIT ?' if limit is not None else ''}")
+
+        def fetch(cursor: sqlite3.Cursor) -> list[tuple]:
+            edges = bounds(cursor)
+            if edges is None:
+                return []  # nothing in the time range
+            args = params + edges + ([limit] if limit is not None else [])
+            rows = cursor.execute(sql, args)
+            if max_bytes is None:
+                return rows.fetchall()
+            # Row by row, so what is past the bound is never read into memory.
+            # Stored text is ASCII (encode_value): its length is its bytes.
+            return _fitting(rows, max_bytes, lambda row: len(row[3]))
 
         def items(rows: list[tuple]) -> list[ArchiveItem]:
             if reverse:
@@ -306,23 +393,18 @@ class SQLiteArchiveStore(_Store):
             return [ArchiveItem(str(i), ts, w, json.loads(text), len(text))
                     for i, ts, w, text in rows]
 
-        if max_bytes is None:
-            return self._select(sql, *params).addCallback(items)
-
-        def fetch(cursor: sqlite3.Cursor) -> list[tuple]:
-            # Row by row, so what is past the bound is never read into memory.
-            # Stored text is ASCII (encode_value): its length is its bytes.
-            return _fitting(cursor.execute(sql, (self.name, *params)), max_bytes,
-                            lambda row: len(row[3]))
-
         return self._interact(fetch).addCallback(items)
 
-    def count(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
-        if with_ is None:
-            d = self._select("SELECT COUNT(*) FROM archive WHERE store=? AND user=?", user)
-        else:
-            d = self._select("SELECT COUNT(*) FROM archive WHERE store=? AND user=? AND with_=?", user, with_)
-        return d.addCallback(lambda rows: rows[0][0])
+    def count(self, user: str, with_: str | None = None, start: float | None = None,
+              end: float | None = None, ids: Iterable[str] | None = None) -> defer.Deferred[int]:
+        where, params, bounds = self._where(user, with_, start, end, None, None, ids)
+        sql = f"SELECT COUNT(*) FROM archive WHERE {where}"
+
+        def count(cursor: sqlite3.Cursor) -> int:
+            edges = bounds(cursor)
+            return 0 if edges is None else cursor.execute(sql, params + edges).fetchone()[0]
+
+        return self._interact(count)
 
     def size(self, user: str, with_: str | None = None) -> defer.Deferred[int]:
         # Bytes, not characters (the same while stored text is ASCII).
@@ -346,6 +428,35 @@ class SQLiteArchiveStore(_Store):
                 txn.execute(sql, params)
                 deleted += txn.rowcount
             return deleted
+
+        return self._interact(delete)
+
+    def get(self, user: str, item_id: str) -> defer.Deferred[ArchiveItem | None]:
+        d = self._select("SELECT id, ts, with_, value FROM archive WHERE store=? AND user=? AND id=?",
+                         user, _archive_id(item_id))
+        return d.addCallback(lambda rows: ArchiveItem(str(rows[0][0]), rows[0][1], rows[0][2],
+                                                      json.loads(rows[0][3]), len(rows[0][3]))
+                             if rows else None)
+
+    def replace(self, user: str, item_id: str, value: Any) -> defer.Deferred[bool]:
+        params = (_dumps(value), self.name, user, _archive_id(item_id))
+
+        def update(txn: sqlite3.Cursor) -> bool:
+            txn.execute("UPDATE archive SET value=? WHERE store=? AND user=? AND id=?", params)
+            return txn.rowcount > 0
+
+        return self._interact(update)
+
+    def expire(self, before: float, user: str | None = None) -> defer.Deferred[int]:
+        if user is None:
+            sql, params = "DELETE FROM archive WHERE store=? AND ts<?", (self.name, float(before))
+        else:
+            sql, params = ("DELETE FROM archive WHERE store=? AND user=? AND ts<?",
+                           (self.name, user, float(before)))
+
+        def delete(txn: sqlite3.Cursor) -> int:
+            txn.execute(sql, params)
+            return txn.rowcount
 
         return self._interact(delete)
 

@@ -301,15 +301,19 @@ class ClientSession:
         else:
             self.framing.send(stanza)
 
-    def add_send_filter(self, keep: Any) -> None:
+    def add_send_filter(self, keep: Any, first: bool = False) -> None:
         """Call ``keep(stanza)`` for every stanza about to be written to the
         client (an element, or a fanout's ready-made text); when it returns
         True it has taken the stanza, and writes it later itself, in order,
         with :meth:`write_now`. Stream-level elements (SASL, XEP-0198 acks)
-        do not pass the filters."""
+        do not pass the filters. ``first``: before the filters there are (an
+        observer that must see every stanza, even one another filter holds)."""
         if self._send_filters is None:
             self._send_filters = []
-        self._send_filters.append(keep)
+        if first:
+            self._send_filters.insert(0, keep)
+        else:
+            self._send_filters.append(keep)
 
     def remove_send_filter(self, keep: Any) -> None:
         if self._send_filters and keep in self._send_filters:

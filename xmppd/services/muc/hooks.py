@@ -44,7 +44,15 @@ The events (``ev`` attributes in brackets):
     return True when the feature dealt with it (a subject change)
 ``groupchat`` (room, occupant, message)
     the message as broadcast (from the occupant's room JID, no ``to``):
-    features add to it (occupant-id) or keep it (history)
+    features add to it (occupant-id) or keep it (history, archive); work
+    that must wait (the archive write that gives the stanza-id) holds the
+    room's output in order through ``service.gates`` (:mod:`.gate`)
+``archiving`` (room) → True while the room's messages go to its archive
+``get-history`` (room, to, maxstanzas, maxchars, since, length, buffered)
+    a joiner's history, the limits as asked (``length``: the room's history
+    length, ``buffered``: what the in-memory history holds): return a
+    Deferred firing with the stanzas to send (oldest first), or None for
+    the in-memory history (Prosody's muc-get-history)
 ``private-message`` (room, occupant, target, message)
 ``message-to-room`` (room, stanza, real, occupant)
     a non-groupchat message to the room's bare JID (invitations, voice
@@ -52,8 +60,9 @@ The events (``ev`` attributes in brackets):
 ``iq/<type>/<ns>:<name>`` (room, event, real, occupant)
     an iq to the room's bare JID, by payload: return the reply
 ``config-form`` (room, form, actor)
-``config-submitted`` (room, values, old, codes, actor)
+``config-submitted`` (room, values, old, codes, actor, fields)
     validate (raise) or adjust the values parsed from a submitted form
+    (``fields``: the submitted fields, var → values)
 ``config-changed`` (room, old, changed, codes)
 ``affiliation-changed`` (room, jid, old, new, actor, reason)
 ``disco-info`` (room, features, form, requester)

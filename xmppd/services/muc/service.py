@@ -34,6 +34,8 @@ from xmppd.router.events import StanzaEvent, stanza_error
 from xmppd.router.fanout import Fanout
 from xmppd.services.muc import store as storelib
 from xmppd.services.muc.features import FEATURES
+from xmppd.services.muc.features.mam import OPTIONS as ARCHIVE_OPTIONS
+from xmppd.services.muc.gate import Gates
 from xmppd.services.muc.hooks import Feature, Hooks, MUCError
 from xmppd.services.muc.room import Room, refuse_outcasts
 
@@ -112,6 +114,7 @@ class MUCService(Service):
         Option("lock_timeout", integer(1), "300",
                "seconds after which a locked room nobody configured opens anyway (as "
                "Prosody's muc_room_lock_timeout)"),
+        *ARCHIVE_OPTIONS,
     ]
     stores = dict(storelib.STORES)
 
@@ -131,6 +134,8 @@ class MUCService(Service):
         self._writes: dict[str, defer.Deferred] = {}
         #: real JID → (bare, resource, is it ours): parsed once for deliveries
         self._where: dict[str, tuple[str, str, bool]] = {}
+        #: rooms whose output waits on storage (an archive write, a history read)
+        self.gates = Gates(self.deliver)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -305,7 +310,10 @@ class MUCService(Service):
 
     def deliver(self, fan: Fanout, real: str) -> None:
         """One copy of ``fan`` to the real session ``real`` (the hot path of
-        every room broadcast: the JID is parsed once and remembered)."""
+        every room broadcast: the JID is parsed once and remembered). While
+        the room's output waits (:mod:`.gate`), the copy waits in line."""
+        if self.gates and self.gates.hold_delivery(fan, real):
+            return
         where = self._where.get(real)
         if where is None:
             parsed = jidlib.parse_or_none(real)

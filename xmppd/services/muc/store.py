@@ -1,6 +1,6 @@
 """Rooms in storage: what a persistent room needs to survive ``kill -9``.
 
-Two stores, written through (a request that changed a room is answered
+Three stores, written through (a request that changed a room is answered
 once its write is durable):
 
 ``muc_rooms`` (key-value, keyed by the room's bare JID)
@@ -9,7 +9,11 @@ once its write is durable):
     the features' persistent state (subject, occupant-id salt, …);
 ``muc_history`` (map, keyed by the room's bare JID, then a sequence number)
     the discussion history, one entry per message, trimmed to the room's
-    history length as it goes.
+    history length as it goes (not kept for a room whose archive is on:
+    the archive is its history then);
+``muc_archive`` (archive, by the room's bare JID)
+    the room's message archive (XEP-0313), written by
+    :mod:`.features.mam`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from twisted.internet import defer
 
 ROOMS = "muc_rooms"
 HISTORY = "muc_history"
-STORES = {ROOMS: "keyvalue", HISTORY: "map"}
+#: the rooms' archives (XEP-0313), by room JID: features/mam.py
+ARCHIVE = "muc_archive"
+STORES = {ROOMS: "keyvalue", HISTORY: "map", ARCHIVE: "archive"}
 
 
 def room_record(room: Any) -> dict[str, Any]:

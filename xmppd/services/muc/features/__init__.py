@@ -11,9 +11,11 @@ from xmppd.services.muc.features.history import History
 from xmppd.services.muc.features.info import RoomInfo
 from xmppd.services.muc.features.invites import Invites
 from xmppd.services.muc.features.locking import Locking
+from xmppd.services.muc.features.mam import MUCArchive
 from xmppd.services.muc.features.max_users import MaxUsers
 from xmppd.services.muc.features.members_only import MembersOnly
 from xmppd.services.muc.features.moderated import Moderated
+from xmppd.services.muc.features.moderation import Moderation
 from xmppd.services.muc.features.name import RoomName
 from xmppd.services.muc.features.occupant_id import OccupantId
 from xmppd.services.muc.features.occupant_iq import OccupantIq
@@ -30,5 +32,5 @@ from xmppd.services.muc.features.whois import Whois
 FEATURES = (
     RoomName, Persistent, Hidden, Subject, Invites, MembersOnly, Moderated, Password,
     Whois, MaxUsers, History, PresenceBroadcast, Locking, OccupantId, Registration, VoiceRequest, RateLimit,
-    OccupantIq, AdminProtocol, OwnerProtocol, RoomInfo,
+    OccupantIq, AdminProtocol, OwnerProtocol, RoomInfo, MUCArchive, Moderation,
 )

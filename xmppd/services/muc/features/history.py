@@ -7,7 +7,15 @@ by default ``muc#roomconfig_defaulthistorymessages``, and as few as the
 joiner asks for (``maxstanzas``, ``maxchars`` — counted on the serialised
 stanzas with the joiner's JID, as Prosody counts —, ``seconds``,
 ``since``). A persistent room's history is in storage and survives
-restarts."""
+restarts.
+
+With the room archive (:mod:`.mam`) on, the archive is the history's
+durable copy: the in-memory history is then not written to storage (and a
+stored one is dropped), and a joiner who is to get more than the memory
+holds (after a restart, say) gets it from the archive, as Prosody 0.12's
+mod_muc_mam answers muc-get-history. History goes out in the room's order
+(:mod:`..gate`): a message whose archive write is pending is in the
+history of who joins meanwhile, with its stanza-id."""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import calendar
 import time
 from collections import deque
 
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd import ns
@@ -49,6 +58,22 @@ def _parse_stamp(text: str) -> float | None:
     return None
 
 
+def historic(message: domish.Element, room_jid: str | None = None) -> bool:
+    """Worth keeping (Prosody's muc-message-is-historic): a moderation
+    notice from the room itself (a XEP-0422 ``apply-to``, as
+    mod_muc_moderation marks it); nothing hinted no-store; a store hint, a
+    body, an encrypted payload or a chat marker."""
+    names = {(c.uri, c.name) for c in message.elements()}
+    if room_jid is not None and (ns.FASTEN, "apply-to") in names and \
+            message.getAttribute("from") == room_jid:
+        return True
+    if (ns.HINTS, "no-store") in names or (ns.HINTS, "no-permanent-store") in names:
+        return False
+    if (ns.HINTS, "store") in names or any(n == "body" for _, n in names):
+        return True
+    return (_EME, "encryption") in names or any(u == _MARKERS for u, _ in names)
+
+
 class Entry:
     __slots__ = ("element", "when", "chars", "key", "fan")
 
@@ -77,11 +102,22 @@ class History(Feature):
                          "join the room", datatype="xs:integer"),
     )
 
+    def _archived(self, room) -> bool:
+        """The room's archive keeps its messages (then it is the history's
+        durable copy)."""
+        return self.service.hooks.fire("archiving", room=room) is True
+
     def _buffer(self, room) -> deque:
         buffer = room.state.get("history")
         if buffer is None:
             buffer = room.state["history"] = deque()
             stored = room.state.pop("stored_history", None)
+            if stored and self._archived(room) and self.service.roomstore is not None:
+                # rows of the time before the archive: served from memory this
+                # once, but gone from storage, so that after the next restart
+                # they cannot shadow the archive's newer messages
+                self.service._write(room, self.service.roomstore.drop_history(
+                    room.jid, list(stored[1])))
             if stored:
                 for value, key in zip(*stored):
                     try:
@@ -104,27 +140,25 @@ class History(Feature):
     def loaded(self, ev):
         self._buffer(ev.room)
 
-    @staticmethod
-    def historic(message: domish.Element) -> bool:
-        """Worth replaying (Prosody's muc-message-is-historic)."""
-        names = {(c.uri, c.name) for c in message.elements()}
-        if (ns.HINTS, "no-store") in names or (ns.HINTS, "no-permanent-store") in names:
-            return False
-        if (ns.HINTS, "store") in names or any(n == "body" for _, n in names):
-            return True
-        return (_EME, "encryption") in names or any(u == _MARKERS for u, _ in names)
+    historic = staticmethod(historic)
 
     @on("groupchat", -10)
     def record(self, ev):
         message = ev.message
-        if not self.historic(message):
-            return None
         room = ev.room
-        length = self._length(room)
-        buffer = self._buffer(room)
-        if length == 0:
+        if not historic(message, room.jid):
+            return None
+        self._buffer(room)
+        if self._length(room) == 0:
             return None
         now = self.service.clock.seconds()
+        # in the room's order: after the archive gave the message its stanza-id
+        self.service.gates.then(room.jid, lambda _: self._keep(room, message, now))
+        return None
+
+    def _keep(self, room, message: domish.Element, now: float) -> None:
+        length = self._length(room)
+        buffer = self._buffer(room)
         stored = domish.Element((ns.CLIENT, "message"))
         stored.attributes = dict(message.attributes)
         stored.children = list(message.children)
@@ -137,12 +171,12 @@ class History(Feature):
         buffer.append(entry)
         room.state["history_bytes"] = room.state.get("history_bytes", 0) + entry.chars
         dropped = self._trim(room, buffer, length)
-        if room.config.get("persistent") and self.service.roomstore is not None:
+        if room.config.get("persistent") and self.service.roomstore is not None \
+                and not self._archived(room):
             if not room.state.get("stored"):
                 self.service.save(room)
             self.service._write(room, self.service.roomstore.add_history(
                 room.jid, entry.key, {"xml": stored.toXml(), "when": now}, dropped))
-        return None
 
     def _trim(self, room, buffer, length):
         """Drop the oldest beyond the room's length and the service's bytes."""
@@ -162,33 +196,62 @@ class History(Feature):
         store = self.service.roomstore
         if store is None:
             return None
-        if "persistent" in ev.changed and room.config.get("persistent"):
-            # a room made persistent: its history so far goes to storage too
+        archived = self._archived(room)
+        if room.config.get("persistent") and not archived and (
+                "persistent" in ev.changed or "archiving" in ev.changed):
+            # a room made persistent (or no longer archived): its history so
+            # far goes to storage too
             for entry in buffer:
                 self.service._write(room, store.add_history(
                     room.jid, entry.key, {"xml": entry.element.toXml(), "when": entry.when},
                     []))
-        elif dropped and room.state.get("stored"):
+        elif archived and "archiving" in ev.changed and room.state.get("stored"):
+            # archived from now on: the archive is the durable history
+            self.service._write(room, store.drop_history(
+                room.jid, dropped + [entry.key for entry in buffer]))
+        elif dropped and room.state.get("stored") and not archived:
             self.service._write(room, store.drop_history(room.jid, dropped))
         return None
 
     @on("joined", 20)
     def replay(self, ev):
-        room = ev.room
-        entries = list(self._buffer(room))
-        if not entries:
-            return None
+        room, real = ev.room, ev.real
         request = None
         if ev.x is not None:
             request = next(ev.x.elements(ns.MUC, "history"), None)
-        entries = self._select(entries, request, len(ev.real),
-                               ev.room.config.get("default_history"))
-        for entry in entries:
-            self.service.deliver(entry.fan, ev.real)
+        # in the room's order: a message still waiting for its archive write
+        # is history for this joiner
+        self.service.gates.then(room.jid, lambda _: self._replay(room, real, request))
         return None
 
-    def _select(self, entries, request, to_length, default):
-        """Newest first, as long as every limit holds (Prosody's order)."""
+    def _replay(self, room, real: str, request) -> None:
+        entries = list(self._buffer(room))
+        maxstanzas, maxchars, since = self._limits(request)
+        if maxstanzas is None and maxchars is None and since is None:
+            maxstanzas = room.config.get("default_history")
+        archived = self.service.hooks.fire(
+            "get-history", room=room, to=real, maxstanzas=maxstanzas, maxchars=maxchars,
+            since=since, length=self._length(room), buffered=len(entries))
+        if archived is not None:
+            def send(result) -> None:
+                if isinstance(result, Failure):
+                    self.service.log.failure("muc: reading {room}'s history failed", result,
+                                             room=room.jid)
+                    self._send(room, real, entries, maxstanzas, maxchars, since)
+                    return
+                for element in result:
+                    self.service.deliver(Fanout(element), real)
+            self.service.gates.then(room.jid, send, wait=archived)
+            return
+        self._send(room, real, entries, maxstanzas, maxchars, since)
+
+    def _send(self, room, real, entries, maxstanzas, maxchars, since) -> None:
+        for entry in self._select(entries, maxstanzas, maxchars, since, len(real)):
+            self.service.deliver(entry.fan, real)
+
+    def _limits(self, request):
+        """The joiner's ``<history/>`` (XEP-0045 §7.2.14): maxstanzas,
+        maxchars and since (``seconds`` folded in), each None when not asked."""
         def number(name):
             value = request.getAttribute(name) if request is not None else None
             if value is None:
@@ -204,8 +267,11 @@ class History(Feature):
         if seconds is not None:
             cutoff = self.service.clock.seconds() - seconds
             since = cutoff if since is None else max(since, cutoff)
-        if maxstanzas is None and maxchars is None and since is None:
-            maxstanzas = default if default is not None else len(entries)
+        return maxstanzas, maxchars, since
+
+    @staticmethod
+    def _select(entries, maxstanzas, maxchars, since, to_length):
+        """Newest first, as long as every limit holds (Prosody's order)."""
         count, chars = 0, 0
         for entry in reversed(entries):
             if maxchars is not None:

@@ -83,7 +83,7 @@ class OwnerProtocol(Feature):
         old = dict(room.config)
         codes = set()
         self.service.hooks.fire("config-submitted", room=room, values=values, old=old,
-                                codes=codes, actor=ev.real)
+                                codes=codes, actor=ev.real, fields=fields)
         changed = {k for k in set(values) | set(old) if values.get(k) != old.get(k)}
         codes.update(spec.notice for spec in specs.values()
                      if spec.key in changed and spec.notice)
