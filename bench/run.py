@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
 import scenarios  # noqa: E402
+import mam_scenarios  # noqa: E402,F401 - registers the archive rows
 import servers  # noqa: E402
 
 BOOKKEEPING = ("lost", "dup", "sent", "server CPU", "generator CPU")

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+import boshgen
 import loadgen
 from servers import DOMAIN, MUC_DOMAIN, PASSWORD, Server, user_name
 
@@ -89,9 +90,15 @@ class Context:
     drain: float | None = None
 
     async def login(self, i: int, presence: bool = True, resource: str = "bench",
-                    websocket: bool = False):
+                    websocket: bool = False, bosh: bool = False):
         """Log user ``i`` in over TCP, or with ``websocket`` over XMPP-over-
-        WebSocket at the server's HTTP port (the ``websocket`` extra)."""
+        WebSocket at the server's HTTP port (the ``websocket`` extra), or with
+        ``bosh`` over BOSH there (the ``bosh`` extra)."""
+        if bosh:
+            if not self.server.http_port:
+                raise RuntimeError("a BOSH login needs the 'bosh' extra (an HTTP port)")
+            return await boshgen.login_bosh("127.0.0.1", self.server.http_port, DOMAIN,
+                                            user_name(i), PASSWORD, resource, presence)
         if websocket:
             if not self.server.http_port:
                 raise RuntimeError("a WebSocket login needs the 'websocket' extra (an HTTP port)")
@@ -101,7 +108,7 @@ class Context:
                                    PASSWORD, resource, starttls=self.tls, presence=presence)
 
     async def login_many(self, indexes, concurrency: int = 50, presence: bool = True,
-                         websocket: bool = False):
+                         websocket: bool = False, bosh: bool = False):
         """Log in the given users, ``concurrency`` logins at a time; returns the
         connections and each login's seconds."""
         semaphore = asyncio.Semaphore(concurrency)
@@ -110,7 +117,7 @@ class Context:
         async def one(i):
             async with semaphore:
                 t0 = time.perf_counter()
-                conn = await self.login(i, presence, websocket=websocket)
+                conn = await self.login(i, presence, websocket=websocket, bosh=bosh)
                 latencies.append(time.perf_counter() - t0)
                 return conn
         conns = await asyncio.gather(*(one(i) for i in indexes))
@@ -208,14 +215,15 @@ scenario("login-plain", users=1000, tls=False, metrics=[
 # -- 1:1 message throughput ---------------------------------------------------------------
 
 
-def _messages(tls: bool, websocket: bool = False):
+def _messages(tls: bool, websocket: bool = False, bosh: bool = False):
     async def run(ctx: Context) -> dict[str, float]:
         """100 sender→receiver pairs, each keeping 10 chat messages in flight to
         the receiver's bare JID; figures over 10 s after 2 s of warm-up. With
-        ``websocket`` every client is logged in over RFC 7395 instead of TCP."""
+        ``websocket`` every client is logged in over RFC 7395 instead of TCP,
+        with ``bosh`` over XEP-0206."""
         pairs, window = 50 if ctx.quick else 100, 10
         duration, warmup = (2.0, 0.5) if ctx.quick else (10.0, 2.0)
-        conns, _ = await ctx.login_many(range(2 * pairs), websocket=websocket)
+        conns, _ = await ctx.login_many(range(2 * pairs), websocket=websocket, bosh=bosh)
         senders, receivers = conns[:pairs], conns[pairs:]
         targets = [f"{user_name(pairs + i)}@{DOMAIN}" for i in range(pairs)]
         in_flight: dict[bytes, tuple[float, int]] = {}
@@ -285,6 +293,10 @@ scenario("messages-tls", users=200, tls=True, metrics=_MESSAGE_METRICS)(_message
 # both servers count as secure): one text message per stanza each way.
 scenario("ws-messages", users=200, tls=False, metrics=_MESSAGE_METRICS,
          extras=("websocket",))(_messages(False, websocket=True))
+# And over BOSH (XEP-0124/0206, plain http:// on loopback, secure to both):
+# each client one held request and one to send with, as a browser's library.
+scenario("bosh-messages", users=200, tls=False, metrics=_MESSAGE_METRICS,
+         extras=("bosh",))(_messages(False, bosh=True))
 
 
 # -- idle connections ---------------------------------------------------------------------

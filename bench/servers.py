@@ -67,7 +67,31 @@ EXTRAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # loads mod_http) with ``http_ports``. Both count a loopback WebSocket as
     # secure (xmppd by itself, Prosody with ``consider_websocket_secure``).
     "websocket": ((), ("websocket",)),
+    # XMPP over BOSH (XEP-0124, XEP-0206) at /http-bind on the same kind of
+    # port: xmppd's ``[http]`` service with only its ``bosh`` endpoint,
+    # Prosody's mod_bosh (which loads mod_http), both counting loopback
+    # BOSH as secure (Prosody with ``consider_bosh_secure``).
+    "bosh": ((), ("bosh",)),
+    # XEP-0313 message archives (every chat message archived for its sender
+    # and its recipient): xmppd's ``mam`` on its SQLite storage, Prosody's
+    # mod_mam on mod_storage_sql with SQLite (Debian's lua-dbi-sqlite3; its
+    # default file storage is about ten times slower). Both keep the archive
+    # for ever and count each query's total (XMPPD_MAM, PROSODY_MAM).
+    "mam": (("mam",), ("mam",)),
 }
+
+#: xmppd's ``[component:mam]`` in the bench: no expiry (the seeded archive
+#: spans a year) and no quota below the million seeded messages.
+XMPPD_MAM = {"archive_expires_after": "never", "max_archive_items": "10000000"}
+#: Prosody's archive options with the ``mam`` extra: its SQL storage for the
+#: archive (everything else stays in its files), the same expiry, and the
+#: totals counted (Prosody stops counting by default when nothing expires).
+PROSODY_MAM = ('default_storage = "internal"\nstorage = {{ archive = "sql" }}\n'
+               'sql = {{ driver = "SQLite3", database = "{data}/archive.sqlite" }}\n'
+               'archive_expires_after = "never"\nmam_include_total = true\n')
+
+#: Extras served on the HTTP port (``Server.http_port``), by endpoint name.
+HTTP_EXTRAS = ("websocket", "bosh")
 
 #: The chat service's domain in both servers (the ``muc`` extra).
 MUC_DOMAIN = f"conference.{DOMAIN}"
@@ -83,12 +107,16 @@ PROSODY_COMPONENTS = {"muc": MUC_DOMAIN}
 #: above what one sender reaches; everything else stays at its default, as
 #: Prosody's does (history 20 messages, occupant id on, rooms locked until
 #: the creator configures them or accepts the instant room).
-XMPPD_MUC = {"domain": MUC_DOMAIN, "message_rate": "1000000", "message_burst": "1000000"}
+XMPPD_MUC = {"domain": MUC_DOMAIN, "message_rate": "1000000", "message_burst": "1000000",
+             # Prosody's MUC here has no mod_muc_mam: no room archive either
+             "archive": "false"}
 
 #: xmppd components on by default that no scenario's Prosody has a module
 #: for: left out of every run (the pubsub service, bookmarks and vCard4 are
-#: built on PEP and would only add hooks to the other scenarios' paths).
-XMPPD_ONLY = ("pubsub", "bookmarks", "vcard4")
+#: built on PEP and would only add hooks to the other scenarios' paths; client
+#: state indication and push, which Prosody has as modules its bench config
+#: does not load).
+XMPPD_ONLY = ("pubsub", "bookmarks", "vcard4", "csi", "push")
 
 
 def roster_item_name(i: int) -> str:
@@ -149,7 +177,7 @@ class Server:
         self.cert = cert
         self.tls = starttls_required
         self.port = 0
-        #: the HTTP port of the ``websocket`` extra (0 without it)
+        #: the HTTP port of the ``websocket`` and ``bosh`` extras (0 without them)
         self.http_port = 0
         self.process: subprocess.Popen | None = None
 
@@ -168,7 +196,7 @@ class Server:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         self.port = free_port()
-        self.http_port = free_port() if "websocket" in extras else 0
+        self.http_port = free_port() if set(extras) & set(HTTP_EXTRAS) else 0
         self.rosters = rosters or {}
         self.extras = tuple(extras)
         self.prepare(users)
@@ -303,19 +331,23 @@ max_messages = 20000
 
     def _component_sections(self) -> str:
         """``[component:…]`` sections the enabled extras need (the MUC's
-        domain and rate limit, :data:`XMPPD_MUC`)."""
-        if "muc" not in self.extras:
-            return ""
-        return "\n[component:muc]\n" + "".join(f"{k} = {v}\n" for k, v in XMPPD_MUC.items())
+        domain and rate limit, :data:`XMPPD_MUC`; the archive's, :data:`XMPPD_MAM`)."""
+        sections = ""
+        if "muc" in self.extras:
+            sections += "\n[component:muc]\n" + "".join(f"{k} = {v}\n" for k, v in XMPPD_MUC.items())
+        if "mam" in self.extras:
+            sections += "\n[component:mam]\n" + "".join(f"{k} = {v}\n" for k, v in XMPPD_MAM.items())
+        return sections
 
     def _http(self) -> str:
-        """``[http]``: off, or with the ``websocket`` extra a loopback port
-        serving the WebSocket endpoint alone (as Prosody's mod_websocket is
-        its only HTTP module here)."""
+        """``[http]``: off, or with the ``websocket`` or ``bosh`` extra a
+        loopback port serving that endpoint alone (as Prosody's mod_websocket
+        or mod_bosh is its only HTTP module here)."""
         if not self.http_port:
             return "[http]\nport = 0\ntls_port = 0\n"
+        endpoints = " ".join(e for e in HTTP_EXTRAS if e in self.extras)
         return (f"[http]\ninterfaces = 127.0.0.1\nport = {self.http_port}\ntls_port = 0\n"
-                f"endpoints = websocket\n")
+                f"endpoints = {endpoints}\n")
 
     def spawn(self) -> subprocess.Popen:
         twistd = Path(sys.executable).with_name("twistd")
@@ -364,7 +396,8 @@ class Prosody(Server):
         tls = "true" if self.tls else "false"
         http_ports = f"{{ {self.http_port} }}" if self.http_port else "{}"
         # a loopback WebSocket counts as secure, as xmppd counts it
-        websocket = "consider_websocket_secure = true\n" if self.http_port else ""
+        websocket = "consider_websocket_secure = true\n" if "websocket" in self.extras else ""
+        websocket += "consider_bosh_secure = true\n" if "bosh" in self.extras else ""
         (self.dir / "prosody.cfg.lua").write_text(f"""\
 daemonize = false
 data_path = "{data}"
@@ -387,7 +420,7 @@ log = {{ info = "{self.dir}/prosody.log" }}
 admin = {{}}
 authentication = "internal_hashed"
 default_iteration_count = {ITERATIONS}
-storage = "internal"
+{PROSODY_MAM.format(data=data) if "mam" in self.extras else 'storage = "internal"'}
 c2s_require_encryption = {tls}
 allow_unencrypted_plain_auth = false
 allow_registration = false

@@ -97,7 +97,7 @@ class ProsodyProcess:
                  modules: Iterable[str] = MODULES, *,
                  components: dict[str, str] | None = None,
                  component_options: dict[str, str] | None = None,
-                 admins: Iterable[str] = ()):
+                 admins: Iterable[str] = (), http: bool = False, global_options: str = ""):
         self.users = list(users)
         self.password = password
         self.modules = list(modules)
@@ -106,7 +106,12 @@ class ProsodyProcess:
         #: Lua option lines per component domain (``'max_history_messages = 50'``)
         self.component_options = dict(component_options or {})
         self.admins = list(admins)
+        #: serve HTTP (mod_http's modules, such as mod_bosh) on ``http_port``
+        self.http = http
+        #: Lua lines for the global section (``'consider_bosh_secure = true'``)
+        self.global_options = global_options
         self.port = 0
+        self.http_port = 0
         self.dir: Path | None = None
         self.process: subprocess.Popen | None = None
         self._output = None
@@ -115,6 +120,7 @@ class ProsodyProcess:
         binary = ensure_installed()
         self.dir = Path(tempfile.mkdtemp(prefix="xmppd-difftest-prosody-"))
         self.port = _free_port()
+        self.http_port = _free_port() if self.http else 0
         self._prepare()
         as_user = {}
         if os.geteuid() == 0:
@@ -130,8 +136,11 @@ class ProsodyProcess:
                 raise RuntimeError(f"prosody exited at start ({self.process.returncode}):\n"
                                    f"{self.log_tail()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
+                for port in (self.port, self.http_port):
+                    if port:
+                        with socket.create_connection((self.host, port), timeout=0.5):
+                            pass
+                return self
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
@@ -154,6 +163,7 @@ class ProsodyProcess:
                         "-keyout", str(self.dir / "key.pem"), "-out", str(self.dir / "cert.pem")],
                        check=True, capture_output=True)
         modules = "; ".join(_lua_string(m) for m in self.modules)
+        http_ports = f"{{ {self.http_port} }}" if self.http_port else "{}"
         admins = ("{ " + "; ".join(_lua_string(a) for a in self.admins) + " }"
                   if self.admins else "{}")
         components = "".join(
@@ -173,7 +183,7 @@ c2s_ports = {{ {self.port} }}
 legacy_ssl_ports = {{}}
 c2s_direct_tls_ports = {{}}
 s2s_ports = {{}}
-http_ports = {{}}
+http_ports = {http_ports}
 https_ports = {{}}
 http_interfaces = {{ "127.0.0.1" }}
 network_settings = {{ nagle = false }}
@@ -186,6 +196,7 @@ allow_registration = false
 modules_enabled = {{ {modules} }}
 modules_disabled = {{ "s2s" }}
 ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; }}
+{self.global_options}
 VirtualHost "{DOMAIN}"
 {components}""")
         if os.geteuid() == 0:

@@ -2,9 +2,9 @@
 message scenarios, of the soak (logins, logouts and messages for 30 s), of
 the presence fanout, of vCard gets, of PEP notifications to contacts
 with XEP-0115 caps, of groupchat messages to a room's occupants and of
-1:1 messages over WebSocket (RFC 7395) against xmppd alone, over real
-sockets, through the same load generator and server launcher as
-``bench/run.py``.
+1:1 messages over WebSocket (RFC 7395) and over BOSH (XEP-0206) against
+xmppd alone, over real sockets, through the same load generator and server
+launcher as ``bench/run.py``.
 
 It fails only on lost or duplicated stanzas, never on timing: speed is
 compared with Prosody by the benchmark itself, on a quiet machine.
@@ -228,6 +228,42 @@ def test_the_websocket_client_really_logs_in_over_websocket(tmp_path):
             with pytest.raises(Exception):
                 await asyncio.wait_for(ctx.login(1, websocket=True), 10)
         asyncio.run(login_both())
+
+
+def test_short_bosh_message_run_loses_and_duplicates_nothing(tmp_path):
+    """The 1:1 message run with every client logged in over BOSH (XEP-0206:
+    the load generator's HTTP client, session creation, SCRAM-SHA-1, restart,
+    bind) at xmppd's ``[http]`` port: every message arrives exactly once."""
+    scenario = scenarios.SCENARIOS["bosh-messages"]
+    with xmppd_for(scenario, tmp_path) as server:
+        assert server.http_port, "the bosh extra gives xmppd an HTTP port"
+        result = asyncio.run(scenario.run(scenarios.Context(server, quick=True, tls=scenario.tls)))
+        alive = server.process.poll() is None
+        log = server.log_tail()
+    assert alive, log
+    assert result["sent"] > 500, result  # it really ran (not a speed target)
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+
+
+def test_the_bosh_client_really_logs_in_over_bosh(tmp_path):
+    """The guard above measures BOSH, not TCP: the generator's BOSH login
+    binds a session at xmppd's HTTP port and ends it with type='terminate',
+    and pointed at a port that speaks no HTTP (xmppd's c2s port) it fails."""
+    scenario = scenarios.SCENARIOS["bosh-messages"]
+    with xmppd_for(scenario, tmp_path) as server:
+        ctx = scenarios.Context(server, quick=True, tls=scenario.tls)
+
+        async def login_both():
+            conn = await ctx.login(0, bosh=True)
+            assert conn.jid == f"{scenarios.user_name(0)}@{servers.DOMAIN}/bench"
+            assert isinstance(conn, scenarios.boshgen.BoshConnection) and conn.sid
+            assert await conn.close_gracefully(), "xmppd answers the terminate"
+            server.http_port = server.port  # the c2s port speaks no HTTP
+            with pytest.raises(Exception):
+                await asyncio.wait_for(ctx.login(1, bosh=True), 10)
+        asyncio.run(login_both())
+        assert "bound u0@localhost/bench (SCRAM-SHA-1, BOSH" in server.log_tail()
 
 
 def test_the_benchmark_reports_a_lost_stanza(tmp_path):

@@ -192,6 +192,34 @@ def test_stanzas_sent_before_the_restart_in_the_same_request_are_discarded(h):
     assert features.bind is not None
 
 
+def test_stanzas_in_the_restart_request_are_ignored(h):
+    """XEP-0206 §5: the restart request should be empty, and a stanza in it
+    ignored (Prosody processes it)."""
+    c = Client(h)
+    [success] = payloads(c.post(plain_auth()).body())
+    [features] = payloads(c.post(PING.format("inside"), attrs=f"xmpp:restart='true' {XBOSH}")
+                          .body())
+    assert features.name == "features"
+    held = c.post()
+    assert not held.answered  # no pong: the ping was not processed
+    assert h.server.counters["bosh stanzas in a restart ignored"] == 1
+
+
+def test_any_request_after_sasl_success_restarts_the_stream_as_prosody_does(h):
+    """XEP-0206 §5 has the client send xmpp:restart='true'; a request
+    without it (an empty poll) restarts the stream all the same, and a
+    restart request after that is an ordinary request."""
+    c = Client(h)
+    [success] = payloads(c.post(plain_auth()).body())
+    [features] = payloads(c.post().body())
+    assert features.name == "features" and features.bind is not None
+    held = c.post(attrs=f"xmpp:restart='true' {XBOSH}")
+    assert not held.answered  # no second <stream:features/>: held like any request
+    c.post(BIND)
+    [result] = payloads(held.body())  # (the bind request is held in its turn)
+    assert result.getAttribute("type") == "result"
+
+
 # -- hold and wait ----------------------------------------------------------------------------------
 
 
@@ -319,90 +347,46 @@ def test_polling_faster_than_allowed_is_policy_violation(h):
 def test_terminate_is_answered_with_terminate_and_ends_the_session(h):
     c = Client(h)
     c.login()
-    held = c.post()
     bye = c.post("<presence xmlns='jabber:client' type='unavailable'/>", attrs="type='terminate'")
     assert condition_of(bye.body()) == ("terminate", None)
-    assert held.answered
     assert not h.router.resources("alice@localhost") and c.sid not in h.bosh.sessions
 
 
-def test_an_inactive_session_ends_and_its_waiting_stanzas_go_elsewhere(h):
-    other = h.login("alice@localhost/tcp", priority=1)
+def test_terminate_acknowledged_on_the_oldest_request_and_the_others_get_empty_bodies(h):
+    """XEP-0124 §13: the oldest open request gets type='terminate' (with what
+    was waiting for the client, as Prosody sends it), the terminate request
+    itself an empty body (Prosody: a second terminate body)."""
     c = Client(h)
     c.login()
+    held = c.post()
     bob = h.login("bob@localhost/tcp")
-    bob.feed("<message to='alice@localhost/web' id='lost' type='chat'><body>x</body></message>")
-    h.clock.advance(59)
-    assert h.router.resources("alice@localhost").get("web") is not None
-    h.clock.advance(1)
-    assert h.router.resources("alice@localhost").get("web") is None
-    assert c.sid not in h.bosh.sessions
-    assert [m.getAttribute("id") for m in other.take() if m.name == "message"] == ["lost"]
-    assert condition_of(c.post().body()) == ("terminate", "item-not-found")
-    assert h.server.counters["bosh timed out"] == 1
+    bye = c.post("<message xmlns='jabber:client' to='bob@localhost/tcp' id='last'>"
+                 "<body>bye</body></message>", attrs="type='terminate'")
+    end = held.body()
+    assert condition_of(end) == ("terminate", None)
+    assert condition_of(bye.body()) == (None, None) and payloads(bye.body()) == []
+    assert bye.body().getAttribute("sid") == c.sid
+    assert [m.getAttribute("id") for m in bob.take()] == ["last"]
+    assert not h.router.resources("alice@localhost") and c.sid not in h.bosh.sessions
 
 
-def test_a_held_request_keeps_the_session_alive_past_inactivity(h):
-    c = Client(h, wait=100)
-    c.login()
-    held = c.post()
-    h.clock.advance(99)
-    assert not held.answered and c.sid in h.bosh.sessions
-    h.clock.advance(1)
-    assert held.answered
-    h.clock.advance(59)
-    assert c.sid in h.bosh.sessions
-    h.clock.advance(1)
-    assert c.sid not in h.bosh.sessions
-
-
-def test_a_pause_answers_the_held_requests_and_extends_inactivity(h):
+def test_what_waits_for_the_client_goes_out_with_the_terminate(h):
+    """The answer to a stanza of the terminate request is in the terminate
+    body (the oldest open request's), as Prosody sends the unavailable
+    presence's echo there; nothing is left to be re-routed."""
     c = Client(h)
     c.login()
     held = c.post()
-    pause = c.post(attrs="pause='200'")
-    assert held.answered and pause.answered and payloads(pause.body()) == []
-    h.clock.advance(199)  # longer than inactivity (60): the pause allows it
-    assert c.sid in h.bosh.sessions
-    back = c.post()  # back: held for wait (60), then inactivity is 60 again
-    h.clock.advance(60)
-    assert payloads(back.body()) == []
-    h.clock.advance(59)
-    assert c.sid in h.bosh.sessions
-    h.clock.advance(1)
-    assert c.sid not in h.bosh.sessions
-
-
-def test_a_pause_longer_than_maxpause_is_cut_to_maxpause(h):
-    c = Client(h)
+    bye = c.post(PING.format("last"), attrs="type='terminate'")
+    end = held.body()
+    assert condition_of(end) == ("terminate", None) and end.getAttribute("sid") == c.sid
+    assert [p.getAttribute("id") for p in payloads(end)] == ["last"]
+    assert payloads(bye.body()) == []
+    c = Client(h)  # alone, the terminate request is the oldest: it gets them
     c.login()
-    c.post(attrs=f"pause='{MAX_PAUSE * 10}'").body()
-    h.clock.advance(MAX_PAUSE - 1)
-    assert c.sid in h.bosh.sessions
-    h.clock.advance(1)
-    assert c.sid not in h.bosh.sessions
-
-
-def test_an_unbound_session_ends_after_the_auth_timeout_with_a_stream_error(h):
-    c = Client(h, wait=120)
-    held = c.post()
-    h.clock.advance(100)
-    body = held.body()
-    assert condition_of(body) == ("terminate", "remote-stream-error")
-    assert body.firstChildElement().firstChildElement().name == "connection-timeout"
-
-
-def test_a_session_replaced_by_a_new_login_gets_conflict_on_its_next_request(h):
-    c = Client(h)
-    c.login()
-    h.login("alice@localhost/web")  # the same full JID from elsewhere
-    body = c.post().body()  # no request was held: the next one learns it
-    assert condition_of(body) == ("terminate", "remote-stream-error")
-    assert body.firstChildElement().firstChildElement().name == "conflict"
-    assert c.sid not in h.bosh.sessions
-
-
-# -- bad input: each refused, other sessions untouched -------------------------------------------------
+    bye = c.post(PING.format("alone"), attrs="type='terminate'")
+    assert condition_of(bye.body()) == ("terminate", None)
+    assert [p.getAttribute("id") for p in payloads(bye.body())] == ["alone"]
 
 
 @pytest.mark.parametrize("data", [b"", b"hello", b"<body xmlns='http://jabber.org/protocol/httpbind'",
@@ -432,9 +416,46 @@ def test_an_unknown_sid_is_item_not_found_as_prosody_answers(h):
     ("rid='1' wait='-1' to='localhost'", "bad-request"),
 ])
 def test_a_bad_creation_request_is_refused(h, attrs, condition):
-    body = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' {attrs}/>".encode()).body()
+    body = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' ver='1.6' {attrs}/>".encode()).body()
     assert condition_of(body) == ("terminate", condition)
     assert not h.bosh.sessions
+
+
+def test_a_legacy_client_gets_http_errors_for_the_conditions_they_stand_for(h):
+    """XEP-0124 §17.1-17.2: a client without 'ver' in its creation request
+    is a legacy one; bad-request, policy-violation and item-not-found reach
+    it as HTTP 400, 403 and 404 (Prosody answers 200 and the condition)."""
+    bad = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' rid='1' to='localhost'/>".encode())
+    assert bad.raw()[0] == 400 and bad.raw()[2] == b""
+    created = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' rid='10' to='localhost' "
+                               "wait='60' hold='1'/>".encode())
+    sid = created.body().getAttribute("sid")
+    assert created.body().getAttribute("ver") == "1.6"
+    held = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' sid='{sid}' rid='11'/>".encode())
+    far = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' sid='{sid}' rid='99'/>".encode())
+    assert far.raw()[0] == 404 and held.raw()[0] == 404
+    assert sid not in h.bosh.sessions
+    # improper-addressing has no HTTP equivalent: a terminal condition still
+    bare = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' rid='1' wait='60'/>".encode())
+    assert condition_of(bare.body()) == ("terminate", "improper-addressing")
+
+
+@pytest.mark.parametrize("asked, answered", [("1.6", "1.6"), ("1.5", "1.5"), ("1.10", "1.6"),
+                                             ("2.0", "1.6"), ("0.9", "0.9"), ("x", "1.6")])
+def test_ver_is_ours_or_the_clients_whichever_is_lower(h, asked, answered):
+    """XEP-0124 §7.2 (Prosody always answers 1.6)."""
+    created = Exchange(h.site, f"<body xmlns='{ns.HTTPBIND}' rid='1' to='localhost' wait='60' "
+                               f"ver='{asked}'/>".encode())
+    assert created.body().getAttribute("ver") == answered
+
+
+def test_another_method_than_get_and_post_is_405(h):
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
+    proto = h.site.buildProtocol(None)
+    proto.makeConnection(transport)
+    proto.dataReceived(b"PUT /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx")
+    out = transport.value()
+    assert out.startswith(b"HTTP/1.1 405") and b"Allow: GET, HEAD, POST, OPTIONS" in out
 
 
 def test_sessions_beyond_the_limit_are_refused(h):
@@ -445,17 +466,19 @@ def test_sessions_beyond_the_limit_are_refused(h):
     assert len(h.bosh.sessions) == 3
 
 
-def test_malformed_xml_in_a_session_is_a_stream_error(h):
+def test_malformed_xml_in_a_session_is_the_terminal_bad_request(h):
+    """XEP-0124 §17.2: a syntax error of the binding element is bad-request,
+    as Prosody answers it; a terminal condition, so the session ends (Prosody
+    keeps it)."""
     c = Client(h)
     c.login()
     held = c.post()
     c.rid += 1
     bad = c.post_raw(f"<body xmlns='{ns.HTTPBIND}' sid='{c.sid}' rid='{c.rid}'>"
                      "<message><body>x</message></body>")
-    body = bad.body()
-    assert condition_of(body) == ("terminate", "remote-stream-error")
-    assert body.firstChildElement().firstChildElement().name == "not-well-formed"
-    assert held.answered and not h.router.resources("alice@localhost")
+    assert condition_of(bad.body()) == ("terminate", "bad-request")
+    assert condition_of(held.body()) == ("terminate", "bad-request")
+    assert not h.router.resources("alice@localhost") and c.sid not in h.bosh.sessions
     still_works(h)
 
 

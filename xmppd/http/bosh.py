@@ -15,56 +15,76 @@ WebSocket client; :class:`BoshSession` is its framing, and turns requests
 into the session's ``stream_opened`` / ``element_received`` /
 ``stream_closed`` and its output into responses. The session is created by
 the first request (``stream_opened`` with its ``to`` and ``xmpp:version``),
-restarted after SASL by a request with ``xmpp:restart='true'``, and closed
-by ``type='terminate'``.
+restarted after SASL by the next request (``xmpp:restart='true'``, as the
+client should send it), and closed by ``type='terminate'``.
 
-As Prosody 0.12's mod_bosh answers, stanza for stanza:
+As Prosody 0.12's mod_bosh answers, stanza for stanza
+(``tests/e2e/test_bosh_differential.py`` checks it against a live one):
 
 * the creation response carries ``sid``, ``wait`` (the client's, at most
   ``[http] bosh_max_wait``), ``inactivity``, ``polling``, ``requests``,
-  ``hold``, ``ver='1.6'``, ``from``, ``authid``, ``secure='true'``,
+  ``hold``, ``ver``, ``from``, ``authid`` (the sid), ``secure='true'``,
   ``xmpp:version='1.0'`` and the stream features; every response is
   ``<body xmlns='…httpbind' xmlns:stream='…' sid='…'>`` with its stanzas, each
   declaring ``jabber:client``; ``Content-Type: text/xml; charset=utf-8``,
-  status 200 always (errors are terminal binding conditions in the body);
-* a body that is not XML, or not ``<body/>`` (an unknown ``sid`` aside) is
-  ``type='terminate' condition='bad-request'``; an unknown ``sid`` is
-  ``item-not-found``; a creation request without ``to`` is
+  status 200 (errors are terminal binding conditions in the body);
+* an unknown ``sid`` is ``item-not-found`` (without the ``stream`` prefix, as
+  every ``item-not-found``); a body that is not ``<body/>`` in the BOSH
+  namespace is ``bad-request``; a creation request without ``to`` is
   ``improper-addressing``; one without a valid ``rid`` or ``wait`` is
+  ``bad-request``; malformed XML in a known session's body is
   ``bad-request``;
 * a request whose ``rid`` is one further than expected waits for the missing
   one, and both are processed in order; a ``rid`` seen already gets the
   response it had (the last ``requests`` responses are kept); a repeated
   ``rid`` still held takes over the held request;
+* the first request after SASL's ``<success/>`` restarts the stream, with or
+  without ``xmpp:restart``; the features come in its response;
 * a stream error is ``condition='remote-stream-error'`` with the
-  ``<stream:error/>`` inside; a session the server closes gets
-  ``type='terminate'``; a GET is a page saying what the endpoint is; CORS
+  ``<stream:error/>`` inside; at a close, what waited for the client goes in
+  the terminate body; a GET is a page saying what the endpoint is; CORS
   headers and preflights are the HTTP service's, as Prosody's route options.
 
-Where the XEP is explicit and Prosody is not, we follow the XEP (Prosody
-accepts or ignores these):
+Where the XEPs (or RFC 9110) are explicit and Prosody is not, we follow them
+(the differential test pins each of these, with its reason):
 
-* a ``to`` this server does not serve is ``host-unknown`` (Prosody says
-  ``improper-addressing``);
+* ``ver`` is ours (1.6) or the client's, whichever is lower (XEP-0124 §7.2;
+  Prosody: 1.6 always); ``hold`` is the client's if smaller than one (§7.2:
+  never more than asked), and ``requests`` one more;
+* ``maxpause`` is announced and ``pause`` (§10) supported: the held requests
+  are answered at once, and the session may be silent that long (at most
+  :data:`MAX_PAUSE` seconds) instead of ``inactivity``;
+* ``xmpp:restartlogic='true'`` is announced (XEP-0206 §4); stanzas in the
+  restart request are ignored (§5: it should be empty; Prosody processes
+  them);
+* a ``to`` this server does not serve is ``host-unknown`` (§17.2; Prosody
+  says ``improper-addressing``); ``from`` is the domain as served (Prosody
+  echoes the ``to`` as written, and offers no features to ``LocalHost``);
+* a body that is not XML at all is ``bad-request`` (Prosody:
+  ``item-not-found``); a request of a session without ``rid`` is
+  ``bad-request`` (Prosody: HTTP 500);
 * a ``rid`` beyond the window (more than ``requests`` past the last one
   processed), or an old one whose response is no longer kept, ends the
-  session with ``item-not-found`` (XEP-0124 §14.2-14.3: a terminal error;
-  Prosody answers so but keeps the session);
+  session with ``item-not-found``, and malformed XML with ``bad-request``
+  (§17.2: terminal conditions; Prosody answers so but keeps the session);
 * more new requests open at once than ``requests`` (one more for a pause or
-  terminate) is ``policy-violation`` (§11); in a polling session
+  terminate) is ``policy-violation`` (§11; Prosody answers the held one and
+  takes the third as out of its window); in a polling session
   (``hold='0'``), two empty requests closer than ``polling`` seconds whose
   first got nothing are ``policy-violation`` too (§12);
-* ``pause`` (§10) is supported (``maxpause``): the held requests are answered
-  at once, and the session may be silent that long (at most
-  :data:`MAX_PAUSE` seconds) instead of ``inactivity``;
-* ``xmpp:restartlogic='true'`` is announced (XEP-0206 §7); ``hold`` is the
-  client's if smaller than one (XEP-0124 §7.2: never more than asked);
+* a client's terminate is acknowledged on the oldest open request
+  (``type='terminate'``), every other gets an empty body (§13; Prosody
+  answers the terminate request with a second terminate body);
+* a legacy client (no ``ver`` in its creation request) gets the HTTP errors
+  400, 403 and 404 instead of ``bad-request``, ``policy-violation`` and
+  ``item-not-found`` (§17.1-17.2; Prosody: 200 always);
+* a method other than GET, HEAD, POST and OPTIONS is 405 with ``Allow``
+  (RFC 9110 §15.5.6; Prosody: 404);
 * ``[http] bosh_max_sessions`` bounds the sessions (Prosody has no bound); a
   new one beyond is refused ``remote-connection-failed``: the connection
-  manager cannot open a stream to the server for it;
-* malformed XML inside a known session is the stream error
-  ``not-well-formed`` (a stanza over ``[server] max_stanza_size``
-  ``policy-violation``), as over TCP (Prosody: ``bad-format``).
+  manager cannot open a stream to the server for it; a stanza over
+  ``[server] max_stanza_size`` is the stream error ``policy-violation``, as
+  over TCP.
 
 A session ends when the client terminates it, on a terminal error, on a
 stream error, or after ``[http] bosh_max_inactivity`` seconds without a
@@ -73,6 +93,21 @@ session). What was waiting for the client then goes where a TCP client's
 would (its other resources, offline storage), through the session's
 ``undelivered``. A session closed while no request is held keeps its
 terminate body for the client's next request, for ``inactivity`` seconds.
+
+Backpressure, as over TCP (where a session that stops reading leaves the
+client's bytes in its socket): output waits for the client's next request
+(at most ``[c2s] max_output_buffer``; past a quarter of it, the session stops
+reading from its client and from whoever fills it). A session that does not
+read keeps the payloads of the requests it gets, in order, and hands them
+over once it reads again; when they pass ``[http] bosh_max_input_buffer``
+bytes, its next requests are left unread and unanswered (even past
+``wait``: a request not read yet is not held), so a client that sends faster
+than it (or its recipient) fetches waits, with nothing lost, instead of
+being cut off; a recipient that never fetches ends at ``inactivity``, which
+lets it go on. A request the client's own waiting output needs
+as its carrier is read all the same (up to twice the bound). A response is
+always written before anyone its buffer held back goes on, so what they send
+goes out on a later response, in order.
 
 Encryption: as for WebSocket (:func:`xmppd.http.websocket.client_origin`):
 secure over HTTPS and from loopback, else not; no STARTTLS in BOSH.
@@ -110,11 +145,13 @@ MAX_HOLD = 1
 MAX_PAUSE = 300
 #: the largest rid (XEP-0124 §14.1: 2**53 - 1)
 MAX_RID = (1 << 53) - 1
-#: stanzas taken from requests while the session does not read (its handlers'
-#: work or its output is behind) beyond which the client is over its limit
-MAX_DEFERRED = 256
 
 CONTENT_TYPE = b"text/xml; charset=utf-8"
+#: what a legacy client (no 'ver' in its creation request) gets instead of
+#: these terminal conditions: the HTTP errors they supersede (XEP-0124 §17.1)
+LEGACY_STATUS = {"bad-request": 400, "policy-violation": 403, "item-not-found": 404}
+#: the methods of the endpoint (any other is 405)
+METHODS = (b"GET", b"HEAD", b"POST")
 
 _PAGE = (b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>XMPP over BOSH</title>"
          b"</head><body><p>This is xmppd's BOSH endpoint (XEP-0124, XEP-0206): point an "
@@ -175,6 +212,8 @@ class Body:
 
     root: domish.Element
     children: list[domish.Element] = field(default_factory=list)
+    #: the request's size in bytes (what its payloads cost while they wait)
+    size: int = 0
 
     def get(self, name: str, uri: str | None = None) -> str | None:
         return self.root.attributes.get((uri, name) if uri else name)
@@ -219,7 +258,7 @@ def parse_body(data: bytes, max_stanza_size: int) -> Body:
         raise BadBody(StreamProblem("invalid-namespace", "not a BOSH <body/>"), None)
     for child in children:
         _as_client(child)
-    return Body(root, children)
+    return Body(root, children, len(data))
 
 
 def _as_client(element: domish.Element) -> None:
@@ -241,6 +280,17 @@ def _integer(text: str | None, maximum: int = MAX_RID) -> int | None:
     return value if value <= maximum else None
 
 
+def _version(client: str | None) -> str:
+    """XEP-0124 §7.2: ours, or the client's if lower (each number compared
+    as an integer); ours when it names none we can read."""
+    ours = tuple(int(n) for n in VERSION.split("."))
+    major, _, minor = (client or "").strip().partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        return VERSION
+    theirs = (int(major), int(minor))
+    return f"{theirs[0]}.{theirs[1]}" if theirs < ours else VERSION
+
+
 # -- the HTTP side --------------------------------------------------------------------------
 
 
@@ -260,7 +310,18 @@ class BoshResource(resource.Resource):
         self.max_wait: int = options["bosh_max_wait"]
         self.max_polling: int = options["bosh_max_polling"]
         self.max_sessions: int = options["bosh_max_sessions"]
+        self.max_input: int = options["bosh_max_input_buffer"]
         self.sessions: dict[str, BoshSession] = {}
+
+    def render(self, request: webserver.Request) -> bytes | int:
+        """GET, HEAD and POST (OPTIONS is the HTTP service's preflight); any
+        other method is 405 with ``Allow`` (RFC 9110 §15.5.6)."""
+        if request.method not in METHODS:
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD, POST, OPTIONS")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"BOSH: POST a <body/>\n"
+        return super().render(request)
 
     def render_GET(self, request: webserver.Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -300,7 +361,11 @@ class BoshResource(resource.Resource):
         rid = _integer(body.get("rid"))
         wait = _integer(body.get("wait"))
         hold = _integer(body.get("hold") or str(MAX_HOLD))
+        legacy = body.get("ver") is None
         if rid is None or wait is None or hold is None:
+            if legacy:  # XEP-0124 §17.2: the HTTP error a legacy client understands
+                request.setResponseCode(LEGACY_STATUS["bad-request"])
+                return b""
             return terminate("bad-request")
         to = body.get("to")
         if not to:
@@ -316,7 +381,8 @@ class BoshResource(resource.Resource):
         address, port, secure, channel = client_origin(request)
         session = BoshSession(self, rid, min(wait, self.max_wait), min(hold, MAX_HOLD),
                               address, port, secure, channel.replace("WebSocket", "BOSH"),
-                              body.get("version", ns.XBOSH) or "1.0")
+                              body.get("version", ns.XBOSH) or "1.0",
+                              ver=_version(body.get("ver")), legacy=legacy)
         self.sessions[session.sid] = session
         self.xmpp.counters["bosh sessions"] += 1
         return session.created(request, body)
@@ -353,7 +419,8 @@ class BoshSession:
     _prefixes = {ns.STREAMS: "stream"}
 
     def __init__(self, owner: BoshResource, rid: int, wait: int, hold: int, address: str,
-                 port: int | str, secure: bool, channel: str, version: str):
+                 port: int | str, secure: bool, channel: str, version: str,
+                 ver: str = VERSION, legacy: bool = False):
         server = owner.xmpp
         self.owner = owner
         self.server = server
@@ -369,9 +436,13 @@ class BoshSession:
         self.requests = hold + 1
         self.inactivity = owner.max_inactivity
         self.polling = owner.max_polling
-        self.version = version
+        self.version = version  # XMPP's (xmpp:version), for the stream
+        #: BOSH's, as answered (XEP-0124 §7.2), and whether the client gave none
+        self.ver = ver
+        self.legacy = legacy
         c2s = server.config.c2s
         self.max_output: int = c2s["max_output_buffer"]
+        self.max_input = owner.max_input
         #: the rid of the last request processed (in order)
         self.rid = rid - 1
         #: requests received ahead of a missing one: rid → (HTTP request, body)
@@ -392,16 +463,21 @@ class BoshSession:
         #: SASL succeeded: the next request restarts the stream
         self._restart_expected = False
         #: the session does not read (see pause_reading); what it would read waits
+        #: in _input: (stream generation, kind, value, bytes it accounts for)
         self._paused = False
-        self._deferred: collections.deque[tuple[int, str, Any]] = collections.deque()
+        self._input: collections.deque[tuple[int, str, Any, int]] = collections.deque()
+        self._input_bytes = 0
+        self._running = False  # _run is taking requests (it is not entered again)
+        self._draining = False  # resume_reading is handing _input over
         self._generation = 0  # stream restarts so far (a restart voids older payloads)
         self._inactive: IDelayedCall | None = None
         self._pause: int | None = None  # the inactivity period a pause asked for
         #: the last empty request of a polling session, and whether its answer was empty
         self._last_poll: float | None = None
         self._last_answer_empty = False
-        #: a closed session's terminate body, for the client's next request
+        #: a closed session's terminate body (and HTTP status), for the client's next request
         self._final: bytes | None = None
+        self._final_status = 200
         self.session = ClientSession(server, self)
 
     # -- requests ---------------------------------------------------------------------------
@@ -422,10 +498,12 @@ class BoshSession:
             # Closed while no request was held: the client learns how now.
             self.owner.forget(self)
             self._cancel_inactivity()
-            return self._final or terminate()
+            if self._final_status != 200:
+                http.setResponseCode(self._final_status)
+            return self._final if self._final is not None else terminate()
         rid = _integer(body.get("rid"))
         if rid is None:
-            return self._terminate("bad-request")
+            return self._terminate("bad-request", http)
         self._cancel_inactivity()
         cached = self._responses.get(rid)
         if cached is not None:
@@ -436,7 +514,7 @@ class BoshSession:
         if rid <= self.rid:
             entry = next((e for e in self._held if e.rid == rid), None)
             if entry is None:
-                return self._terminate("item-not-found")
+                return self._terminate("item-not-found", http)
             self._replace(entry.http)  # the same rid again: this one waits instead
             entry.http = http
             self._watch(http, rid)
@@ -450,17 +528,25 @@ class BoshSession:
         extra = 1 if body.terminate or body.get("pause") is not None else 0
         if len(self._held) + len(self._pending) >= self.requests + extra:
             self.server.counters["bosh too many requests"] += 1
-            return self._terminate("policy-violation")
+            return self._terminate("policy-violation", http)
         if rid > self.rid + self.requests + extra:
-            return self._terminate("item-not-found")
+            return self._terminate("item-not-found", http)
         self._pending[rid] = (http, body)
         self._watch(http, rid)
         self._run()
         return webserver.NOT_DONE_YET
 
     def bad_body(self, http: webserver.Request, problem: StreamProblem) -> bytes:
-        """The body's start tag named this session, the rest was not allowed."""
+        """The body's start tag named this session, the rest was not allowed:
+        a syntax error of the binding element is the terminal ``bad-request``
+        (XEP-0124 §17.2, as Prosody answers it); a stanza over ``[server]
+        max_stanza_size`` is the stream error ``policy-violation``, as over
+        TCP."""
         self.server.counters["bosh bad request"] += 1
+        if problem.condition != "policy-violation":
+            self.log.info("bosh {peer}: bad XML in a request ({text})", peer=self.peer,
+                          text=problem.text or problem.condition)
+            return self._terminate("bad-request", http)
         self.stream_error(problem.condition, problem.text)
         final = self._final or stream_error_body(problem.condition, problem.text)
         self.owner.forget(self)
@@ -491,12 +577,50 @@ class BoshSession:
                 self._inactive_if_idle()
 
     def _run(self, opening: Body | None = None) -> None:
-        """Process the requests that are next in rid order."""
-        while not self.closed and (self.rid + 1) in self._pending:
-            self.rid += 1
-            http, body = self._pending.pop(self.rid)
-            self._process(self.rid, http, body, opening)
-            opening = None
+        """Process the requests that are next in rid order, as far as the
+        session reads (see :meth:`_readable`)."""
+        if self._running:
+            return  # (re-entered from a request being processed: the loop goes on)
+        self._running = True
+        try:
+            while not self.closed and (self.rid + 1) in self._pending:
+                http, body = self._pending[self.rid + 1]
+                if not self._readable(body):
+                    break
+                self.rid += 1
+                del self._pending[self.rid]
+                self._process(self.rid, http, body, opening)
+                opening = None
+        finally:
+            self._running = False
+
+    def _readable(self, body: Body) -> bool:
+        """Whether the next request may be read now: its payloads join those
+        the session has not taken yet (it reads nothing while its own output
+        waits for the client, or a recipient's output waits for its client,
+        or its handlers' storage work is behind).
+
+        As over TCP, where the socket is not read, a request whose payloads
+        would take that over ``[http] bosh_max_input_buffer`` bytes is left
+        unread (unanswered: the client cannot send more than ``requests`` at
+        once, so it waits) until the session has taken what waits. One
+        exception: a request the client's own output waits for (it is
+        congested and no request is held to carry it) is read all the same,
+        since answering it is what lets the session read again; a client
+        that has sent more than twice the bound by then is over its limit."""
+        if not self._input or not body.children:
+            return True
+        if self._input_bytes + body.size <= self.max_input:
+            return True
+        if self._congested and not self._held:
+            if self._input_bytes <= 2 * self.max_input:
+                return True
+            self.server.counters["bosh input overflow"] += 1
+            self.stream_error("policy-violation", "too many stanzas waiting to be processed: "
+                                                  "the client does not take its answers")
+            return False
+        self.server.counters["bosh request unread"] += 1
+        return False
 
     def _process(self, rid: int, http: webserver.Request | None, body: Body,
                  opening: Body | None) -> None:
@@ -514,23 +638,31 @@ class BoshSession:
         self._held.append(_Held(rid, http))
         pause = _integer(body.get("pause"), MAX_PAUSE * 1000)
         generation = self._generation
-        self._processing = True
+        entries: list[tuple[str, Any]] = []
+        children = body.children
+        if opening is not None:
+            entries.append(("open", opening.get("to")))
+        elif self._restart_expected:
+            # XEP-0206 §5: the request after SASL's <success/> says
+            # xmpp:restart='true', and its stanzas (it should carry none) are
+            # ignored. Any other request restarts the stream all the same,
+            # as Prosody has it (its stanzas then go on the new stream).
+            self._restart_expected = False
+            entries.append(("open", body.get("to")))
+            if body.restart and children:
+                self.server.counters["bosh stanzas in a restart ignored"] += 1
+                children = []
+        entries.extend(("element", child) for child in children)
+        if body.terminate:
+            entries.append(("close", None))
+        # What the payloads cost while they wait is released with the last.
+        size = body.size if children else 0
+        outer, self._processing = self._processing, True
         try:
-            if opening is not None:
-                self._deliver(generation, "open", opening.get("to"))
-            elif self._restart_expected and (body.restart or not body.empty):
-                # XEP-0206 §5: the request says xmpp:restart='true'. A client
-                # that sends stanzas without saying so restarts all the same,
-                # as Prosody has it; an empty poll that was on its way as SASL
-                # succeeded does not.
-                self._restart_expected = False
-                self._deliver(generation, "open", body.get("to"))
-            for child in body.children:
-                self._deliver(generation, "element", child)
-            if body.terminate:
-                self._deliver(generation, "close", None)
+            for i, (kind, value) in enumerate(entries):
+                self._deliver(generation, kind, value, size if i == len(entries) - 1 else 0)
         finally:
-            self._processing = False
+            self._processing = outer
         if self.closed:
             return
         if pause is not None:
@@ -550,17 +682,17 @@ class BoshSession:
         """``wait`` seconds without anything to send: an empty response."""
         entry.timer = None
         if entry in self._held and not self.closed:
-            self._answer(entry, self._take())
+            self._answer(entry)
             self._inactive_if_idle()
 
     # -- what the client sends, to the session ------------------------------------------------
 
-    def _deliver(self, generation: int, kind: str, value: Any) -> None:
-        if self._paused or self._deferred:
-            if len(self._deferred) >= MAX_DEFERRED:
-                self.stream_error("policy-violation", "too many stanzas waiting to be processed")
-                return
-            self._deferred.append((generation, kind, value))
+    def _deliver(self, generation: int, kind: str, value: Any, size: int = 0) -> None:
+        """To the session now, or after what waits (in order) while it does
+        not read; ``size`` bytes are accounted until then."""
+        if self._paused or self._input:
+            self._input.append((generation, kind, value, size))
+            self._input_bytes += size
             return
         self._hand(generation, kind, value)
 
@@ -578,13 +710,32 @@ class BoshSession:
             session.stream_closed()
 
     def pause_reading(self) -> None:
+        """Take no more payloads from requests: they wait, and past the bound
+        the requests themselves wait unread (see :meth:`_readable`)."""
         self._paused = True
 
     def resume_reading(self) -> None:
+        """Hand over what waits, in order, then read the requests left
+        unread. What the session sends meanwhile goes out together, on the
+        oldest held request (as a request's payloads' answers do)."""
         self._paused = False
-        deferred = self._deferred
-        while deferred and not self._paused and not self.closed:
-            self._hand(*deferred.popleft())
+        if self._draining or self.closed:
+            return  # (the loop below, further up the stack, goes on)
+        self._draining = True
+        outer, self._processing = self._processing, True
+        try:
+            waiting = self._input
+            while waiting and not self._paused and not self.closed:
+                generation, kind, value, size = waiting.popleft()
+                self._input_bytes -= size
+                self._hand(generation, kind, value)
+        finally:
+            self._processing = outer
+            self._draining = False
+        if self.closed or outer:
+            return
+        self._flush()
+        self._run()
 
     # -- output -----------------------------------------------------------------------------
 
@@ -613,6 +764,8 @@ class BoshSession:
         if self._buffer_bytes > self.max_output // 4:
             self._congested = True
             self.session.congested()
+            if self._pending and not self._held and not (self._processing or self._draining):
+                self._run()  # a request left unread may carry it (see _readable)
         self._flush()
 
     def _flush(self) -> None:
@@ -621,23 +774,24 @@ class BoshSession:
         if self._processing or self.closed:
             return
         if self._buffer and self._held:
-            self._answer(self._held[0], self._take())
+            self._answer(self._held[0])
         while len(self._held) > self.hold and not self.closed:
-            self._answer(self._held[0], self._take())
+            self._answer(self._held[0])
         self._inactive_if_idle()
 
-    def _take(self) -> bytes:
-        if not self._buffer:
-            return b""
-        data = b"".join(d for d, _ in self._buffer)
-        self._buffer, self._buffer_bytes = [], 0
+    def _taken(self) -> None:
+        """The buffer went out on a response: whoever waited for it goes on
+        (the session reads again, producers of much output send the next
+        batch). Called once the response is written, never while one is
+        being made: what they send goes on a later response, in order."""
+        if self.closed:
+            return
         if self._congested:
             self._congested = False
             self.session.decongested()
         waiters, self._drain_waiters = self._drain_waiters, None
         for d in waiters or ():
             d.callback(None)
-        return data
 
     def _wrap(self, payload: bytes) -> bytes:
         head = f"{_BODY_OPEN} sid='{self.sid}'"
@@ -645,13 +799,14 @@ class BoshSession:
             self._creating = False
             head += (f" wait='{self.wait}' inactivity='{self.inactivity}' "
                      f"polling='{self.polling}' requests='{self.requests}' hold='{self.hold}' "
-                     f"maxpause='{MAX_PAUSE}' ver='{VERSION}' from={quoteattr(self.domain or '')} "
+                     f"maxpause='{MAX_PAUSE}' ver='{self.ver}' from={quoteattr(self.domain or '')} "
                      f"authid='{self.sid}' secure='true' xmlns:xmpp='{ns.XBOSH}' "
                      f"xmpp:version='1.0' xmpp:restartlogic='true'")
         return head.encode("utf-8") + (b">" + payload + b"</body>" if payload else b"/>")
 
-    def _answer(self, entry: _Held, payload: bytes, cache: bool = True) -> None:
-        """Respond to a held request (which leaves the held ones)."""
+    def _answer(self, entry: _Held, payload: bytes | None = None, cache: bool = True) -> None:
+        """Respond to a held request (which leaves the held ones) with
+        ``payload``, or with everything the buffer holds."""
         if entry.timer is not None and entry.timer.active():
             entry.timer.cancel()
         entry.timer = None
@@ -659,6 +814,10 @@ class BoshSession:
             self._held.remove(entry)
         except ValueError:
             pass
+        taken = payload is None and bool(self._buffer)
+        if payload is None:
+            payload = b"".join(d for d, _ in self._buffer)
+            self._buffer, self._buffer_bytes = [], 0
         body = self._wrap(payload)
         self._last_answer_empty = not payload
         if cache:
@@ -668,6 +827,8 @@ class BoshSession:
         if entry.http is not None:
             _respond(entry.http, body)
             entry.http = None
+        if taken:
+            self._taken()
 
     def drained(self) -> defer.Deferred:
         if not self._buffer or self.closed:
@@ -710,58 +871,97 @@ class BoshSession:
         if self.session.jid is not None:
             self.log.info("bosh {peer} closing ({who})", peer=self.peer,
                           who=self.session.jid.full())
-        self._end(terminate())
+        self._end(terminate(), graceful=True)
 
-    def _terminate(self, condition: str) -> bytes:
-        """A terminal binding error (XEP-0124 §17.2): the session ends; the
-        request that caused it gets the error too."""
+    def _terminate(self, condition: str, http: webserver.Request | None = None) -> bytes:
+        """A terminal binding error (XEP-0124 §17.2): the session ends; every
+        open request gets the error, and so does ``http`` (the request that
+        caused it, not yet among them) as the return value. ``item-not-found``
+        leaves the ``stream`` prefix out, as Prosody writes it. A legacy client
+        gets the HTTP error the condition supersedes instead (§17.1)."""
         self.log.info("bosh {peer}: terminal error {condition}", peer=self.peer,
                       condition=condition)
-        body = terminate(condition)
-        self._end(body)
+        status = LEGACY_STATUS.get(condition) if self.legacy else None
+        body = b"" if status else terminate(condition, stream=condition != "item-not-found")
+        self._end(body, status=status or 200)
         self.owner.forget(self)
         self._cancel_inactivity()
+        if http is not None and status:
+            http.setResponseCode(status)
         return body
 
-    def _end(self, final: bytes, lost: bool = False) -> None:
+    def _end(self, final: bytes, lost: bool = False, status: int = 200,
+             graceful: bool = False) -> None:
         """Close: unbind, what waits for the client to its other resources or
-        storage, ``final`` to every open request. ``lost``: the client went
-        away (no request in time), which lets a stream management session
-        hibernate instead (XEP-0198); it is then no longer this one's."""
+        storage, ``final`` (with HTTP ``status``) to every open request.
+        ``lost``: the client went away (no request in time), which lets a
+        stream management session hibernate instead (XEP-0198); it is then no
+        longer this one's.
+
+        ``graceful``: a close, not an error (the client's terminate, or the
+        session closing its stream). As XEP-0124 §13 has it, the oldest open
+        request then gets the terminate body and every other one an empty
+        body; what waits in the buffer goes out in that terminate body (as
+        Prosody sends it, and as a TCP stream writes what it has before its
+        closing tag), if a request is open to carry it."""
         self.session.closing(lost=lost)
         session = self.session
         self.closed = True
         self._cancel_inactivity()
         buffered, self._buffer, self._buffer_bytes = self._buffer, [], 0
         self._congested = False
+        for entry in self._held:
+            if entry.timer is not None and entry.timer.active():
+                entry.timer.cancel()
+        open_ = [e.http for e in self._held if e.http is not None and not _gone(e.http)]
+        open_ += [http for _rid, (http, _body) in sorted(self._pending.items())
+                  if http is not None and not _gone(http)]
+        self._held.clear()
+        self._pending.clear()
+        self._responses.clear()
+        if graceful and open_:
+            payload = b"".join(data for data, _kind in buffered)
+            buffered = []
+            if payload:
+                final = (f"{_BODY_OPEN} sid='{self.sid}' type='terminate'>".encode("utf-8")
+                         + payload + b"</body>")
+            _respond(open_[0], final, status)
+            for http in open_[1:]:
+                _respond(http, self._empty(), status)
+        else:
+            for http in open_:
+                _respond(http, final, status)
         for data, kind in buffered:
             if kind is not None:
                 session.undelivered(kind, data)
-        self._deferred.clear()
-        answered = False
-        for entry in list(self._held):
-            if entry.timer is not None and entry.timer.active():
-                entry.timer.cancel()
-            if entry.http is not None and not _gone(entry.http):
-                _respond(entry.http, final)
-                answered = True
-        self._held.clear()
-        for http, _body in self._pending.values():
-            if http is not None and not _gone(http):
-                _respond(http, final)
-                answered = True
-        self._pending.clear()
-        self._responses.clear()
+        self._unread_messages()
         waiters, self._drain_waiters = self._drain_waiters, None
         for d in waiters or ():
             d.callback(None)
-        if answered:
+        if open_:
             self.owner.forget(self)
         else:
             # Nobody to tell now: the next request learns it, if it comes soon.
-            self._final = final
+            self._final, self._final_status = final, status
             self._inactive = self.clock.callLater(self.inactivity, self.owner.forget, self)
         session.ended()
+
+    def _empty(self) -> bytes:
+        return f"{_BODY_OPEN} sid='{self.sid}'/>".encode("utf-8")
+
+    def _unread_messages(self) -> None:
+        """The session ends with payloads it never took: as over TCP (where
+        they were read but not processed), the messages among them still go
+        where they were sent; the rest (and the requests not read) are
+        dropped. Called after :meth:`ClientSession.closing`, before
+        :meth:`ClientSession.ended`."""
+        waiting, self._input, self._input_bytes = self._input, collections.deque(), 0
+        session = self.session
+        for generation, kind, value, _size in waiting:
+            if kind == "element" and generation == self._generation \
+                    and session.jid is not None and value.name == "message" \
+                    and value.uri == ns.CLIENT:
+                session.element_received(value)
 
     # -- inactivity ---------------------------------------------------------------------------
 
@@ -801,9 +1001,11 @@ def _gone(http: webserver.Request) -> bool:
     return bool(getattr(http, "_disconnected", False)) or bool(getattr(http, "finished", False))
 
 
-def _respond(http: webserver.Request, body: bytes) -> None:
+def _respond(http: webserver.Request, body: bytes, status: int = 200) -> None:
     if _gone(http):
         return
+    if status != 200:
+        http.setResponseCode(status)
     http.setHeader(b"content-type", CONTENT_TYPE)
     http.setHeader(b"content-length", b"%d" % len(body))  # (not chunked, as Prosody)
     http.write(body)
