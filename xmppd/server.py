@@ -168,6 +168,8 @@ class XMPPServer(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        #: no session hibernates from now on (XEP-0198): they all end
+        self.stopping = True
         for port in self.ports:
             yield port.stopListening()
         self.ports.clear()

@@ -536,10 +536,22 @@ def test_an_undelivered_carbon_copy_goes_nowhere_else():
     assert not [s for s in laptop.take() if s.name == "message"]
 
 
-def test_an_undelivered_message_is_not_routed_again_to_resources_that_had_their_copy():
+def test_an_archived_undelivered_message_is_not_routed_again_to_resources_that_had_their_copy():
     """A session that ends with a message unwritten (or unacknowledged under
     XEP-0198): the user's carbons-enabled resources got it already, directly
-    or as a carbon, and get no second one."""
+    or as a carbon, and the archive has it: no second copy."""
+    h = harness("offline")
+    phone = online(h, "bob@localhost/phone", carbons=True)
+    laptop = online(h, "bob@localhost/laptop", carbons=True)
+    phone.logout()
+    h.router.undelivered("message", parse(
+        "<message from='alice@localhost/a' to='bob@localhost/phone' type='chat' id='m1'>"
+        "<body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='x1'/>"
+        "</message>"), phone)
+    assert not [s for s in laptop.take() if s.name == "message"]
+
+
+def test_an_undelivered_message_not_in_the_archive_is_routed_again_even_to_carbons_resources():
     h = harness("offline")
     phone = online(h, "bob@localhost/phone", carbons=True)
     laptop = online(h, "bob@localhost/laptop", carbons=True)
@@ -547,7 +559,7 @@ def test_an_undelivered_message_is_not_routed_again_to_resources_that_had_their_
     h.router.undelivered("message", parse(
         "<message from='alice@localhost/a' to='bob@localhost/phone' type='chat' id='m1'>"
         "<body>hi</body></message>"), phone)
-    assert not [s for s in laptop.take() if s.name == "message"]
+    assert [str(s.body) for s in laptop.take() if s.name == "message"] == ["hi"]
 
 
 def test_an_undelivered_message_still_reaches_a_resource_without_carbons():

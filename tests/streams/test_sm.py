@@ -419,3 +419,97 @@ def test_a_new_login_with_the_same_resource_replaces_a_hibernating_session():
     retry = login(h)
     retry.say(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
     assert retry.take()[0].name == "failed"
+
+
+def test_a_resume_that_overflows_the_new_connection_loses_nothing():
+    """The re-sent queue is written stanza by stanza; a connection that
+    cannot take it all ends the session, and what it did not write still
+    goes to offline storage (all of it, not only what was written)."""
+    h, clock = harness()
+    alice, sm_id = enabled(h, clock)
+    bob = login(h, "bob")
+    bind(bob)
+    alice.lose()
+    for i in range(6):
+        chat(h, clock, bob, "alice@localhost/r", f"held-{i}")
+
+    class Small(LosableFraming):
+        def send(self, element) -> None:
+            if not self.closed and len(self.sent) >= 3:
+                self.stream_error("policy-violation")
+                return
+            super().send(element)
+
+    again = Small(h)
+    again.session.connected()
+    again.session.stream_opened("localhost", "1.0")
+    again.say(plain())
+    again.session.stream_opened("localhost", "1.0")
+    again.take()
+    again.say(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    assert again.errors == ["policy-violation"]
+    fresh = login(h)
+    bind(fresh, "other")
+    fresh.say("<presence/>")
+    clock.advance(0)
+    got = bodies(fresh.take())
+    assert sorted(got) == [f"held-{i}" for i in range(6)]
+
+
+def test_a_session_ended_by_a_full_queue_cannot_be_resumed_and_is_not_kept():
+    h, clock = harness(max_unacked=2)
+    alice, sm_id = enabled(h, clock)
+    bob = login(h, "bob")
+    bind(bob)
+    for i in range(3):
+        chat(h, clock, bob, "alice@localhost/r", f"q{i}")
+    assert alice.errors == ["resource-constraint"]
+    assert sm_id not in h.server.sm.resumable
+    again = login(h)
+    again.say(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    assert again.take()[0].firstChildElement().name == "item-not-found"
+
+
+def test_numbers_that_are_not_ascii_digits_are_refused_not_crashed_on():
+    h, clock = harness()
+    framing = login(h)
+    bind(framing)
+    framing.say(f"<enable xmlns='{SM}' resume='true' max='\u00b2'/>")
+    [answer] = framing.take()
+    assert answer.name == "enabled" and answer.getAttribute("max") == "600"
+    framing.say(f"<a xmlns='{SM}' h='\u00b2'/>")
+    assert framing.errors == ["invalid-xml"]
+
+
+def test_resuming_over_a_live_connection_does_not_announce_a_hibernation():
+    h, clock = harness()
+    seen = []
+    h.server.router.hook("resource-hibernated", lambda s: seen.append("hibernated"))
+    h.server.router.hook("resource-resumed", lambda s: seen.append("resumed"))
+    alice, sm_id = enabled(h, clock)
+    again = login(h)
+    again.say(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    assert seen == ["resumed"]
+
+
+def test_stanzas_waiting_behind_storage_count_as_handled_on_resumption():
+    """A stanza the old connection delivered but that waits behind an
+    earlier one's storage work will be handled: the client must not send
+    it again."""
+    from twisted.internet import defer
+    h, clock = harness()
+    slow = defer.Deferred()
+    h.server.router.hook("message/full", lambda event: slow if event.stanza.getAttribute(
+        "id") == "slow" else None, priority=100)
+    alice, sm_id = enabled(h, clock)
+    session = alice.session
+    alice.say("<message to='bob@localhost/r' id='slow' type='chat'><body>1</body></message>")
+    alice.say("<message to='bob@localhost/r' id='next' type='chat'><body>2</body></message>")
+    alice.lose()
+    again = login(h)
+    again.say(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    [resumed] = [e for e in again.take() if e.name == "resumed"]
+    assert resumed.getAttribute("h") == "2"
+    slow.callback(True)
+    clock.advance(0)
+    assert session.sm.handled == 2

@@ -263,16 +263,22 @@ class CarbonsComponent(Component):
         """A carbon copy a closing session never wrote goes nowhere else: the
         message it copies was delivered where it was sent. And a message the
         user's carbons-enabled resources got (directly or as their copy) is
-        not routed to them a second time: a phone whose session ended with
-        messages unacknowledged (XEP-0198) finds them in its archive, its
-        other devices already have them."""
+        not routed to them a second time when it is in the user's archive
+        (it carries the archive's ``<stanza-id/>``): a phone whose session
+        ended with messages unacknowledged (XEP-0198) finds them there, its
+        other devices already have them. Not archived, it is routed again
+        (a duplicate is better than a loss: a resource may have enabled
+        carbons after the message passed)."""
         stanza = event.stanza
         if any(child.uri == ns.CARBONS for child in _children(stanza)):
             return True
         to = event.to
         if to is None or not eligible(stanza, inbound=True):
             return False
-        return any(s.available for s in self._enabled_sessions(to.userhost()))
+        bare = to.userhost()
+        archived = any(child.uri == ns.SID and child.name == "stanza-id"
+                       and child.getAttribute("by") == bare for child in _children(stanza))
+        return archived and any(s.available for s in self._enabled_sessions(bare))
 
     # -- the wrapper (§7, §8) --------------------------------------------------------
 

@@ -274,7 +274,7 @@ def _as_client(element: domish.Element) -> None:
 
 
 def _integer(text: str | None, maximum: int = MAX_RID) -> int | None:
-    if text is None or not text.strip().isdigit():
+    if text is None or not (text.strip().isascii() and text.strip().isdigit()):
         return None
     value = int(text)
     return value if value <= maximum else None
@@ -285,7 +285,7 @@ def _version(client: str | None) -> str:
     as an integer); ours when it names none we can read."""
     ours = tuple(int(n) for n in VERSION.split("."))
     major, _, minor = (client or "").strip().partition(".")
-    if not (major.isdigit() and minor.isdigit()):
+    if not (major.isascii() and minor.isascii() and major.isdigit() and minor.isdigit()):
         return VERSION
     theirs = (int(major), int(minor))
     return f"{theirs[0]}.{theirs[1]}" if theirs < ours else VERSION

@@ -353,6 +353,12 @@ class ClientSession:
         self._congested = False
         framing.bound()
 
+    def pending_stanzas(self) -> int:
+        """Stanzas received and waiting to be handled (behind a handler's
+        storage work): XEP-0198 counts them as handled on resumption."""
+        return sum(1 for e in self._inbox or () if e is not _END and e.uri == ns.CLIENT
+                   and e.name in ns.STANZA_KINDS)
+
     def adopted_by(self, session: ClientSession) -> None:
         """This stream resumed ``session``: its framing is the other's now,
         and this session is over (it never bound)."""
@@ -841,7 +847,8 @@ def _supported_version(version: str | None) -> bool:
     if not version:
         return False
     major, _, minor = version.partition(".")
-    return major.isdigit() and minor.isdigit() and int(major) >= 1
+    return major.isascii() and minor.isascii() and major.isdigit() and minor.isdigit() \
+        and int(major) >= 1
 
 
 def base64_payload(element: domish.Element) -> bytes | None | bool:

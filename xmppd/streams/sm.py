@@ -275,8 +275,8 @@ class StreamManagement:
         if resume in ("true", "1") and self.resume_timeout:
             acks.id = base64.urlsafe_b64encode(os.urandom(12)).decode()
             acks.max = self.resume_timeout
-            wanted = element.getAttribute("max")
-            if wanted is not None and wanted.isdigit() and 0 < int(wanted) < acks.max:
+            wanted = _count(element.getAttribute("max"))
+            if wanted is not None and 0 < wanted < acks.max:
                 acks.max = int(wanted)  # §5: the client's preference, if shorter
             self.resumable[acks.id] = session
             enabled["id"] = acks.id
@@ -329,7 +329,9 @@ class StreamManagement:
         if len(acks.queue) >= self.max_unacked:
             self.log.info("c2s {jid}: {count} stanzas unacknowledged: ending the session",
                           jid=session.jid.full() if session.jid else "?", count=len(acks.queue))
-            acks.id = None  # not resumable: what it holds goes elsewhere now
+            # not resumable: what it holds goes elsewhere now
+            self.resumable.pop(acks.id, None)
+            acks.id = None
             session.stream_error("resource-constraint", "Too many unacknowledged stanzas")
             if kind is not None:
                 session.router.undelivered(kind, text.encode("utf-8"), session)
@@ -369,8 +371,10 @@ class StreamManagement:
         return acks is not None and acks.id is not None and session.jid is not None \
             and not getattr(self.server, "stopping", False)
 
-    def hibernate(self, session: ClientSession) -> None:
-        """The connection dropped: keep the session for ``max`` seconds."""
+    def hibernate(self, session: ClientSession, announce: bool = True) -> None:
+        """The connection dropped: keep the session for ``max`` seconds.
+        ``announce``: tell components (``resource-hibernated``); not when the
+        client is resuming it this very moment from a new connection."""
         acks = session.sm
         old = session.framing
         asleep = Hibernated(old)
@@ -385,7 +389,8 @@ class StreamManagement:
         self.log.info("c2s {jid} from {peer}: connection lost, hibernating for {max} s "
                       "({count} unacknowledged)", jid=session.jid.full(), peer=old.peer,
                       max=acks.max, count=len(acks.queue))
-        session.router.fire("resource-hibernated", session)
+        if announce:
+            session.router.fire("resource-hibernated", session)
 
     def _expired(self, session: ClientSession) -> None:
         acks = session.sm
@@ -442,6 +447,9 @@ class StreamManagement:
             return
         previd = element.getAttribute("previd") or ""
         old = self.resumable.get(previd)
+        if old is not None and old.sm is None:  # ended meanwhile (never left behind)
+            self.resumable.pop(previd, None)
+            old = None
         if old is None or old.user != session.user or old.domain != session.domain:
             expired = self.expired.get(previd)
             if expired is not None and expired[0] == session.user:
@@ -463,7 +471,7 @@ class StreamManagement:
             # Its connection is still up as far as we know (a half-dead TCP
             # link): it is the one the client gave up on.
             framing = old.framing
-            self.hibernate(old)
+            self.hibernate(old, announce=False)
             framing.close()
         if acks.hibernation is not None and acks.hibernation.active():
             acks.hibernation.cancel()
@@ -472,17 +480,26 @@ class StreamManagement:
         session.adopted_by(old)
         old.adopt(new)
         resumed = domish.Element((xmlns, "resumed"))
-        resumed["h"], resumed["previd"] = str(acks.handled), previd
+        # Stanzas the old connection delivered that still wait behind a
+        # handler's storage work are handled already as far as the client
+        # is concerned: they will be, in order, and must not come twice.
+        resumed["h"] = str((acks.handled + old.pending_stanzas()) % MOD)
+        resumed["previd"] = previd
         new.send(resumed)
         reshape = acks.shape != new.shape
         acks.shape = new.shape
         if acks.queue:
             owner = old.jid.userhost()
-            queue = list(acks.queue)
+            # All of it back in the queue before the first write: a write
+            # that overflows the new connection ends the session, and its
+            # end must find every stanza still unacknowledged.
+            resend = [(self._resent(text, kind, when, owner, new, reshape), kind, when)
+                      for text, kind, when in acks.queue]
             acks.queue.clear()
-            for text, kind, when in queue:
-                text = self._resent(text, kind, when, owner, new, reshape)
-                acks.queue.append((text, kind, when))
+            acks.queue.extend(resend)
+            for text, _kind, _when in resend:
+                if new.closed or old.sm is not acks:
+                    break
                 new.send(text)
         self.log.info("c2s {jid} resumed from {peer} ({count} stanzas re-sent)",
                       jid=old.jid.full(), peer=new.peer, count=len(acks.queue))
@@ -512,7 +529,7 @@ class StreamManagement:
 
 
 def _count(value: str | None) -> int | None:
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit()):
         return None
     number = int(value)
     return number if number < MOD else None
