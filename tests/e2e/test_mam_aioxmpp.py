@@ -20,47 +20,16 @@ import aioxmpp.dispatcher  # noqa: E402
 import aioxmpp.forms  # noqa: E402
 import aioxmpp.misc  # noqa: E402
 import aioxmpp.rsm.xso as rsm_xso  # noqa: E402
-import aioxmpp.xso as xso  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
+from mamxso import MAM, FlipPage, Fin, Query, Result  # noqa: E402,F401
 
 pytestmark = pytest.mark.all_transports
 COMPONENTS = "disco ping roster presence messaging offline carbons mam"
-MAM = "urn:xmpp:mam:2"
 TIMEOUT = 20
 MANY = 1500
 
 
-class FlipPage(xso.XSO):
-    TAG = (MAM, "flip-page")
-
-
-@aioxmpp.IQ.as_payload_class
-class Query(xso.XSO):
-    """``<query xmlns='urn:xmpp:mam:2' queryid='…'>`` with a form and a set."""
-
-    TAG = (MAM, "query")
-    queryid = xso.Attr("queryid", default=None)
-    form = xso.Child([aioxmpp.forms.Data])
-    rsm = xso.Child([rsm_xso.ResultSetMetadata])
-    flip = xso.Child([FlipPage])
-
-
-@aioxmpp.IQ.as_payload_class
-class Fin(xso.XSO):
-    TAG = (MAM, "fin")
-    complete = xso.Attr("complete", type_=xso.Bool(), default=False)
-    rsm = xso.Child([rsm_xso.ResultSetMetadata])
-
-
-class Result(xso.XSO):
-    TAG = (MAM, "result")
-    queryid = xso.Attr("queryid", default=None)
-    id_ = xso.Attr("id")
-    forwarded = xso.Child([aioxmpp.misc.Forwarded])
-
-
-aioxmpp.Message.xep0313_result = xso.Child([Result])
 
 
 def run(coro, server=None):

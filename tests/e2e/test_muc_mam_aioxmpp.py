@@ -23,38 +23,13 @@ aioxmpp = pytest.importorskip("aioxmpp")
 import aioxmpp.connector  # noqa: E402
 import aioxmpp.misc  # noqa: E402
 import aioxmpp.muc  # noqa: E402
-import aioxmpp.xso as xso  # noqa: E402
 from aioxmpp.rsm.xso import ResultSetMetadata  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
+from mamxso import MAM, Fin, Query, Result  # noqa: E402,F401
 from muc_target import make_muc_target, require_xmppd  # noqa: E402,F401
 
 TIMEOUT = 10
-MAM = "urn:xmpp:mam:2"
-
-
-@aioxmpp.IQ.as_payload_class
-class Query(xso.XSO):
-    TAG = (MAM, "query")
-    queryid = xso.Attr("queryid", default=None)
-    rsm = xso.Child([ResultSetMetadata])
-
-
-@aioxmpp.IQ.as_payload_class
-class Fin(xso.XSO):
-    TAG = (MAM, "fin")
-    complete = xso.Attr("complete", type_=xso.Bool(), default=False)
-    rsm = xso.Child([ResultSetMetadata])
-
-
-class Result(xso.XSO):
-    TAG = (MAM, "result")
-    queryid = xso.Attr("queryid", default=None)
-    id_ = xso.Attr("id")
-    forwarded = xso.Child([aioxmpp.misc.Forwarded])
-
-
-aioxmpp.Message.xep0313_result = xso.Child([Result])
 
 
 @pytest.fixture(scope="module")
