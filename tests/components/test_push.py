@@ -328,14 +328,156 @@ def test_an_app_server_that_is_not_there_counts_as_an_error():
     assert stored(h) == {}
 
 
-def test_an_unanswered_push_counts_for_nothing():
-    h, clock = harness(max_errors=1, timeout=5)
+def test_an_unanswered_push_counts_as_an_error():
+    # (mod_cloud_notify waits for ever; here a registration that never
+    # answers must not keep a slot of the router's iq table for good)
+    h, clock = harness(max_errors=2, timeout=5)
     app, bob = _offline_alice_with_push(h)
     bob.feed("<message to='alice@localhost' type='chat'><body>m</body></message>")
     assert len(pushes(app)) == 1
     clock.advance(6)
-    assert set(stored(h)) == {f"{APP}<n1"}
+    assert set(stored(h)) == {f"{APP}<n1"} and len(h.router.iq) == 0
+    bob.feed("<message to='alice@localhost' type='chat'><body>m2</body></message>")
+    assert len(pushes(app)) == 1
+    clock.advance(6)
+    assert stored(h) == {}  # two timeouts in a row: disabled
+    bob.feed("<message to='alice@localhost' type='chat'><body>m3</body></message>")
+    assert pushes(app) == [] and len(h.router.iq) == 0
+
+
+def test_a_result_after_a_timeout_resets_the_count():
+    h, clock = harness(max_errors=2, timeout=5)
+    app, bob = _offline_alice_with_push(h)
+    bob.feed("<message to='alice@localhost' type='chat'><body>m</body></message>")
+    pushes(app)
+    clock.advance(6)
+    bob.feed("<message to='alice@localhost' type='chat'><body>m2</body></message>")
+    answer(app, only(app))
+    bob.feed("<message to='alice@localhost' type='chat'><body>m3</body></message>")
+    pushes(app)
+    clock.advance(6)
+    assert set(stored(h)) == {f"{APP}<n1"}  # one timeout since the result
+
+
+# -- bounds: what one account can make the server send ---------------------------------
+
+
+def test_a_registration_has_one_push_waiting_for_its_answer_the_rest_is_one_more_after():
+    # The reviewer's attack: an app server that never answers (the user's own
+    # resource) and messages sent as fast as possible.
+    h, clock = harness(with_body="true", timeout=30)
+    app, bob = _offline_alice_with_push(h)
+    for i in range(50):
+        bob.feed(f"<message to='alice@localhost' type='chat'><body>m{i}</body></message>")
+    [first] = pushes(app)
+    assert fields(first)["last-message-body"] == ("text-single", "m0")
+    assert len(h.router.iq) == 1
+    answer(app, first)
+    [second] = pushes(app)  # for everything that came meanwhile: the latest
+    assert fields(second)["last-message-body"] == ("text-single", "m49")
+    answer(app, second)
+    assert pushes(app) == [] and len(h.router.iq) == 0
+    assert not h.component("push")._slots
+
+
+def test_registrations_at_ones_own_silent_resource_cannot_fill_the_servers_iq_table():
+    # Mallory's attack: five registrations at a resource of his own that
+    # never answers, and messages to himself as fast as he can (the archive
+    # pushes to the registrations his connected session does not hold).
+    h, clock = harness(COMPONENTS + ["mam"], timeout=5, max_errors=4)
+    h.add_user("mallory@localhost", "secret")
+    sink = h.login("mallory@localhost/sink")
+    mallory = h.login("mallory@localhost/pc")
+    for node in ("n1", "n2", "n3", "n4", "n5"):
+        enable(mallory, jid="mallory@localhost/sink", node=node)
+    for second in range(10):
+        for i in range(70):
+            mallory.feed(f"<message to='mallory@localhost' type='chat'><body>{i}</body></message>")
+        clock.advance(1)
+        assert len(h.router.iq) <= 4, second
+    sink.take()
+    mallory.take()
+    for _ in range(2 * 5 + 1):  # every timeout counts: the registrations go
+        mallory.feed("<message to='mallory@localhost' type='chat'><body>more</body></message>")
+        clock.advance(1)
+    assert set(stored(h, "mallory@localhost")) == {"mallory@localhost/sink<n5"}  # held
     assert len(h.router.iq) == 0
+
+
+def test_the_push_gathered_while_one_waits_keeps_an_important_stanza():
+    h, _ = harness()
+    app, bob = _offline_alice_with_push(h)
+    bob.feed("<message to='alice@localhost' type='chat'><body>first</body></message>")
+    [first] = pushes(app)
+    bob.feed("<message to='alice@localhost' type='chat'><body>important</body></message>")
+    bob.feed(f"<message to='alice@localhost' type='chat'><paused xmlns='{ns.CHATSTATES}'/>"
+             "</message>")
+    answer(app, first)
+    [second] = pushes(app)
+    assert fields(second)["last-message-body"] == ("text-single", "New Message!")
+
+
+def test_the_push_due_after_a_timeout_goes_out_then():
+    h, clock = harness(timeout=5, max_errors=16)
+    app, bob = _offline_alice_with_push(h)
+    for i in range(3):
+        bob.feed(f"<message to='alice@localhost' type='chat'><body>m{i}</body></message>")
+    assert len(pushes(app)) == 1
+    clock.advance(6)
+    assert len(pushes(app)) == 1 and len(h.router.iq) == 1
+
+
+def test_an_account_is_pushed_for_at_most_max_rate_times_a_minute_then_once_more():
+    h, clock = harness(max_rate=3, with_body="true")
+    app, bob = _offline_alice_with_push(h)
+    for i in range(3):
+        bob.feed(f"<message to='alice@localhost' type='chat'><body>m{i}</body></message>")
+        answer(app, only(app))
+        clock.advance(1)
+    for i in range(3, 6):
+        bob.feed(f"<message to='alice@localhost' type='chat'><body>m{i}</body></message>")
+    assert pushes(app) == []  # three this minute already: they wait
+    clock.advance(56)  # 60 s after the first
+    assert pushes(app) == []
+    clock.advance(1)
+    [late] = pushes(app)
+    assert fields(late)["last-message-body"] == ("text-single", "m5")
+    answer(app, late)
+    clock.advance(120)
+    assert pushes(app) == []
+
+
+def test_the_rate_counts_every_registration_of_the_account():
+    h, clock = harness(max_rate=2)
+    app = h.login(APP)
+    alice = h.login("alice@localhost/phone")
+    for node in ("n1", "n2", "n3"):
+        enable(alice, node=node)
+    alice.logout()
+    bob = h.login("bob@localhost/pc")
+    bob.feed("<message to='alice@localhost' type='chat'><body>hi</body></message>")
+    sent = pushes(app)
+    assert len(sent) == 2
+    clock.advance(60)
+    [third] = pushes(app)
+    assert {p.pubsub.publish["node"] for p in sent + [third]} == {"n1", "n2", "n3"}
+
+
+def test_pushes_beyond_max_pending_are_not_sent_and_not_counted():
+    h, clock = harness(max_pending=1, max_errors=1)
+    app = h.login(APP)
+    for user in ("alice", "bob"):
+        session = h.login(f"{user}@localhost/phone")
+        enable(session)
+        session.logout()
+    sender = h.login("push@localhost/pc")
+    sender.feed("<message to='alice@localhost' type='chat'><body>1</body></message>")
+    sender.feed("<message to='bob@localhost' type='chat'><body>2</body></message>")
+    [push] = pushes(app)
+    assert push.pubsub.publish.item.notification is not None
+    assert len(h.router.iq) == 1
+    assert h.server.counters["push not sent (too many waiting for answers)"] == 1
+    assert set(stored(h, "bob@localhost")) == {f"{APP}<n1"}  # not its fault
 
 
 def test_a_deleted_account_forgets_its_registrations():
@@ -373,6 +515,7 @@ def test_a_hibernating_session_is_pushed_for_what_it_had_not_acknowledged():
     bob.feed("<message to='alice@localhost/r' type='chat'><body>two</body></message>")
     assert pushes(app) == []  # connected: no push
     alice.lose()
+    clock.advance(0)
     [push] = pushes(app)  # one for both important stanzas
     assert push.pubsub.publish["node"] == "n1"
     assert fields(push)["last-message-body"] == ("text-single", "New Message!")
@@ -388,8 +531,12 @@ def test_hibernation_pushes_once_per_kind_of_stanza_waiting():
     bob.feed("<message to='alice@localhost/r' type='chat'><body>one</body></message>")
     bob.feed("<message to='alice@localhost/r' type='chat'><body>two</body></message>")
     alice.lose()
-    bodies = [fields(p)["last-message-body"][1] for p in pushes(app)]
-    assert bodies == [None, "New Message!"]
+    clock.advance(0)
+    [first] = pushes(app)
+    assert fields(first)["last-message-body"] == ("text-single", None)
+    answer(app, first)  # one push waits for its answer at a time
+    [second] = pushes(app)
+    assert fields(second)["last-message-body"] == ("text-single", "New Message!")
 
 
 def test_a_hibernating_session_with_nothing_waiting_is_not_pushed():
@@ -414,6 +561,7 @@ def test_stanzas_sent_while_hibernating_are_pushed_once_per_batch():
     clock.advance(BATCH_DELAY)
     [push] = pushes(app)
     assert fields(push)["last-message-body"] == ("text-single", "New Message!")
+    answer(app, push)
     bob.feed("<message to='alice@localhost' type='chat'><body>later</body></message>")
     clock.advance(BATCH_DELAY)
     assert len(pushes(app)) == 1  # a new batch, a new push
@@ -447,12 +595,14 @@ def test_a_stanza_pushed_at_one_hibernation_is_not_pushed_again_at_the_next():
     bob = h.login("bob@localhost/pc")
     bob.feed("<message to='alice@localhost/r' type='chat'><body>one</body></message>")
     alice.lose()
+    clock.advance(0)
     assert len(pushes(app)) == 1
     again = login(h)
     again.say(f"<resume xmlns='{SM}' previd='{session.sm.id}' h='{session.sm.acked}'/>")
     assert again.session is session and session.framing is again
     again.take()
     again.lose()  # the client dies again before acknowledging "one"
+    clock.advance(0)
     assert [k for _, k, _ in session.sm.queue] == ["message"]
     assert pushes(app) == []
 
@@ -469,7 +619,8 @@ def test_push_keeps_a_hibernating_session_until_its_first_important_push():
     bob.feed(f"<message to='alice@localhost' type='chat'><gone xmlns='{ns.CHATSTATES}'/>"
              "</message>")
     clock.advance(BATCH_DELAY)
-    assert len(pushes(app)) == 1
+    [push] = pushes(app)
+    answer(app, push)
     assert timer.getTime() - clock.seconds() == 3600 - BATCH_DELAY  # not important
     bob.feed("<message to='alice@localhost' type='chat'><body>wake up</body></message>")
     clock.advance(BATCH_DELAY)
@@ -559,3 +710,43 @@ def test_an_unarchived_message_to_an_account_with_sessions_is_not_pushed():
     bob.feed("<message to='alice@localhost' type='chat'><body>hi</body></message>")
     assert [str(m.body) for m in laptop.take() if m.name == "message"] == ["hi"]
     assert pushes(app) == []
+
+
+# -- a client that comes back at once ----------------------------------------------------
+
+
+def _alice_with_an_unacknowledged_message(h: Harness, clock: Clock):
+    app = h.login(APP)
+    alice = sm_client(h, clock)
+    bob = h.login("bob@localhost/pc")
+    bob.feed("<message to='alice@localhost/r' type='chat'><body>one</body></message>")
+    alice.take()
+    return app, alice, bob
+
+
+def test_a_session_resumed_in_the_same_turn_as_it_hibernated_is_not_pushed_for():
+    # resource-hibernated, then resource-resumed before the reactor turns
+    h, clock = harness()
+    app, alice, bob = _alice_with_an_unacknowledged_message(h, clock)
+    session = alice.session
+    h.server.sm.hibernate(session)  # announced: push sees the hibernation
+    assert h.component("push")._clients[session].hibernating
+    again = login(h)
+    again.say(f"<resume xmlns='{SM}' previd='{session.sm.id}' h='{session.sm.acked}'/>")
+    assert session.framing is again
+    clock.advance(BATCH_DELAY * 2)
+    assert pushes(app) == []
+    assert "one" in [str(m.body) for m in again.take() if m.name == "message"]
+
+
+def test_a_resumption_while_the_old_connection_is_up_sends_no_push():
+    h, clock = harness()
+    app, alice, bob = _alice_with_an_unacknowledged_message(h, clock)
+    session = alice.session
+    again = login(h)
+    again.say(f"<resume xmlns='{SM}' previd='{session.sm.id}' h='{session.sm.acked}'/>")
+    assert session.framing is again
+    bob.feed("<message to='alice@localhost/r' type='chat'><body>two</body></message>")
+    clock.advance(BATCH_DELAY * 2)
+    assert pushes(app) == []
+    assert [str(m.body) for m in again.take() if m.name == "message"] == ["one", "two"]

@@ -54,12 +54,23 @@ held stanza is not yet sent, so it is neither counted nor waiting for an
 ack. When the connection drops and the session hibernates, what was held is
 released into the stream management queue at once, and the session is
 active again (XEP-0352 §5.2: the state is not restored when the stream is
-resumed). When the session ends, what was held goes where stanzas for a
-closed session go: with stream management, behind its unacknowledged
-stanzas (into its queue, which it re-routes), else straight to
+resumed). A session resumed without being seen to hibernate (its client
+came back on a new connection while the old one still seemed up) is made
+active the same way on ``resource-resumed``: what was held is written to
+the new connection, after the stanzas re-sent there.
+
+When the session ends, what was held goes straight to
 :meth:`Router.undelivered <xmppd.router.Router.undelivered>` (messages to
 the user's other resources or offline storage; presence is dropped, as for
-a resource that is gone) — never written to a stream that is closing.
+a resource that is gone), with stream management or without — never
+written to the stream that is closing, nor put in the stream management
+queue that is re-routed too (it would arrive twice). Only a session that
+ends while hibernating (its framing writes nothing) gets them in its queue,
+which stream management re-routes. Under stream management the held
+stanzas are thus re-routed ahead of the older unacknowledged ones that
+stream management re-routes just after (Prosody 0.12 holds bytes in the
+connection, below its stream management queue, so its order there is the
+queue's).
 
 Ready-made text (a fanout's presence broadcast or groupchat message) is
 classified without parsing where the start tag tells (presence, iq, and a
@@ -286,16 +297,32 @@ class _Client:
         self.state = "active"
 
 
-def release(session: Any, held: list[tuple[str, str]], undelivered: bool = False) -> None:
+def release(session: Any, held: list[tuple[str, str]]) -> None:
     """Write held stanzas to ``session`` past the filters, in order; once it
-    has closed (or with ``undelivered``: it is closing without stream
-    management), they go where stanzas for a closed session go."""
+    has closed, they go where stanzas for a closed session go."""
     router = session.router
     for text, kind in held:
-        if undelivered or session.closed:
+        if session.closed:
             router.undelivered(kind, text.encode("utf-8"), session)
         else:
             session.write_now(text)
+
+
+def hand_on(session: Any, held: list[tuple[str, str]]) -> None:
+    """The session is ending: its held stanzas go where stanzas for a closed
+    session go, once. A stream that is closing is not written to (a clean
+    close has sent its last ``<a/>``), and under stream management
+    :meth:`~xmppd.streams.negotiation.ClientSession.write_now` would both
+    write and queue them, and the queue is re-routed too. A hibernating
+    session writes nothing: its queue takes them (and stream management
+    re-routes it as the session ends)."""
+    hibernating = getattr(session.framing, "channel", None) == "hibernating"
+    router = session.router
+    for text, kind in held:
+        if hibernating and session.sm is not None and not session.closed:
+            session.write_now(text)
+        else:
+            router.undelivered(kind, text.encode("utf-8"), session)
 
 
 class CSIComponent(Component):
@@ -385,12 +412,23 @@ class CSIComponent(Component):
             release(session, client.take())
         return None
 
-    @handles("resource-unbind", priority=100)
-    def unbound(self, session: Any) -> None:
-        """The session ends: nothing held may be lost (see the module docstring)."""
+    @handles("resource-resumed", priority=100)
+    def resumed(self, session: Any) -> None:
+        """Resumed on a new connection without a ``resource-hibernated``
+        first (the old one still seemed up): active again (XEP-0352 §5.2),
+        and what was held is written after the stanzas re-sent."""
         client = self._forget(session)
         if client is not None:
-            release(session, client.take(), undelivered=session.sm is None)
+            release(session, client.take())
+        return None
+
+    @handles("resource-unbind", priority=100)
+    def unbound(self, session: Any) -> None:
+        """The session ends: nothing held may be lost, nor arrive twice (see
+        the module docstring)."""
+        client = self._forget(session)
+        if client is not None:
+            hand_on(session, client.take())
         return None
 
     @handles("account-deleted")

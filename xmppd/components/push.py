@@ -50,8 +50,9 @@ When, as mod_cloud_notify:
 - a session that enabled push hibernates (XEP-0198, ``resource-hibernated``):
   for what waits unacknowledged in its queue, at most one push for an
   important stanza and one for the others (a stanza pushed at an earlier
-  hibernation of the session is not pushed again); then, while it
-  hibernates, for the stanzas sent to it, gathered for
+  hibernation of the session is not pushed again; sent once the reactor's
+  turn is over, so that a session resumed in that same turn is not pushed
+  for); then, while it hibernates, for the stanzas sent to it, gathered for
   :data:`BATCH_DELAY` seconds, again at most one push of each kind per
   batch. A hibernating session with push lasts ``max_hibernation``
   seconds instead of ``[c2s] resume_timeout`` until its first important
@@ -66,8 +67,27 @@ A connected session is never pushed for. Offline storage and the archive
 push a stanza at most once per registration between them (the hibernation
 has its own rules, above, as in mod_cloud_notify). The app server's error
 answers count against its registration unless of type ``wait``;
-``max_errors`` of them in a row (a result resets the count) disable it. A
-push nobody answers in ``timeout`` seconds counts for nothing.
+``max_errors`` of them in a row (a result resets the count) disable it.
+
+Where xmppd departs from mod_cloud_notify, so that a registration (any JID
+at all: the user's own resource that never answers, say) cannot fill the
+router's table of iqs waiting for answers (:mod:`xmppd.router.iq`, which
+every server request shares):
+
+- a push nobody answers in ``timeout`` seconds counts as an error, as an
+  error answer does (mod_cloud_notify sets no timeout: it waits for an
+  answer for ever, and one that never comes counts for nothing);
+- at most one push per registration waits for its answer; what is to be
+  pushed meanwhile becomes one more push, sent when the answer (or the
+  timeout) comes, for the latest stanza (the latest important one, if any:
+  an app shows a push by it). mod_cloud_notify sends one per stanza;
+- at most ``max_rate`` pushes a minute go out for one account (over all its
+  registrations); beyond that they wait, gathered as above, until the
+  minute allows (mod_cloud_notify has no bound);
+- at most ``max_pending`` pushes wait for answers at once, server-wide;
+  beyond it a push is not sent (and not counted against its registration).
+
+The stanzas are mod_cloud_notify's; only when and how many differ.
 
 Not done (mod_cloud_notify has them): pushes for a session whose acks are
 merely late (``smacks-ack-delayed``), for MUC messages to an account with no
@@ -98,6 +118,9 @@ __all__ = ["PushComponent", "Registration", "is_important", "is_urgent", "summar
 #: Seconds the stanzas sent to a hibernating session are gathered before
 #: they are pushed for (mod_cloud_notify's timer): a burst is one push.
 BATCH_DELAY = 1.0
+
+#: Seconds over which ``max_rate`` counts an account's pushes.
+RATE_WINDOW = 60.0
 
 _MOD = 1 << 32
 
@@ -203,11 +226,48 @@ def summary_form(sender: str | None, body: str | None) -> domish.Element:
     return form
 
 
+def _latest(due: Summary | None, summary: Summary | None) -> Summary | None:
+    """What one push says for two that were due: the later, unless only the
+    earlier was important (the app would not show the push)."""
+    if due is not None and due.important and (summary is None or not summary.important):
+        return due
+    return summary
+
+
+class _Slot:
+    """One registration's pushes: at most one waits for the app server's
+    answer; what is due meanwhile (or beyond the account's rate) is one push,
+    sent when it may."""
+
+    __slots__ = ("registration", "busy", "due", "summary")
+
+    def __init__(self, registration: Registration):
+        self.registration = registration
+        #: a push waits for its answer
+        self.busy = False
+        #: one more push is to go out (for ``summary``)
+        self.due = False
+        self.summary: Summary | None = None
+
+
+class _Account:
+    """When an account's last pushes went out (``max_rate``), and which of
+    its registrations wait for the window to allow theirs."""
+
+    __slots__ = ("sent", "timer", "waiting")
+
+    def __init__(self, size: int):
+        self.sent: collections.deque[float] = collections.deque(maxlen=size)
+        self.timer: Any = None
+        #: (user, identifier) of the slots waiting, in order (a dict as an ordered set)
+        self.waiting: dict[tuple[str, str], None] = {}
+
+
 class _Client:
     """A session that enabled push: its registration, and its hibernation."""
 
     __slots__ = ("user", "registration", "hibernating", "timer", "batch", "first_push",
-                 "extended", "pushed", "observe")
+                 "extended", "pushed", "observe", "start")
 
     def __init__(self, user: str, registration: Registration):
         self.user = user
@@ -224,6 +284,8 @@ class _Client:
         #: stream management counts of queued stanzas pushed at a hibernation
         self.pushed: set[int] = set()
         self.observe: Callable | None = None
+        #: the call that pushes for the queue at the start of a hibernation
+        self.start: Any = None
 
 
 class PushComponent(Component):
@@ -245,7 +307,14 @@ class PushComponent(Component):
         Option("max_hibernation", integer(0), "259200",
                "seconds a hibernating session with push is kept until its first "
                "important push (0: [c2s] resume_timeout, as without push)"),
-        Option("timeout", integer(1), "30", "seconds an app server has to answer a push"),
+        Option("timeout", integer(1), "30",
+               "seconds an app server has to answer a push (no answer counts as an error)"),
+        Option("max_rate", integer(0), "60",
+               "pushes a minute for one account, over all its app servers; beyond it "
+               "they wait, gathered (0: no bound)"),
+        Option("max_pending", integer(1), "1000",
+               "pushes waiting for an answer at once, server-wide; beyond it a push "
+               "is not sent"),
         Option("cache_size", integer(0), "1000",
                "accounts whose registrations are kept in memory"),
     ]
@@ -263,10 +332,22 @@ class PushComponent(Component):
         self._errors: dict[tuple[str, str], int] = {}
         #: stanza → identifiers pushed for it (one push per registration)
         self._pushed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: (bare JID, identifier) → its pushes waiting for an answer or due
+        #: (only while one is; at most one waits per registration)
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        #: pushes waiting for their answers (bounded by ``max_pending``)
+        self._busy = 0
+        #: bare JID → its recent pushes (``max_rate``), the least recently
+        #: pushing account first; one idle for a window is dropped
+        self._accounts: collections.OrderedDict[str, _Account] = collections.OrderedDict()
 
     def stopService(self) -> Any:
         for client in list(self._clients.values()):
             self._wake(client)
+        for account in self._accounts.values():
+            if account.timer is not None and account.timer.active():
+                account.timer.cancel()
+        self._accounts.clear()
         return super().stopService()
 
     # -- registrations ---------------------------------------------------------------
@@ -385,9 +466,11 @@ class PushComponent(Component):
         return doomed
 
     def _forget(self, user: str, identifiers: list[str]) -> None:
-        """Registrations that are gone: no session holds them any more."""
+        """Registrations that are gone: no session holds them any more, and
+        nothing due for them goes out."""
         for key in identifiers:
             self._errors.pop((user, key), None)
+            self._slots.pop((user, key), None)
         for session, client in list(self._clients.items()):
             if client.user == user and client.registration.identifier in identifiers:
                 self._wake(client, session)
@@ -396,7 +479,45 @@ class PushComponent(Component):
     # -- pushing ---------------------------------------------------------------------
 
     def _push(self, user: str, registration: Registration, summary: Summary | None) -> bool:
-        """Send one notification; True when it went out."""
+        """Push for ``summary`` to ``registration``: now, or, while a push to
+        it waits for its answer or for the account's rate, as the one more
+        push due then. True when it went out or is due."""
+        key = (user, registration.identifier)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(registration)
+        else:
+            slot.registration = registration
+        if slot.busy or slot.due:
+            slot.summary = _latest(slot.summary, summary) if slot.due else summary
+            slot.due = True
+            return True
+        return self._send(key, slot, summary)
+
+    def _send(self, key: tuple[str, str], slot: _Slot, summary: Summary | None) -> bool:
+        """Send one notification unless the account's rate says wait (then
+        it is due, and a timer sends it); True when it went out or is due."""
+        user, registration = key[0], slot.registration
+        tracker = self.router.iq
+        if self._busy >= self.config["max_pending"] or len(tracker) >= tracker.max_pending:
+            # Not the registration's fault: it is not counted against it.
+            self.server.counters["push not sent (too many waiting for answers)"] += 1
+            self.log.warn("push to {jid} for {user} not sent: {count} pushes wait for answers",
+                          jid=registration.jid, user=user, count=self._busy)
+            self._settle(key, slot)
+            return False
+        limit = self.config["max_rate"]
+        account = None
+        if limit:
+            account = self._account(user, limit)
+            now = self.clock.seconds()
+            if len(account.sent) >= limit and now - account.sent[0] < RATE_WINDOW:
+                slot.due, slot.summary = True, summary
+                account.waiting[key] = None
+                if account.timer is None:
+                    account.timer = self.clock.callLater(account.sent[0] + RATE_WINDOW - now,
+                                                         self._rate_allows, user)
+                return True
         iq = domish.Element((ns.CLIENT, "iq"))
         iq["type"], iq["to"], iq["from"] = "set", registration.jid, user.partition("@")[2]
         pubsub = iq.addElement((ns.PUBSUB, "pubsub"))
@@ -423,23 +544,71 @@ class PushComponent(Component):
             else:
                 pubsub.addElement("publish-options").addChild(options)
         try:
-            d = self.router.iq.request(iq, timeout=self.config["timeout"])
+            d = tracker.request(iq, timeout=self.config["timeout"])
         except ValueError as problem:
             self.log.warn("cannot push to {jid}: {problem}", jid=registration.jid,
                           problem=problem)
+            self._settle(key, slot)
             return False
-        d.addCallbacks(self._answered, self._unanswered, callbackArgs=(user, registration),
-                       errbackArgs=(user, registration))
-        d.addErrback(lambda f: self.log.failure("push to {jid}", f, jid=registration.jid))
+        if account is not None:
+            account.sent.append(self.clock.seconds())
+        slot.busy = True
+        self._busy += 1
         self.log.debug("sent {kind} push for {user} to {jid} ({node})",
                        kind="an important" if body else "a", user=user,
                        jid=registration.jid, node=registration.node)
+        d.addCallbacks(self._answered, self._unanswered, callbackArgs=(user, registration),
+                       errbackArgs=(user, registration))
+        d.addErrback(lambda f: self.log.failure("push to {jid}", f, jid=registration.jid))
+        d.addBoth(self._answer_came, key, slot)
         return True
 
+    def _answer_came(self, _: Any, key: tuple[str, str], slot: _Slot) -> None:
+        slot.busy = False
+        self._busy -= 1
+        self._settle(key, slot)
+
+    def _settle(self, key: tuple[str, str], slot: _Slot) -> None:
+        """Nothing waits for an answer: send what is due, else forget the slot."""
+        if self._slots.get(key) is not slot:
+            return  # the registration is gone (or was enabled anew)
+        if slot.due:
+            slot.due, summary, slot.summary = False, slot.summary, None
+            self._send(key, slot, summary)
+        elif not slot.busy:
+            del self._slots[key]
+
+    def _account(self, user: str, limit: int) -> _Account:
+        accounts = self._accounts
+        account = accounts.get(user)
+        if account is None or account.sent.maxlen != limit:
+            account = accounts[user] = _Account(limit)
+        accounts.move_to_end(user)
+        now = self.clock.seconds()
+        while accounts:  # the accounts that pushed least recently, idle a window now
+            first = next(iter(accounts.values()))
+            if first is account or first.timer is not None or first.waiting \
+                    or (first.sent and now - first.sent[-1] < RATE_WINDOW):
+                break
+            accounts.popitem(last=False)
+        return account
+
+    def _rate_allows(self, user: str) -> None:
+        """The account's window moved on: send what waited, in order."""
+        account = self._accounts.get(user)
+        if account is None:
+            return
+        account.timer = None
+        waiting, account.waiting = account.waiting, {}
+        for key in waiting:
+            slot = self._slots.get(key)
+            if slot is not None and slot.due and not slot.busy:
+                slot.due, summary, slot.summary = False, slot.summary, None
+                self._send(key, slot, summary)
+
     def _answered(self, answer: domish.Element, user: str, registration: Registration) -> None:
-        key = (user, registration.identifier)
         if answer.getAttribute("type") == "result":
-            self._errors.pop(key, None)
+            self._errors.pop((user, registration.identifier), None)
             return
         error = _child(answer, answer.uri, "error")
         etype = error.getAttribute("type") if error is not None else None
@@ -449,10 +618,23 @@ class PushComponent(Component):
             self.log.debug("push to {jid}: {condition} (wait), not counted",
                            jid=registration.jid, condition=condition)
             return
+        self._failed(user, registration, f"error {condition} ({etype})")
+
+    def _unanswered(self, failure: Any, user: str, registration: Registration) -> None:
+        if failure.check(IQTimeout):
+            self._failed(user, registration, failure.getErrorMessage())
+            return
+        if failure.check(defer.CancelledError):
+            return
+        self.log.failure("push to {jid}", failure, jid=registration.jid)
+
+    def _failed(self, user: str, registration: Registration, why: str) -> None:
+        """An error answer, or none in time: ``max_errors`` in a row disable
+        the registration."""
+        key = (user, registration.identifier)
         count = self._errors[key] = self._errors.get(key, 0) + 1
-        self.log.info("push to {jid} for {user}: error {condition} ({type}), {count} in a row",
-                      jid=registration.jid, user=user, condition=condition, type=etype,
-                      count=count)
+        self.log.info("push to {jid} for {user}: {why}, {count} in a row",
+                      jid=registration.jid, user=user, why=why, count=count)
         if count >= self.config["max_errors"]:
             self._errors.pop(key, None)
             self.log.warn("disabling push notifications {key} of {user} after {count} errors",
@@ -460,13 +642,6 @@ class PushComponent(Component):
             self._locks.run(user, self._remove, user, registration.jid, None,
                             [registration.identifier]).addErrback(
                 lambda f: self.log.failure("disabling {key}", f, key=registration.identifier))
-
-    def _unanswered(self, failure: Any, user: str, registration: Registration) -> None:
-        if failure.check(IQTimeout, defer.CancelledError):
-            self.log.info("push to {jid} for {user}: {why}", jid=registration.jid, user=user,
-                          why=failure.getErrorMessage())
-            return
-        self.log.failure("push to {jid}", failure, jid=registration.jid)
 
     def _notify(self, user: str, stanza: domish.Element,
                 choose: Callable[[dict[str, Registration]], dict[str, Registration]]) -> None:
@@ -542,6 +717,7 @@ class PushComponent(Component):
         queue = list(acks.queue)
         first = (acks.sent - len(queue)) % _MOD
         client.pushed = {seq for seq in client.pushed if (seq - first) % _MOD < len(queue)}
+        due: list[tuple[int, Summary]] = []
         done: set[bool] = set()
         for index, (text, _kind, _when) in enumerate(queue):
             seq = (first + index) % _MOD
@@ -554,11 +730,24 @@ class PushComponent(Component):
             if summary.important in done:
                 continue
             done.add(summary.important)
-            if self._push_hibernated(session, client, summary):
-                client.pushed.add(seq)
+            due.append((seq, summary))
             if len(done) == 2:
                 break
+        if due:
+            # Sent once this turn of the reactor is over, not from within the
+            # hibernation: a session resumed in the same turn (its client
+            # came back on a new connection while the old one seemed up) was
+            # never away, and is not pushed for.
+            client.start = self.clock.callLater(0, self._push_queue, session, client, due)
         return None
+
+    def _push_queue(self, session: Any, client: _Client, due: list[tuple[int, Summary]]) -> None:
+        client.start = None
+        if not client.hibernating or self._clients.get(session) is not client:
+            return
+        for seq, summary in due:
+            if self._push_hibernated(session, client, summary):
+                client.pushed.add(seq)
 
     def _observe(self, session: Any, client: _Client, stanza: domish.Element | str) -> bool:
         """A send filter of a hibernating session: notes the stanza for the
@@ -605,10 +794,12 @@ class PushComponent(Component):
             timer.reset(acks.max)
 
     def _wake(self, client: _Client, session: Any = None) -> None:
-        """The session is no longer hibernating (or no longer pushed for)."""
-        if client.timer is not None and client.timer.active():
-            client.timer.cancel()
-        client.timer = None
+        """The session is no longer hibernating (or no longer pushed for):
+        nothing gathered or about to be pushed for it goes out."""
+        for call in (client.timer, client.start):
+            if call is not None and call.active():
+                call.cancel()
+        client.timer = client.start = None
         client.batch = []
         if session is not None:
             if client.hibernating:
@@ -642,6 +833,11 @@ class PushComponent(Component):
         self._cache.pop(user, None)
         for key in [k for k in self._errors if k[0] == user]:
             del self._errors[key]
+        for key in [k for k in self._slots if k[0] == user]:
+            del self._slots[key]
+        account = self._accounts.pop(user, None)
+        if account is not None and account.timer is not None and account.timer.active():
+            account.timer.cancel()
         for session, client in list(self._clients.items()):
             if client.user == user:
                 self._wake(client, session)
