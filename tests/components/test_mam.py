@@ -228,6 +228,73 @@ def test_a_message_routed_again_keeps_its_id_and_is_not_archived_twice():
     assert sids(again) == sids(delivered) and len(archive(h, BOB)) == 1
 
 
+def test_a_message_routed_again_from_the_bytes_of_a_closing_session_keeps_its_id():
+    """XEP-0198 and CSI queues hand back what they held as text: the
+    re-parsed message is still known for what it is."""
+    h = harness()
+    alice, bob = h.login("alice@localhost/phone"), h.login("bob@localhost/pc")
+    send(alice, "bob@localhost/pc")
+    delivered = only(bob)
+    bob.logout()
+    other = h.login("bob@localhost/tablet")
+    h.router.undelivered("message", delivered.toXml().encode("utf-8"), bob)
+    again = only(other)
+    assert sids(again) == sids(delivered) and len(archive(h, BOB)) == 1
+
+
+def test_a_server_made_message_naming_an_id_of_ours_is_stripped_and_archived():
+    """Knowing an id of the victim's archive is not enough to pass a forged
+    stanza-id off as the archive's: only a message a closing session of
+    the user held is taken as archived already."""
+    h = harness()
+    alice, bob = h.login("alice@localhost/phone"), h.login("bob@localhost/pc")
+    send(alice, BOB, "genuine")
+    [known] = archive(h, BOB)
+    only(bob)
+    h.router.route(parse(f"<message from='room@conference.localhost/mallory' to='{BOB}/pc' "
+                         f"type='chat' id='m1'><body>forged</body>"
+                         f"<stanza-id xmlns='{SID}' by='{BOB}' id='{known.id}'/></message>"))
+    items = archive(h, BOB)
+    assert len(items) == 2 and items[1].with_ == "room@conference.localhost"
+    assert sids(only(bob)) == [(BOB, items[1].id)]
+
+
+def test_a_routed_again_message_whose_id_names_another_conversation_is_archived_anew():
+    """The marker of a message routed again is not enough either: its
+    stanza-id must name the item archived from the same sender with the same
+    message id (a queue can only hold what the archive stamped)."""
+    h = harness()
+    alice, bob = h.login("alice@localhost/phone"), h.login("bob@localhost/pc")
+    send(alice, BOB, "genuine", mid="a1")
+    [known] = archive(h, BOB)
+    only(bob)
+    bob.logout()
+    other = h.login("bob@localhost/tablet")
+    odd = parse(f"<message from='carol@localhost/x' to='{BOB}/pc' type='chat' id='c1'>"
+                f"<body>odd</body><stanza-id xmlns='{SID}' by='{BOB}' id='{known.id}'/></message>")
+    h.router.undelivered("message", odd, bob)
+    items = archive(h, BOB)
+    assert len(items) == 2 and items[1].with_ == CAROL
+    assert sids(only(other)) == [(BOB, items[1].id)]
+
+
+def test_a_stanza_id_with_a_child_named_like_the_mark_is_not_taken_for_the_archives():
+    """The mark lives on the element object: a child element of the same
+    name (what domish's attribute lookup would find) does not make it."""
+    from xmppd.components.mam import _HELD
+    h = harness()
+    alice, bob = h.login("alice@localhost/phone"), h.login("bob@localhost/pc")
+    send(alice, BOB, "genuine", mid="a1")
+    [known] = archive(h, BOB)
+    only(bob)
+    h.router.route(parse(f"<message from='alice@localhost/phone' to='{BOB}/pc' type='chat' "
+                         f"id='a1'><body>again?</body><stanza-id xmlns='{SID}' by='{BOB}' "
+                         f"id='{known.id}'><{_HELD}/></stanza-id></message>"))
+    items = archive(h, BOB)
+    assert len(items) == 2
+    assert sids(only(bob)) == [(BOB, items[1].id)]
+
+
 def test_a_server_made_message_with_an_unknown_id_of_ours_is_stripped_and_archived():
     h = harness()
     bob = h.login("bob@localhost/pc")

@@ -8,7 +8,9 @@ ids of the results being the stanza-ids every occupant saw; a ``kill -9``
 in the middle (what was reflected survives, and the history of a joiner
 comes from the archive); a room with archiving off; a moderated message
 (the notice to the room, the tombstone in the archive, a participant
-refused). Prosody's side of the same queries is
+refused); a private message in the recipient's own archive, and a forged
+stanza-id in one that never arrives (beside xmppd's mam component, or
+Prosody's mod_mam with ``XMPPD_MUC_AGAINST=prosody``). Prosody's side of the same queries is
 tests/e2e/test_muc_mam_differential.py.
 """
 
@@ -24,7 +26,10 @@ from slixmpp import JID  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 
 from conftest import PASSWORD  # noqa: E402
-from muc_target import make_muc_target, require_xmppd  # noqa: E402,F401
+from muc_target import (AGAINST, MUC_DOMAIN, XMPPD_COMPONENTS, _ProsodyTarget,  # noqa: E402
+                        make_muc_target, require_xmppd)  # noqa: F401
+from prosody import MODULES as PROSODY_MODULES  # noqa: E402
+from prosody import ProsodyProcess, ProsodyUnavailable  # noqa: E402
 from mucslix import (CLIENT, DISCO_INFO, PLUGINS, TIMEOUT, MUCClient,  # noqa: E402
                      close_all, codes, error_of, new_room, occupant, run)
 
@@ -208,4 +213,93 @@ def test_a_moderator_retracts_a_message_and_a_participant_may_not(target):
             assert kept[1][0] == stanza_id(notice, room)   # and the notice itself
         finally:
             await close_all(alice, bob, carol)
+    run(scenario(), target)
+
+
+@pytest.fixture(scope="module")
+def with_user_archives(make_muc_target):
+    """Rooms beside the users' own archives: xmppd's mam component, or
+    (``XMPPD_MUC_AGAINST=prosody``) Prosody's mod_mam on the user host."""
+    if AGAINST != "prosody":
+        yield make_muc_target(users=(ALICE, BOB),
+                              server={"components": XMPPD_COMPONENTS + " mam"})
+        return
+    process = ProsodyProcess((ALICE, BOB), PASSWORD, (*PROSODY_MODULES, "mam"),
+                             components={MUC_DOMAIN: "muc"})
+    try:
+        process.start()
+    except ProsodyUnavailable as e:
+        pytest.skip(f"Debian's prosody cannot be installed here: {e}")
+    yield _ProsodyTarget(process)
+    process.stop()
+
+
+def _sids(message) -> list[tuple[str | None, str | None]]:
+    return [(s.get("by"), s.get("id")) for s in message.findall(SID + "stanza-id")]
+
+
+def _pm_from(room: str, nick: str, body: str):
+    return lambda e: e.tag == CLIENT + "message" and e.get("type") == "chat" \
+        and e.get("from") == occupant(room, nick) and e.findtext(CLIENT + "body") == body
+
+
+async def _own_archive(client: MUCClient, partner: str) -> list[tuple[str, str]]:
+    kept = []
+    async for message in client.plugin["xep_0313"].iterate(with_jid=JID(partner)):
+        forwarded = message["mam_result"]["forwarded"]["stanza"]
+        kept.append((message["mam_result"]["id"], forwarded["body"]))
+    return kept
+
+
+def test_a_private_message_is_archived_for_its_recipient_with_the_room_as_partner(
+        with_user_archives):
+    """Prosody's room routes a PM to the occupant's server, whose mod_mam
+    archives it ``with`` the room's bare JID and stamps the copy delivered
+    with the recipient's stanza-id; xmppd's room does the same."""
+    target = with_user_archives
+    room = new_room(target, "mam-pm")
+
+    async def scenario():
+        alice, bob = await asyncio.gather(connect(target, ALICE), connect(target, BOB))
+        try:
+            await alice.create(room, "Alice")
+            await bob.join(room, "Bob")
+            bob.send_message(mto=occupant(room, "Alice"), mbody="psst", mtype="chat")
+            pm = await alice.expect(_pm_from(room, "Bob", "psst"))
+            [(by, pm_id)] = _sids(pm)
+            assert by == ALICE
+            assert await _own_archive(alice, room) == [(pm_id, "psst")]
+        finally:
+            await close_all(alice, bob)
+    run(scenario(), target)
+
+
+def test_a_forged_stanza_id_in_a_private_message_never_arrives(with_user_archives):
+    """A stanza-id the sender wrote claiming the recipient's archive — even
+    naming an id that archive holds — or the room is gone from the PM; it
+    is archived anew with a stanza-id of its own (XEP-0359 §5: MUST delete)."""
+    require_xmppd("Prosody 0.12.3's mod_mam delivers the forged stanza-id beside its own "
+                  "(it stamps a clone of the message taken before the strip)")
+    target = with_user_archives
+    room = new_room(target, "mam-forged")
+
+    async def scenario():
+        alice, bob = await asyncio.gather(connect(target, ALICE), connect(target, BOB))
+        try:
+            await alice.create(room, "Alice")
+            await bob.join(room, "Bob")
+            bob.send_message(mto=occupant(room, "Alice"), mbody="first", mtype="chat")
+            [(_, first_id)] = _sids(await alice.expect(_pm_from(room, "Bob", "first")))
+            bob.send_raw(f"<message type='chat' to='{occupant(room, 'Alice')}' id='pm2'>"
+                         f"<body>second</body>"
+                         f"<stanza-id xmlns='urn:xmpp:sid:0' by='{ALICE}' id='{first_id}'/>"
+                         f"<stanza-id xmlns='urn:xmpp:sid:0' by='{room}' id='forged'/>"
+                         f"</message>")
+            second = await alice.expect(_pm_from(room, "Bob", "second"))
+            [(by, second_id)] = _sids(second)
+            assert by == ALICE and second_id != first_id
+            assert await _own_archive(alice, room) == [(first_id, "first"),
+                                                       (second_id, "second")]
+        finally:
+            await close_all(alice, bob)
     run(scenario(), target)

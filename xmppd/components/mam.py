@@ -39,7 +39,12 @@ from a message before anything else looks at it: from incoming messages
 (by the recipient), and from what a client sends (by itself). The
 ``<origin-id/>`` a client puts in is kept. A message the server routes
 again (a session closed before writing it) keeps the stanza-id it was
-archived with and is not archived twice.
+archived with and is not archived twice: the stanza-id was marked on the
+element object (never on the wire) when the closing session handed the
+message back, and must name the item archived from the same sender with the
+same message id. A stanza-id by the owner in any other message — a forged
+one, even naming an id the archive holds — is removed, and the message
+archived and stamped as any other.
 
 Queries (an iq set to one's own account): the form (an iq get) offers
 ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and ``ids``
@@ -101,7 +106,7 @@ from xmppd.components.offline import delay_stamp
 from xmppd.config import integer, words
 from xmppd.router.events import StanzaEvent
 from xmppd.storage import ArchiveItem, IArchiveStore
-from xmppd.xml.stream import parse_element
+from xmppd.xml.stream import StreamProblem, parse_element
 
 __all__ = [
     "ArchiveAccounts", "MAMComponent", "MAMError", "Page", "Prefs", "Query",
@@ -321,6 +326,31 @@ def remove_children(stanza: domish.Element, doomed: Iterable[domish.Element]) ->
         stanza.children = [c for c in stanza.children if id(c) not in doomed_ids]
 
 
+#: The mark of a ``<stanza-id/>`` found in a message a closing session held
+#: (see :meth:`MAMComponent.held`): an attribute of the element object, which
+#: no sender can set and which is never serialised.
+_HELD = "mam_held"
+
+
+def _held(child: domish.Element) -> bool:
+    """Whether ``child`` carries the mark. Read from the object's own
+    attributes: ``getattr`` on a domish element finds a child element of
+    that name, which a sender can write."""
+    return vars(child).get(_HELD) is True
+
+
+def _is_archived_as(item: ArchiveItem | None, stanza: domish.Element, sender: str) -> bool:
+    """Whether ``item`` is ``stanza``, archived before: with its sender, with
+    its message id."""
+    if item is None or item.with_ != sender:
+        return False
+    try:
+        stored = parse_element(item.value, max_size=len(item.value) + 1024)
+    except (ValueError, StreamProblem):
+        return False
+    return stored.getAttribute("id") == stanza.getAttribute("id")
+
+
 def stamp(stanza: domish.Element, by: str, item_id: str) -> None:
     """Add XEP-0359's ``<stanza-id/>`` for the archive ``by``."""
     sid = stanza.addElement((ns.SID, "stanza-id"))
@@ -397,7 +427,7 @@ def parse_query(payload: domish.Element, max_results: int) -> Query:
             elif child.name == "after" and rsm_after is None:
                 rsm_after = _text(child)
     if max_text is not None:
-        if not max_text.isdigit():
+        if not (max_text.isascii() and max_text.isdigit()):
             raise MAMError("bad-request", "max must be a non-negative integer")
         query.max = int(max_text)
     query.max = min(query.max, max_results)
@@ -708,10 +738,10 @@ class MAMComponent(Component):
                 and (event.type or "normal") in ("normal", "chat"):
             return False  # the resource is gone: the router tries message/bare next
         claimed = stanza_ids(stanza, user)
-        if claimed and event.origin is None:
-            # Made by the server itself: a message routed again after a
-            # session closed keeps the id it was archived with.
-            d = self._ours(user, claimed)
+        if claimed and event.origin is None and all(_held(c) for c in claimed):
+            # A message routed again after a session closed on it (marked
+            # by held) keeps the id it was archived with, if it is that one.
+            d = self._ours(user, claimed, event)
             d.addCallback(self._incoming_checked, event, name, user, claimed)
             return self._resume_after(d, event, name)
         remove_children(stanza, claimed)
@@ -735,11 +765,32 @@ class MAMComponent(Component):
         d.addCallback(lambda item_id: item_id and stamp(stanza, user, item_id))
         return self._resume_after(d, event, name) if direct else d
 
-    def _ours(self, user: str, claimed: list[domish.Element]) -> defer.Deferred:
+    def _ours(self, user: str, claimed: list[domish.Element],
+              event: StanzaEvent) -> defer.Deferred:
+        """Whether the one stanza-id ``claimed`` names the item this very
+        message was archived as: from the same sender (``with``), with the
+        same message id."""
         item_id = claimed[-1].getAttribute("id") or ""
-        if len(claimed) != 1 or not _known(item_id):
+        if len(claimed) != 1 or not _known(item_id) or event.from_ is None:
             return defer.succeed(False)
-        return self.store["mam"].get(user, item_id).addCallback(lambda item: item is not None)
+        return self.store["mam"].get(user, item_id).addCallback(
+            _is_archived_as, event.stanza, event.from_.userhost())
+
+    @handles("message/undelivered", priority=100)
+    def held(self, event: StanzaEvent) -> bool:
+        """A message a session closed on before writing it is about to be
+        routed again (the messaging component, priority -100). Every
+        message a user's session gets has passed :meth:`incoming`, so a
+        stanza-id by the user it carries is the archive's own: it is marked
+        (:data:`_HELD`, on the element, never in the XML), and only a
+        marked one is kept when the message comes round — a stanza-id a
+        sender wrote, whatever id it names, is not taken for the
+        archive's."""
+        to = event.to
+        if to is not None:
+            for child in stanza_ids(event.stanza, to.userhost()):
+                setattr(child, _HELD, True)
+        return False
 
     def _resume_after(self, d: defer.Deferred, event: StanzaEvent, name: str) -> defer.Deferred:
         d.addErrback(lambda failure: self.log.failure(

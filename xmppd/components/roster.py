@@ -504,7 +504,7 @@ class RosterComponent(Component):
         if not asked:
             return None
         epoch, _, number = asked.rpartition("-")
-        if epoch != roster.epoch or not number.isdigit():
+        if epoch != roster.epoch or not (number.isascii() and number.isdigit()):
             return None
         since = int(number)
         if since < roster.oldest or since > roster.version:

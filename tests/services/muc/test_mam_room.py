@@ -130,10 +130,10 @@ def test_a_forged_stanza_id_claiming_the_room_is_removed_and_others_kept():
     h, clock, alice = setup()
     alice.feed(f"<message type='groupchat' to='{RJ}' id='f1'><body>hi</body>"
                f"<stanza-id xmlns='{ns.SID}' by='{RJ}' id='forged'/>"
-               f"<stanza-id xmlns='{ns.SID}' by='alice@localhost' id='mine'/></message>")
+               f"<stanza-id xmlns='{ns.SID}' by='alice@example.org' id='theirs'/></message>")
     (m,) = messages(alice.take())
     stamps = {(s["by"], s["id"]) for s in sid(m)}
-    assert ("alice@localhost", "mine") in stamps and (RJ, "forged") not in stamps
+    assert ("alice@example.org", "theirs") in stamps and (RJ, "forged") not in stamps
     assert len([s for s in stamps if s[0] == RJ]) == 1
 
 

@@ -20,10 +20,10 @@ RJ = room_jid("party")
 ALLOW_MEMBER_INVITES = "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites"
 
 
-def invite(session, to, reason=None):
+def invite(session, to, reason=None, extra=""):
     inner = f"<reason>{reason}</reason>" if reason else ""
     session.feed(f"<message to='{RJ}'><x xmlns='{ns.MUC_USER}'>"
-                 f"<invite to='{to}'>{inner}</invite></x></message>")
+                 f"<invite to='{to}'>{inner}</invite></x>{extra}</message>")
 
 
 def party(fields=None, whois=None):
@@ -130,3 +130,49 @@ def test_a_decline_goes_to_the_inviter_from_the_room():
     decline = next(muc_x(message).elements(ns.MUC_USER, "decline"))
     assert decline["from"].startswith("bob@localhost")
     assert [str(r) for r in decline.elements(ns.MUC_USER, "reason")] == ["Busy"]
+
+
+def forged_ids(*by):
+    return "".join(f"<stanza-id xmlns='{ns.SID}' by='{b}' id='forged{i}'/>"
+                   for i, b in enumerate(by))
+
+
+def stanza_ids(stanza):
+    return [s["by"] for s in stanza.elements(ns.SID, "stanza-id")]
+
+
+def test_an_invitation_loses_stanza_ids_claiming_a_local_account_or_the_room():
+    """The room copies the inviter's other children into the invitation (as
+    Prosody), but not a stanza-id the invitee would take for its archive's."""
+    h, alice = party(whois="anyone")
+    bob = h.login("bob@localhost/r")
+    invite(alice, "bob@localhost", extra=forged_ids("bob@localhost", RJ, "x@example.org")
+           + "<thread>t1</thread>")
+    message, inv = the_invite(bob)
+    assert stanza_ids(message) == ["x@example.org"]
+    assert [str(t) for t in message.elements(ns.CLIENT, "thread")] == ["t1"]
+
+
+def test_a_decline_loses_stanza_ids_claiming_the_inviter():
+    h, alice = party()
+    bob = h.login("bob@localhost/r")
+    bob.feed(f"<message to='{RJ}'><x xmlns='{ns.MUC_USER}'>"
+             f"<decline to='alice@localhost/r'/></x>"
+             f"{forged_ids('alice@localhost', RJ)}</message>")
+    (message,) = alice.take()
+    assert next(muc_x(message).elements(ns.MUC_USER, "decline")) is not None
+    assert stanza_ids(message) == []
+
+
+def test_a_decline_to_an_occupants_room_jid_reaches_its_sessions_without_forged_ids():
+    """Prosody routes it to each of the occupant's sessions, from the room."""
+    h, alice = party()
+    bob = h.login("bob@localhost/r")
+    bob.feed(f"<message to='{RJ}'><x xmlns='{ns.MUC_USER}'>"
+             f"<decline to='{RJ}/Alice'><reason>No</reason></decline></x>"
+             f"{forged_ids('alice@localhost')}</message>")
+    (message,) = alice.take()
+    assert (message["from"], message["to"]) == (RJ, "alice@localhost/r")
+    decline = next(muc_x(message).elements(ns.MUC_USER, "decline"))
+    assert [str(r) for r in decline.elements(ns.MUC_USER, "reason")] == ["No"]
+    assert stanza_ids(message) == []

@@ -18,7 +18,7 @@ from muc_harness_helpers import (  # noqa: E402
     room_jid, say, the_error, the_room)
 
 from xmppd import ns  # noqa: E402
-from xmppd.testing import FakeSession  # noqa: E402
+from xmppd.testing import FakeSession, Harness, result_of  # noqa: E402
 
 ROOM = room_jid("lobby")
 
@@ -279,6 +279,94 @@ def test_a_private_message_of_type_groupchat_is_bad_request():
     bob.feed(f"<message type='groupchat' to='{ROOM}/Alice'><body>x</body></message>")
     assert the_error(bob.take(), "message") == "bad-request"
     assert alice.take() == []
+
+
+def forged_ids(*by: str) -> str:
+    return "".join(f"<stanza-id xmlns='{ns.SID}' by='{b}' id='forged{i}'/>"
+                   for i, b in enumerate(by))
+
+
+def stanza_ids(stanza) -> list[str]:
+    return [s["by"] for s in stanza.elements(ns.SID, "stanza-id")]
+
+
+def test_a_private_message_loses_stanza_ids_claiming_the_recipient_or_the_room():
+    """A recipient trusts a stanza-id by its own account (and one by the
+    room): an occupant must not be able to plant one. Others pass (XEP-0359
+    §5: routing entities leave them)."""
+    h, clock, alice, bob = two_in_room()
+    bob.feed(f"<message type='chat' to='{ROOM}/Alice' id='pm1'><body>psst</body>"
+             f"{forged_ids('alice@localhost', ROOM, 'Alice@LOCALHOST', 'someone@example.org')}"
+             f"</message>")
+    (pm,) = alice.take()
+    assert bodies([pm]) == ["psst"]
+    assert stanza_ids(pm) == ["someone@example.org"]
+
+
+def test_a_groupchat_message_loses_stanza_ids_claiming_a_local_account():
+    """Local occupants get the room's messages straight from the room, not
+    through their account's archive, which would take out one by itself."""
+    h, clock, alice, bob = two_in_room()
+    bob.feed(f"<message type='groupchat' to='{ROOM}' id='g1'><body>hi</body>"
+             f"{forged_ids('alice@localhost', 'bob@localhost', 'localhost', 'x@example.org')}"
+             f"</message>")
+    for session in (alice, bob):
+        (message,) = session.take()
+        # the room's own (it archives by default), and the foreign one
+        assert sorted(stanza_ids(message)) == sorted([ROOM, "x@example.org"])
+        assert not [s for s in message.elements(ns.SID, "stanza-id")
+                    if s["by"] != "x@example.org" and s["id"].startswith("forged")]
+
+
+def pm_harness(clock=None):
+    """The room beside the user archive: alice and bob in the lobby, both
+    with an account (the archive only keeps messages of accounts)."""
+    clock = clock or task.Clock()
+    clock.advance(1_700_000_000)
+    h = Harness(["presence", "messaging", "disco", "offline", "carbons", "mam", "muc"],
+                clock=clock)
+    alice = h.login("alice@localhost/phone")
+    bob = h.login("bob@localhost/pc")
+    create(alice, "lobby", "Alice")
+    join(bob, "lobby", "Bob")
+    alice.take()
+    return h, alice, bob
+
+
+def user_archive(h, user):
+    return result_of(h.server.storage.archive("mam").query(user))
+
+
+def test_a_private_message_is_archived_for_its_recipient_with_the_room_as_partner():
+    """As Prosody, where the room routes a PM to the occupant's server and
+    its mod_mam archives it there (message/full): ``with`` the room's bare
+    JID, and the copy delivered carries the recipient's stanza-id."""
+    h, alice, bob = pm_harness()
+    bob.feed(f"<message type='chat' to='{ROOM}/Alice' id='pm1'><body>psst</body></message>")
+    (pm,) = alice.take()
+    (item,) = user_archive(h, "alice@localhost")
+    assert item.with_ == ROOM and "psst" in item.value
+    assert [(s["by"], s["id"]) for s in pm.elements(ns.SID, "stanza-id")] == [
+        ("alice@localhost", item.id)]
+    # and the sender's own archive has it once, with the room too
+    (sent,) = user_archive(h, "bob@localhost")
+    assert sent.with_ == ROOM
+
+
+def test_a_forged_stanza_id_naming_an_archived_item_is_replaced_in_a_private_message():
+    """The id of something already in the recipient's archive does not make
+    a forged stanza-id pass for the archive's own."""
+    h, alice, bob = pm_harness()
+    bob.feed(f"<message type='chat' to='{ROOM}/Alice' id='pm1'><body>first</body></message>")
+    alice.take()
+    (first,) = user_archive(h, "alice@localhost")
+    bob.feed(f"<message type='chat' to='{ROOM}/Alice' id='pm2'><body>second</body>"
+             f"<stanza-id xmlns='{ns.SID}' by='alice@localhost' id='{first.id}'/></message>")
+    (pm,) = alice.take()
+    items = user_archive(h, "alice@localhost")
+    assert len(items) == 2
+    assert [(s["by"], s["id"]) for s in pm.elements(ns.SID, "stanza-id")] == [
+        ("alice@localhost", items[1].id)]
 
 
 # -- groupchat -----------------------------------------------------------------

@@ -10,7 +10,9 @@ history, the subject, locking and the rest are modules in
 What leaves the room goes through :meth:`MUCService.deliver
 <xmppd.services.muc.service.MUCService.deliver>`: one serialisation per
 stanza and output shape (:class:`~xmppd.router.fanout.Fanout`), each copy
-addressed to one real session.
+addressed to one real session — except what goes to one occupant alone (a
+private message, a decline): that is routed (:meth:`Room.route_to_occupant`),
+so the recipient's own server handles it as any message.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
 from xmppd import ns
-from xmppd.router.events import stanza_error
+from xmppd.router.events import readdressed, stanza_error
 from xmppd.router.fanout import Fanout
 from xmppd.services.muc.hooks import MUCError
 from xmppd.services.muc.occupant import AFFILIATION_RANK, ROLE_RANK, Occupant
@@ -498,9 +500,33 @@ class Room:
             if key not in ("to", "from"):
                 message[key] = value
         message["from"] = occupant.jid if occupant is not None else self.jid
-        message.children = [child for child in stanza.children
-                            if not _forged(child, self.jid)]
+        message.children = [child for child in stanza.children if not self.forged(child)]
         return message
+
+    def forged(self, child: Any) -> bool:
+        """Whether ``child``, in a message a client asks the room to pass on,
+        claims what only this server may say: a delay from the room (only
+        the room's history adds those), or an XEP-0359 ``<stanza-id/>`` by
+        the room or by any JID of this server's hosts or of this service.
+
+        The room strips its own stanza-ids as Prosody's mod_muc_mam does. It
+        strips the local accounts' too because it delivers to local
+        occupants directly: their account's archive, which takes out a
+        stanza-id by its owner from every message it receives (Prosody's
+        mod_mam, at the recipient's server), never sees a groupchat
+        message — and one recipient's claim must go from the one copy
+        serialised for all. Stanza-ids by anyone else pass, as XEP-0359 §5
+        asks of routing entities."""
+        if not isinstance(child, domish.Element):
+            return False
+        name, uri = child.name, child.uri
+        if name == "stanza-id" and uri == ns.SID:
+            by = jidlib.parse_or_none(child.getAttribute("by"))
+            return by is not None and (by.host == self.service.domain
+                                       or by.host in self.service.router.hosts)
+        if name == "delay" and uri == ns.DELAY or name == "x" and uri == "jabber:x:delay":
+            return child.getAttribute("from") == self.jid
+        return False
 
     def broadcast_message(self, occupant: Occupant | None, stanza: domish.Element,
                           event: bool = True) -> domish.Element:
@@ -542,9 +568,24 @@ class Room:
                            message=message):
             return
         message.addElement((ns.MUC_USER, "x"))
-        fan = Fanout(message)
-        for session in list(target.sessions):
-            self.service.deliver(fan, session)
+        self.route_to_occupant(target, message)
+
+    def route_to_occupant(self, occupant: Occupant, message: domish.Element) -> None:
+        """``message`` to every session of ``occupant`` through the router,
+        as Prosody's route_to_occupant: what the room passes on to one
+        person (a private message, a decline) reaches a local user as any
+        message from elsewhere does — past the recipient's blocklist and
+        archive (which keeps it ``with`` the room and stamps the
+        recipient's stanza-id, as Prosody's mod_mam at the recipient's
+        server), and routed again rather than lost if the session closes
+        before writing it. In the room's output order (:mod:`.gate`)."""
+        copies = [readdressed(message, real) for real in occupant.sessions]
+        route = self.service.router.route
+
+        def send(_: Any) -> None:
+            for copy in copies:
+                route(copy)
+        self.service.gates.then(self.jid, send)
 
     def kick_bounced(self, stanza: domish.Element, real: str, always: bool = False) -> None:
         """An error from an occupant's session (its client or server bounced
@@ -771,16 +812,6 @@ def _check_nick(nick: str) -> None:
     """Prosody's nick rules beyond resourceprep (which the router applied)."""
     if not nick.strip():
         raise MUCError("not-allowed", "modify", "Invisible Nicknames are forbidden")
-
-
-def _forged(child: Any, room_jid: str) -> bool:
-    """A delay element claiming to be the room's (only the room's history adds those)."""
-    if not isinstance(child, domish.Element):
-        return False
-    if child.name == "delay" and child.uri == ns.DELAY or \
-            child.name == "x" and child.uri == "jabber:x:delay":
-        return child.getAttribute("from") == room_jid
-    return False
 
 
 def _clone(element: domish.Element) -> domish.Element:

@@ -7,7 +7,13 @@ real JID, with the room password if it has one, a body for clients that
 show nothing else, and the XEP-0249 ``<x xmlns='jabber:x:conference'/>``.
 In a members-only room only admins and owners may invite — and members
 when the room allows (Prosody's ``roomconfig_allowmemberinvites``) — and
-the invitee becomes a member."""
+the invitee becomes a member.
+
+Both are routed as any message is (a decline to an occupant's room JID to
+each of its sessions, as Prosody's route_to_occupant): the recipient's own
+server archives them (XEP-0313, an invitation is worth keeping) and gives
+them its stanza-id; what the room copied from the sender carries no
+stanza-id claiming that archive."""
 
 from twisted.words.xish import domish
 
@@ -26,14 +32,20 @@ def _text(parent, name):
     return None
 
 
-def _copy_without_muc(stanza, room_jid, to):
+def _copy_without_muc(room, stanza, to):
+    """The room's copy of an invitation or decline: the sender's other
+    children kept (as Prosody's filter_muc_x), its MUC elements and what
+    only this server may say (:meth:`Room.forged
+    <xmppd.services.muc.room.Room.forged>`: a stanza-id the recipient would
+    take for its archive's) left out."""
     message = domish.Element((ns.CLIENT, "message"))
     for key, value in stanza.attributes.items():
         if key not in ("from", "to"):
             message[key] = value
-    message["from"], message["to"] = room_jid, to
+    message["from"], message["to"] = room.jid, to
     message.children = [c for c in stanza.children
-                        if not (isinstance(c, domish.Element) and c.uri in (ns.MUC, ns.MUC_USER))]
+                        if not (isinstance(c, domish.Element) and c.uri in (ns.MUC, ns.MUC_USER))
+                        and not room.forged(c)]
     return message
 
 
@@ -83,7 +95,7 @@ class Invites(Feature):
             if AFFILIATION_RANK[affiliation] < AFFILIATION_RANK[needed]:
                 raise MUCError("forbidden", "auth")
         reason = _text(invite, "reason")
-        message = _copy_without_muc(stanza, room.jid, to.full())
+        message = _copy_without_muc(room, stanza, to.full())
         x = message.addElement((ns.MUC_USER, "x"))
         out = x.addElement("invite")
         out["from"] = real
@@ -109,7 +121,7 @@ class Invites(Feature):
         if to is None:
             raise MUCError("jid-malformed", "cancel")
         reason = _text(decline, "reason")
-        message = _copy_without_muc(stanza, room.jid, to.full())
+        message = _copy_without_muc(room, stanza, to.full())
         x = message.addElement((ns.MUC_USER, "x"))
         out = x.addElement("decline")
         out["from"] = real
@@ -119,7 +131,6 @@ class Invites(Feature):
                                f"{room.jid}" + (f" ({reason})" if reason else ""))
         target = room.occupants.get(to.resource) if to.userhost() == room.jid else None
         if target is not None:
-            message["from"] = room.jid
-            room.broadcast(message, only=list(target.sessions))
+            room.route_to_occupant(target, message)
         else:
             self.service.router.route(message)
