@@ -223,8 +223,14 @@ class Session:
 
 
 async def login(stack: contextlib.AsyncExitStack, server, *jids: str,
-                available: bool = True, services=()) -> list[Session]:
+                available: bool = True, services=(), resume: bool = True) -> list[Session]:
+    """Connected clients. ``resume=False``: no XEP-0198 resumption (aioxmpp
+    asks for it whenever it is offered; a dropped connection then
+    hibernates instead of ending)."""
     sessions = [Session(server, jid, available=available, services=services) for jid in jids]
+    if not resume:
+        for session in sessions:
+            session.client.resumption_timeout = 0
     await asyncio.gather(*(stack.enter_async_context(s.client.connected()) for s in sessions))
     return sessions
 
@@ -394,8 +400,11 @@ def test_dropped_connection_is_seen_as_unavailable(server):
 
     async def main():
         async with contextlib.AsyncExitStack() as stack:
+            # without resumption: a drop ends the session at once (with it, the
+            # session would hibernate, still available: tests/e2e/test_sm_*)
             alice, bob, other = await login(stack, server, who["alice"] + "/phone",
-                                            who["bob"] + "/pc", who["bob"] + "/tablet")
+                                            who["bob"] + "/pc", who["bob"] + "/tablet",
+                                            resume=False)
             await subscribe([alice], [bob, other])
             for resource in (bob, other):
                 await alice.presences.expect(presence_of("available", resource.jid))
