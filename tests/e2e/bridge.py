@@ -14,8 +14,9 @@ own WebSocket (``ws://…/xmpp-websocket``, subprotocol ``xmpp``) or BOSH sessio
   next BOSH request; a stream header is ``<open/>`` (BOSH: the session
   creation, later ``xmpp:restart``); ``</stream:stream>`` is ``<close/>``
   (BOSH: ``type='terminate'``); a client that just drops its connection
-  closes the WebSocket (BOSH: terminates the session, as a web page that
-  unloads does);
+  drops the WebSocket's (BOSH: terminates the session, as a web page that
+  unloads does: a BOSH client has no connection to lose, and one that stops
+  polling is only noticed after the session's inactivity period);
 * server → client: ``<open/>`` becomes a ``<stream:stream>`` header,
   ``<close/>`` ``</stream:stream>``, anything else passes as it is (BOSH: the
   children of each response body, in rid order; a terminate body becomes the
@@ -57,7 +58,7 @@ from tests.e2e.boshclient import NS_HTTPBIND, NS_XBOSH, PATH as BOSH_PATH
 from tests.e2e.rawxmpp import NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from tests.e2e.wsclient import NS_FRAMING, PATH as WS_PATH
 
-TRANSPORTS = ("websocket", "bosh")
+BRIDGED = ("websocket", "bosh")
 #: seconds the server may hold a BOSH long poll
 BOSH_WAIT = 60
 #: BOSH terminal conditions that are no stream error condition
@@ -92,7 +93,7 @@ class Bridge:
 
     def __init__(self, transport: str, http_port: int, certificate: str,
                  host: str = "127.0.0.1"):
-        assert transport in TRANSPORTS, transport
+        assert transport in BRIDGED, transport
         self.transport = transport
         path = WS_PATH if transport == "websocket" else BOSH_PATH
         self.url = f"{'ws' if transport == 'websocket' else 'http'}://{host}:{http_port}{path}"
@@ -139,8 +140,7 @@ class Bridge:
         self._links.add(task)
         try:
             await Link(self, reader, writer).run(direct_tls)
-        except (OSError, ssl.SSLError, aiohttp.ClientError, asyncio.TimeoutError,
-                domish.ParserError):
+        except (OSError, aiohttp.ClientError, asyncio.TimeoutError, domish.ParserError):
             pass  # the client or the upstream went away: the link is over
         finally:
             self._links.discard(task)
@@ -233,6 +233,7 @@ class WebSocketUpstream:
         self.link, self.http = link, http
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.receiving: asyncio.Task | None = None
+        self.closing = False  # the client ended its stream
 
     async def open(self, to: str) -> None:
         if self.ws is None:
@@ -245,6 +246,7 @@ class WebSocketUpstream:
         await self.ws.send_str(xml)
 
     async def close(self) -> None:
+        self.closing = True
         await self.ws.send_str(f"<close xmlns='{NS_FRAMING}'/>")
 
     async def receive(self) -> None:
@@ -266,10 +268,16 @@ class WebSocketUpstream:
             self.link.end()
 
     async def abort(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
+        """The link is over. After the client's ``</stream:stream>`` the
+        WebSocket closes as it should; a client that just dropped its TCP
+        connection drops the WebSocket's with it, without a close frame:
+        what a crashed browser does."""
         if self.receiving is not None:
             self.receiving.cancel()
+        if self.closing:
+            await self.ws.close()
+        elif self.ws is not None:
+            self.ws._response.close()  # the TCP connection (as aiohttp drops a dead peer)
 
 
 class BoshUpstream:
@@ -374,6 +382,7 @@ class BoshUpstream:
         drops its TCP connection is gone at once, not after ``inactivity``)."""
         for task in list(self.tasks):
             task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.sid is not None and not self.ended:
             self.ended = True
             self.rid += 1

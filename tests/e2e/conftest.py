@@ -42,14 +42,15 @@ load tests) run over TCP only.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -372,22 +373,52 @@ class XmppdProcess:
         return result
 
     def adduser(self, jid: str, password: str = PASSWORD) -> None:
-        self.admin("adduser", jid, input=password + "\n")
+        self.addusers([jid], password)
 
     def addusers(self, jids: Iterable[str], password: str = PASSWORD) -> None:
-        """Several accounts, created concurrently (the admin command starts slowly)."""
+        """Accounts, made as ``xmppd adduser`` makes them (the server may be
+        running or not) by one helper process for the whole session:
+        :mod:`accountd` (the admin command starts too slowly to make hundreds)."""
         jids = list(jids)
-        if len(jids) <= 1 or not self.running:
-            for jid in jids:
-                self.adduser(jid, password)
-            return
-        with ThreadPoolExecutor(len(jids)) as pool:
-            for future in [pool.submit(self.adduser, jid, password) for jid in jids]:
-                future.result()
+        answers = _accountd([(self.config_path, jid, password) for jid in jids])
+        errors = [f"{jid}: {answer}" for jid, answer in zip(jids, answers) if answer != "ok"]
+        if errors:
+            raise RuntimeError(f"xmppd adduser failed: {'; '.join(errors)}")
 
     def __repr__(self) -> str:
         return (f"<XmppdProcess port={self.port} tls_port={self.tls_port} "
                 f"http_port={self.http_port} https_port={self.https_port} base={self.base}>")
+
+
+#: the session's accountd processes, by PYTHONPATH (a test may add the package
+#: of a component its configuration names)
+_ACCOUNTD: dict[str, subprocess.Popen] = {}
+_ACCOUNTD_LOCK = threading.Lock()
+
+
+def _accountd(requests: list[tuple[Any, str, str]]) -> list[str]:
+    """Send account requests to the session's :mod:`accountd`; its answers."""
+    env = _env()
+    with _ACCOUNTD_LOCK:
+        helper = _ACCOUNTD.get(env["PYTHONPATH"])
+        if helper is None or helper.poll() is not None:
+            helper = _ACCOUNTD[env["PYTHONPATH"]] = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("accountd.py"))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(REPO_ROOT),
+                text=True, encoding="utf-8")
+        helper.stdin.write("".join("\t".join(map(str, r)) + "\n" for r in requests))
+        helper.stdin.flush()
+        answers = [helper.stdout.readline().strip() for _ in requests]
+    if any(not a for a in answers):
+        raise RuntimeError(f"accountd exited with status {helper.poll()}")
+    return answers
+
+
+@atexit.register
+def _stop_accountd() -> None:
+    for helper in _ACCOUNTD.values():
+        helper.stdin.close()  # it exits at the end of its input
+        helper.wait(10)
 
 
 class _Factory:
