@@ -23,7 +23,7 @@ import ssl
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Callable
+from typing import Callable, Mapping
 
 import scramp
 
@@ -325,6 +325,34 @@ class RawClient(Negotiation):
         assert proceed.tag == q(NS_TLS, "proceed"), dump(proceed)
         self.sock.settimeout(self.timeout)
         self.sock = client_tls_context().wrap_socket(self.sock, server_hostname="localhost")
+
+
+def settle(clients: Mapping[str, RawClient], first: RawClient | None, what: str,
+           quiet: float = 0.3, min_wait: float = 0.15, wait: float = 10.0) -> None:
+    """Wait until ``first`` (if any) received something, then until nothing
+    more arrives at any of ``clients`` for ``quiet`` seconds (never sooner
+    than ``min_wait`` after the call, at most ``wait``): the end of one step
+    of a differential script, whatever each server sends for it."""
+    if first is not None:
+        try:
+            first.wait_for(lambda: bool(first.stanzas), timeout=wait, what=what)
+        except AssertionError:
+            if first.eof:
+                raise
+            # nothing came: that is the server's answer, compared like any other
+    start = time.monotonic()
+    last_change = start
+    counts = {name: len(c.received) for name, c in clients.items()}
+    while time.monotonic() < start + wait:
+        for client in clients.values():
+            client.poll()
+        now_counts = {name: len(c.received) for name, c in clients.items()}
+        now = time.monotonic()
+        if now_counts != counts:
+            counts, last_change = now_counts, now
+        elif now - start >= min_wait and now - last_change >= quiet:
+            return
+        time.sleep(0.02)
 
 
 def login(host: str, port: int, user: str, password: str, resource: str | None = None,

@@ -63,7 +63,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,7 +71,7 @@ import pytest
 
 from conftest import PASSWORD
 from prosody import ProsodyProcess, ProsodyUnavailable
-from rawxmpp import RawClient, login
+from rawxmpp import login, settle
 
 MUC = "conference.localhost"
 USERS = ("alice", "bob", "carol", "dave", "eve", "admin")
@@ -90,13 +89,6 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 TRANSCRIPTS = os.environ.get("MUC_TRANSCRIPTS", "/tmp/muc-prosody-transcripts.txt")
 #: and xmppd's, written by the differential test
 XMPPD_TRANSCRIPTS = os.environ.get("MUC_XMPPD_TRANSCRIPTS", "/tmp/muc-xmppd-transcripts.txt")
-
-#: a step is over when nothing more arrived for this long (seconds)
-QUIET = 0.3
-#: ...but never sooner than this after sending
-MIN_WAIT = 0.15
-WAIT = 10.0
-
 
 def room(name: str, nick: str | None = None) -> str:
     return f"{name}@{MUC}" + (f"/{nick}" if nick is not None else "")
@@ -406,32 +398,6 @@ class Play:
     raw: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def _settle(clients: dict[str, RawClient], first: RawClient | None, what: str) -> None:
-    """Wait until ``first`` (if any) received something, then until nothing
-    more arrives anywhere for :data:`QUIET` seconds (at most :data:`WAIT`)."""
-    if first is not None:
-        try:
-            first.wait_for(lambda: bool(first.stanzas), timeout=WAIT, what=what)
-        except AssertionError:
-            if first.eof:
-                raise
-            # nothing came: that is the server's answer, compared like any other
-    start = time.monotonic()
-    deadline = start + WAIT
-    last_change = start
-    counts = {name: len(c.received) for name, c in clients.items()}
-    while time.monotonic() < deadline:
-        for client in clients.values():
-            client.poll()
-        now_counts = {name: len(c.received) for name, c in clients.items()}
-        now = time.monotonic()
-        if now_counts != counts:
-            counts, last_change = now_counts, now
-        elif now - start >= MIN_WAIT and now - last_change >= QUIET:
-            return
-        time.sleep(0.02)
-
-
 def play(server: str, host: str, port: int) -> Play:
     """Log every user in, send initial presence (not compared), run :data:`SCRIPT`."""
     with ThreadPoolExecutor(len(USERS)) as pool:
@@ -442,14 +408,14 @@ def play(server: str, host: str, port: int) -> Play:
     try:
         for client in clients.values():
             client.send("<presence/>")
-        _settle(clients, None, "initial presence")
+        settle(clients, None, "initial presence")
         for client in clients.values():
             client.stanzas.clear()
         for step in SCRIPT:
             marks = {name: len(c.received) for name, c in clients.items()}
             clients[step.actor].send(step.xml)
             first = clients[step.waits_for] if step.waits_for else None
-            _settle(clients, first, f"an answer to {step.name!r} at {step.waits_for}")
+            settle(clients, first, f"an answer to {step.name!r} at {step.waits_for}")
             result.seen[step.name] = {}
             result.raw[step.name] = {}
             for name, client in clients.items():

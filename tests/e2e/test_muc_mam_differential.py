@@ -31,7 +31,6 @@ xmppd has it) out of the form. Every other step must match except those in
 from __future__ import annotations
 
 import difflib
-import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ import pytest
 
 from conftest import PASSWORD
 from prosody import ProsodyProcess, ProsodyUnavailable
-from rawxmpp import RawClient, login
+from rawxmpp import login, settle
 
 MUC = "conference.localhost"
 ROOM = f"arch@{MUC}"
@@ -58,7 +57,6 @@ XDATA = "jabber:x:data"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-QUIET, MIN_WAIT, WAIT = 0.3, 0.15, 10.0
 
 #: disco#info features only xmppd's rooms list: feature → why
 INFO_EXTRAS = {
@@ -261,28 +259,6 @@ class Play:
     ids: list[str] = field(default_factory=list)
 
 
-def _settle(clients: dict[str, RawClient], first: RawClient | None, what: str) -> None:
-    if first is not None:
-        try:
-            first.wait_for(lambda: bool(first.stanzas), timeout=WAIT, what=what)
-        except AssertionError:
-            if first.eof:
-                raise
-    start = time.monotonic()
-    last_change = start
-    counts = {name: len(c.received) for name, c in clients.items()}
-    while time.monotonic() < start + WAIT:
-        for client in clients.values():
-            client.poll()
-        now_counts = {name: len(c.received) for name, c in clients.items()}
-        now = time.monotonic()
-        if now_counts != counts:
-            counts, last_change = now_counts, now
-        elif now - start >= MIN_WAIT and now - last_change >= QUIET:
-            return
-        time.sleep(0.02)
-
-
 def play(server: str, host: str, port: int) -> Play:
     with ThreadPoolExecutor(len(USERS)) as pool:
         clients = dict(zip(USERS, pool.map(
@@ -292,7 +268,7 @@ def play(server: str, host: str, port: int) -> Play:
     try:
         for client in clients.values():
             client.send("<presence/>")
-        _settle(clients, None, "initial presence")
+        settle(clients, None, "initial presence")
         for client in clients.values():
             client.stanzas.clear()
         for step in SCRIPT:
@@ -300,7 +276,7 @@ def play(server: str, host: str, port: int) -> Play:
             marks = {name: len(c.received) for name, c in clients.items()}
             clients[step.actor].send(xml)
             waiting = clients[step.wait or step.actor]
-            _settle(clients, waiting, f"an answer to {step.name!r}")
+            settle(clients, waiting, f"an answer to {step.name!r}")
             result.seen[step.name], result.raw[step.name] = {}, {}
             for name, client in clients.items():
                 if step.name == "query everything" and name == step.actor:
