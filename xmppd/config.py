@@ -96,6 +96,29 @@ def path(text: str) -> str:
     return os.path.abspath(os.path.expanduser(text)) if text else ""
 
 
+def host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` → (host, port)."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise _BadValue(f"{text!r} is not host:port")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host:
+        raise _BadValue(f"{text!r} names no host")
+    try:
+        port = int(port)
+    except ValueError:
+        raise _BadValue(f"{text!r}: the port is not a number") from None
+    if not 0 < port < 65536:
+        raise _BadValue(f"{text!r}: no such port")
+    return host, port
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -218,6 +241,50 @@ CORE_OPTIONS: dict[str, list[Option]] = {
                "stanzas kept for a client until it acknowledges them (XEP-0198); a session "
                "past it ends, its unacknowledged messages to offline storage"),
     ],
+    "s2s": [
+        Option("interfaces", words, "0.0.0.0", "addresses the server-to-server ports listen on"),
+        Option("port", integer(0, 65535), "5269",
+               "server-to-server port with STARTTLS (0: no incoming s2s on it)"),
+        Option("direct_tls_port", integer(0, 65535), "0",
+               "server-to-server port with TLS from the first byte, XEP-0368 (0: off)"),
+        Option("enabled", boolean, "true",
+               "federate with other servers at all (false: stanzas to other domains bounce "
+               "with remote-server-not-found, and nothing listens)"),
+        Option("ca_file", path, "",
+               "PEM file of the certificate authorities whose certificates count as "
+               "authenticated; empty: the system's"),
+        Option("secure_auth", boolean, "true",
+               "accept only remote servers with a certificate that verifies (SASL EXTERNAL, or "
+               "dialback over an authenticated TLS); false: also XEP-0220 dialback over TLS "
+               "with a certificate that does not verify, as Prosody's s2s_secure_auth = false"),
+        Option("require_encryption", boolean, "true",
+               "refuse server-to-server streams without TLS"),
+        Option("dialback", boolean, "true", "offer and use XEP-0220 server dialback"),
+        Option("connect_timeout", integer(1), "60",
+               "seconds an outgoing link may take to connect and authenticate before its "
+               "queued stanzas bounce (remote-server-timeout)"),
+        Option("auth_timeout", integer(1), "60",
+               "seconds an incoming stream may take to authenticate before it is closed "
+               "(connection-timeout)"),
+        Option("idle_timeout", integer(0), "600",
+               "seconds a link may carry nothing before it is closed (0: never)"),
+        Option("max_queue", integer(1), "500",
+               "stanzas queued for a domain while its link is being set up; more bounce "
+               "(resource-constraint)"),
+        Option("max_stanza_rate", integer(0), "1000",
+               "stanzas per second one incoming link may send, averaged over a few seconds; "
+               "beyond it, reading from the link pauses (0: no limit)"),
+        Option("max_output_buffer", integer(16384), "4194304",
+               "bytes of output held for a remote server that reads slowly "
+               "(policy-violation beyond)"),
+    ],
+    "external": [
+        Option("interfaces", words, "127.0.0.1",
+               "addresses the XEP-0114 external component port listens on"),
+        Option("port", integer(0, 65535), "5347",
+               "the XEP-0114 port; it listens only when an [external:<domain>] is configured "
+               "(0: off)"),
+    ],
     "http": [
         Option("port", integer(0, 65535), "5280", "plain HTTP port (0: off)"),
         Option("tls_port", integer(0, 65535), "5281",
@@ -254,6 +321,12 @@ CORE_OPTIONS: dict[str, list[Option]] = {
 }
 
 
+#: The options of an ``[external:<domain>]`` section (XEP-0114).
+EXTERNAL_COMPONENT_OPTIONS = [
+    Option("secret", string, "", "the shared secret of the component's handshake"),
+]
+
+
 @dataclass
 class Config:
     """A validated configuration: parsed values by section, and the enabled components."""
@@ -276,6 +349,21 @@ class Config:
     @property
     def http(self) -> dict[str, Any]:
         return self.sections["http"]
+
+    @property
+    def s2s(self) -> dict[str, Any]:
+        return self.sections["s2s"]
+
+    @property
+    def s2s_routes(self) -> dict[str, tuple[str, int]]:
+        """``[s2s:routes]``: domain → (host, port) that overrides DNS."""
+        return self.sections["s2s:routes"]
+
+    @property
+    def externals(self) -> dict[str, dict[str, Any]]:
+        """``[external:<domain>]`` sections: domain → its options (``secret``)."""
+        return {name[9:]: values for name, values in self.sections.items()
+                if name.startswith("external:")}
 
     def component(self, name: str) -> dict[str, Any]:
         return self.sections.get(f"component:{name}", {})
@@ -396,6 +484,31 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
         sections[section] = _parse_section(f"{path_}: [{section}]", declared, given)
         _resolve_service_domain(path_, name, cls, sections)
 
+    routes = dict(parser.items("s2s:routes")) if parser.has_section("s2s:routes") else {}
+    sections["s2s:routes"] = {}
+    for domain, target in routes.items():
+        try:
+            key = domains(domain)
+            if len(key) != 1:
+                raise _BadValue("one domain per line")
+            sections["s2s:routes"][key[0]] = host_port(target, 5269)
+        except _BadValue as e:
+            raise ConfigError(f"{path_}: [s2s:routes] {domain}: {e}") from None
+    for section in parser.sections():
+        if not section.startswith("external:"):
+            continue
+        where = f"{path_}: [{section}]"
+        try:
+            name = domains(section[9:])
+        except _BadValue as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if len(name) != 1 or name[0] in sections["server"]["domains"]:
+            raise ConfigError(f"{where}: the section names one domain that is not a user domain")
+        values = _parse_section(where, EXTERNAL_COMPONENT_OPTIONS, dict(parser.items(section)))
+        if not values["secret"]:
+            raise ConfigError(f"{where} secret: an external component needs a secret")
+        sections[section] = values
+
     for section in parser.sections():
         if section in sections:
             continue
@@ -403,7 +516,8 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
             raise ConfigError(f"{path_}: [{section}]: component {section[10:]!r} is configured "
                               "but not listed in [server] components")
         raise ConfigError(f"{path_}: [{section}]: unknown section "
-                          f"(known: {', '.join(CORE_OPTIONS)}, component:<name>)")
+                          f"(known: {', '.join(CORE_OPTIONS)}, s2s:routes, component:<name>, "
+                          "external:<domain>)")
 
     buffer, stanza = sections["c2s"]["max_output_buffer"], sections["server"]["max_stanza_size"]
     if buffer < 2 * stanza:

@@ -8,6 +8,12 @@ inline, so a grep for a constant finds every place a protocol is handled.
 STREAMS = "http://etherx.jabber.org/streams"
 CLIENT = "jabber:client"
 SERVER = "jabber:server"
+# XEP-0220 server dialback: its elements, and the stream feature that says
+# the peer does it (so a stream may use it after SASL was not offered)
+DIALBACK = "jabber:server:dialback"
+DIALBACK_FEATURE = "urn:xmpp:features:dialback"
+# XEP-0114 external components
+COMPONENT_ACCEPT = "jabber:component:accept"
 TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"

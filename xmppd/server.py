@@ -22,6 +22,7 @@ from xmppd.http.site import HTTPService
 from xmppd.reclaim import Reclaimer
 from xmppd.router import Router
 from xmppd.storage import open_storage
+from xmppd.streams.s2s.links import S2S
 from xmppd.streams.sm import StreamManagement
 
 
@@ -90,6 +91,10 @@ class XMPPServer(service.MultiService):
         #: (namespace, name) → the handler of a stream-level element a
         #: component serves (see xmppd.component.stream_element)
         self.stream_elements: dict[tuple[str, str], Callable[..., Any]] = {}
+        #: federation ([s2s]): the route table's default route, once started;
+        #: None without listeners (the in-memory harness, embedding without
+        #: network) or with ``[s2s] enabled = false``
+        self.s2s: S2S | None = S2S(self) if listen and config.s2s["enabled"] else None
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -101,6 +106,8 @@ class XMPPServer(service.MultiService):
             self._raise_file_limit()
             self.tls_context = tls.context_factory(*self._certificate())
             self._listen()
+            if self.s2s is not None:
+                self.s2s.start(*self._certificate())
             control_port = control.listen(self, reactor)
             if control_port is not None:
                 self.ports.append(control_port)
@@ -184,6 +191,10 @@ class XMPPServer(service.MultiService):
                     self.session_closed(session)
                 session.stream_error("system-shutdown", "the server is stopping")
         yield self._drain(DRAIN_TIMEOUT)
+        if self.s2s is not None:
+            # After the sessions' logout (their unavailable presence to remote
+            # contacts still had links to go by).
+            yield self.s2s.stop()
         self.reclaimer.stop()
         yield super().stopService()
         yield self.storage.stop()

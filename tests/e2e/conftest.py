@@ -138,6 +138,10 @@ def default_config(base: Path, port: int, tls_port: int) -> dict[str, dict[str, 
             "port": 0,
             "tls_port": 0,
         },
+        # Federation tests turn it on with ports of their own: the default
+        # 5269 would be one port for every server of the run.
+        "s2s": {"port": 0},
+        "external": {"port": 0},
     }
 
 

@@ -34,6 +34,7 @@ def _config(tmp_path: Path) -> tuple[Path, int, int]:
         "server": {"domains": "localhost", "data_dir": str(tmp_path / "data")},
         "c2s": {"interfaces": "127.0.0.1", "port": port, "direct_tls_port": tls_port},
         "http": {"port": 0, "tls_port": 0},  # not 5280/5281, which a parallel run may hold
+        "s2s": {"port": 0},  # nor 5269
     })
     return path, port, tls_port
 
