@@ -170,6 +170,8 @@ class XMPPServer(service.MultiService):
                 self.log.info("c2s listening on {interface} port {port}{tls}",
                               interface=interface, port=listening.getHost().port,
                               tls=" (direct TLS)" if direct else " (STARTTLS)")
+        from xmppd.streams import external  # XEP-0114 ([external:<domain>])
+        self.ports.extend(external.listen(self))
         if self.http is not None:
             self.http.listen(self.tls_context)
 

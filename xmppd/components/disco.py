@@ -7,7 +7,8 @@ rather than written down in one place:
   ``identities`` and ``features`` (hosted services describe their own domains,
   not the server), and a XEP-0128 extended-information form of XEP-0157
   contact addresses from ``[component:disco]``. Its disco#items lists the
-  hosted services (``jid`` = the service's domain, ``name`` = its ``title``).
+  hosted services (``jid`` = the service's domain, ``name`` = its ``title``)
+  and the domains with a route of their own (XEP-0114 external components).
 - *The server's entity capabilities* (XEP-0115): the same disco#info hashed
   once at start (the component list is fixed while the server runs) and
   offered in the stream features as ``<c hash='sha-1' node=… ver=…/>``, so a
@@ -198,10 +199,14 @@ class DiscoComponent(Component):
         # ones are ``server.hosted``, domain → service.) A stopped service
         # serves its domain no more, so it is not listed.
         services = self.server.hosted
-        for domain in sorted(d for d, service in services.items() if service.running):
+        listed = {d for d, service in services.items() if service.running}
+        # Domains routed elsewhere by an exact route: XEP-0114 external
+        # components (listed while away too, as Prosody lists its components).
+        listed.update(self.server.router.routes.domains())
+        for domain in sorted(listed):
             item = query.addElement("item")
             item["jid"] = domain
-            title = services[domain].title
+            title = services[domain].title if domain in services else None
             if title:
                 item["name"] = title
         return event.reply(query)
