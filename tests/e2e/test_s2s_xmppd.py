@@ -7,6 +7,7 @@ server; the servers' logs say how each link authenticated."""
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -38,10 +39,11 @@ def pair(request, make_xmppd_module, tmp_path_factory):
         servers[domain] = make_xmppd_module({
             "server": {"domains": domain, "certificate": str(certs[domain].combined),
                        "components": "disco ping version time roster presence messaging "
-                                     "offline vcard"},
+                                     "offline vcard muc"},
             "s2s": {"interfaces": "127.0.0.1", "port": ports[domain], "ca_file": ca_file,
                     "secure_auth": "true" if mode == "external" else "false"},
-            "s2s:routes": {other: f"127.0.0.1:{ports[other]}"},
+            "s2s:routes": {other: f"127.0.0.1:{ports[other]}",
+                           f"conference.{other}": f"127.0.0.1:{ports[other]}"},
         }, users=[f"alice@{domain}", f"bob@{domain}"])
     return mode, servers
 
@@ -78,3 +80,30 @@ def test_subscription_presence_and_messages_cross_both_ways(pair):
         log = servers[domain].log_text()
         assert f"{domain} authenticated to {other} ({how}" in log, log[-3000:]
         assert f"{other} authenticated to {domain} ({how}" in log, log[-3000:]
+
+
+def test_a_hosted_service_rides_on_the_user_domains_link(pair):
+    """XEP-0220 piggybacking: once a.test has a link to b.test, its MUC
+    service (conference.a.test) authenticates over the same stream, and a
+    remote user joins a room."""
+    mode, servers = pair
+
+    async def main():
+        alice = await IMClient.login(servers[A], f"alice@{A}/pc")
+        bob = await IMClient.login(servers[B], f"bob@{B}/pc")
+        try:
+            alice.send_message(mto=f"bob@{B}/pc", mbody="first", mtype="chat")
+            await bob.expect(message(f"alice@{A}/pc"))
+            join = bob.make_presence(pto=f"room@conference.{A}/bob")
+            join.xml.append(ET.Element("{http://jabber.org/protocol/muc}x"))
+            join.send()
+            self_presence = await bob.expect(presence(f"room@conference.{A}/bob"))
+            codes = {s.get("code") for s in self_presence.iter(
+                "{http://jabber.org/protocol/muc#user}status")}
+            assert "110" in codes
+        finally:
+            await close_all(alice, bob)
+
+    _run(main())
+    assert f"s2s conference.{A} -> {B}: over the stream of {A}" in servers[A].log_text()
+    assert f"conference.{A} authenticated to {B}" in servers[B].log_text()

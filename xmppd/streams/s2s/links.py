@@ -63,6 +63,8 @@ class Link:
         self._timer = s2s.server.clock.callLater(s2s.config["connect_timeout"], self._timed_out)
         self._attempt: defer.Deferred | None = None
         self._last_error: LinkFailed | None = None
+        #: riding on another link's stream (XEP-0220 piggybacking)
+        self._piggybacking = False
 
     def __repr__(self) -> str:
         return f"<Link {self.local} -> {self.remote}>"
@@ -70,6 +72,19 @@ class Link:
     # -- setting up ------------------------------------------------------------------
 
     def start(self) -> None:
+        # A stream to the same remote domain from another of our domains
+        # carries this pair too, when the peer allows it (one connection
+        # for a user domain and its hosted services).
+        for other in self.s2s.links.values():
+            stream = other.stream
+            if other is not self and other.remote == self.remote and stream is not None \
+                    and stream.link is other and stream.can_piggyback:
+                self.log.info("s2s {local} -> {remote}: over the stream of {other}",
+                              local=self.local, remote=self.remote, other=other.local)
+                self.stream = stream
+                self._piggybacking = True
+                stream.piggyback(self)
+                return
         d = self.s2s.resolver.targets(self.remote)
         d.addCallbacks(self._resolved, self._resolve_failed)
 
@@ -140,6 +155,12 @@ class Link:
                       why=problem)
         self._last_error = problem
         self.stream = None
+        if self._piggybacking:
+            # The shared stream would not take this domain: a stream of its own.
+            self._piggybacking = False
+            d = self.s2s.resolver.targets(self.remote)
+            d.addCallbacks(self._resolved, self._resolve_failed)
+            return
         if stream is not None and problem.condition != "remote-server-not-found":
             self._fail(problem)
         else:
@@ -173,13 +194,15 @@ class Link:
         for d, _ in verifies.values():
             d.errback(problem)
         stream, self.stream = self.stream, None
-        if stream is not None and not stream.closed:
+        if stream is not None and not stream.closed and not self._piggybacking:
             stream.close()
 
     # -- using it --------------------------------------------------------------------
 
     def send(self, stanza: domish.Element) -> None:
         self.last_active = self.s2s.server.clock.seconds()
+        if self._piggybacking and self.stream is not None:
+            self.stream.link.last_active = self.last_active  # the stream is in use
         if self.failed:  # failed at once (no address): nothing will take it
             problem = self._last_error or LinkFailed(f"cannot reach {self.remote}")
             self.s2s.server.router.bounce(stanza, problem.condition, text=str(problem))
@@ -259,7 +282,7 @@ class Link:
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         stream = self.stream
-        if stream is not None and not stream.closed:
+        if stream is not None and not stream.closed and stream.link is self:
             if condition:
                 stream.stream_error(condition, text)
             else:

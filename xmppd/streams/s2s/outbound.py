@@ -69,6 +69,9 @@ class OutboundStream(S2SStream):
         self._sasl_succeeded = False
         #: whether the peer's certificate proved the remote domain
         self.trusted = False
+        #: further local domains authenticated (or authenticating) over this
+        #: stream by dialback (XEP-0220 §2.6 piggybacking): domain → link
+        self.piggybacked: dict[str, Link] = {}
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -84,6 +87,24 @@ class OutboundStream(S2SStream):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         super().connectionLost(reason)
         self.link.lost(self, reason)
+        riders, self.piggybacked = self.piggybacked, {}
+        for link in riders.values():
+            link.lost(self, reason)
+
+    # -- piggybacking (XEP-0220 §2.6) ---------------------------------------------
+
+    @property
+    def can_piggyback(self) -> bool:
+        """May another local domain authenticate over this stream? When it
+        is set up, and the peer does dialback (it then accepts a further
+        ``<db:result/>`` for another pair, as Prosody and ejabberd do)."""
+        return self.ready and not self.closed and self._dialback_ok and self.s2s.config["dialback"]
+
+    def piggyback(self, link: Link) -> None:
+        """Authenticate ``link.local`` to our remote domain over this stream."""
+        self.piggybacked[link.local] = link
+        key = self.s2s.keys.make(self.remote, link.local, self.remote_id or "")
+        self.send(dialback.element("result", link.local, self.remote, key=key))
 
     def undelivered(self, kind: str, stanza: Any) -> None:
         self.link.undelivered(kind, stanza)
@@ -138,7 +159,8 @@ class OutboundStream(S2SStream):
         elif uri == ns.DIALBACK and name == "result":
             self._db_result(element)
         elif uri == ns.DIALBACK and name == "verify":
-            self.link.verified(element)
+            # the answer is addressed to the local domain that asked
+            self.piggybacked.get(element.getAttribute("to") or "", self.link).verified(element)
         elif self.is_stanza(element):
             # RFC 6120 §8: streams between servers are one-way; XEP-0288 is
             # not offered, so the peer has no business sending here.
@@ -218,6 +240,16 @@ class OutboundStream(S2SStream):
 
     def _db_result(self, result: domish.Element) -> None:
         kind = result.getAttribute("type")
+        rider = self.piggybacked.get(result.getAttribute("to") or "")
+        if rider is not None and rider.local != self.local:
+            if kind == "valid":
+                rider.ready(self)
+            else:
+                del self.piggybacked[rider.local]
+                rider.attempt_failed(self, LinkFailed(
+                    f"{self.remote} refused {rider.local} over a shared stream ({kind})",
+                    "remote-server-not-found"))
+            return
         if kind == "valid":
             self._become_ready("dialback")
             return
