@@ -208,3 +208,14 @@ def test_a_link_that_is_not_set_up_in_time_bounces_its_queue_as_remote_server_ti
     alice.feed(f"<message to='bob@{REMOTE}' id='m2' type='chat'><body>2</body></message>")
     assert isinstance(service.links[("localhost", REMOTE)], Link)
     assert service.resolver.asked == [REMOTE, REMOTE]
+
+
+def test_the_peers_stream_error_is_logged_and_answered_only_by_closing(setup):
+    h, clock, service = setup()
+    stream, transport = connect(service)
+    stream.dataReceived(header())
+    transport.clear()
+    stream.dataReceived(b"<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:"
+                        b"xmpp-streams'/></stream:error>")
+    assert stream.closed and stream.peer_condition == "policy-violation"
+    assert transport.value() == b"</stream:stream>"

@@ -227,6 +227,8 @@ class InboundStream(S2SStream):
         uri = element.uri
         if self.is_stanza(element):
             self._stanza(element)
+        elif self.peer_error(element):
+            pass
         elif uri == ns.DIALBACK and element.name in ("result", "verify"):
             if element.name == "result":
                 self._db_result(element)

@@ -134,6 +134,11 @@ class OutboundStream(S2SStream):
 
     def stanzaReceived(self, element: domish.Element) -> None:
         uri, name = element.uri, element.name
+        if self.peer_error(element):
+            if not self.ready:
+                self.link.attempt_failed(self, LinkFailed(
+                    f"{self.remote} ended the stream: {self.peer_condition}"))
+            return
         if uri == ns.STREAMS and name == "features":
             self._features(element)
         elif uri == ns.TLS and name == "proceed":

@@ -84,6 +84,22 @@ class S2SStream(XMPPStream):
         """The stanza as the rest of the server sees it (``jabber:client``)."""
         return edge.to_client(element, ns.SERVER)
 
+    def peer_error(self, element: domish.Element) -> bool:
+        """The peer's ``<stream:error/>``: logged with its condition and text,
+        and the stream closed (RFC 6120 §4.9.1.1: no answer but our closing
+        tag). True when ``element`` was one."""
+        if element.uri != ns.STREAMS or element.name != "error":
+            return False
+        condition = next((c.name for c in element.elements() if c.uri == ns.STREAM_ERRORS
+                          and c.name != "text"), "undefined-condition")
+        text = next((str(c) for c in element.elements(ns.STREAM_ERRORS, "text")), "")
+        self.log.warn("s2s{direction} {peer}: stream error from {remote}: {condition} {text}",
+                      direction=self.direction, peer=self.peer, remote=self.remote or "?",
+                      condition=condition, text=text)
+        self.peer_condition = condition
+        self.close()
+        return True
+
     def describe(self) -> str:
         return f"s2s{self.direction} {self.peer} ({self.local or '?'} {'<-' if self.direction == 'in' else '->'} {self.remote or '?'})"
 
