@@ -219,3 +219,27 @@ def test_the_peers_stream_error_is_logged_and_answered_only_by_closing(setup):
                         b"xmpp-streams'/></stream:error>")
     assert stream.closed and stream.peer_condition == "policy-violation"
     assert transport.value() == b"</stream:stream>"
+
+
+def test_an_incoming_link_past_its_stanza_rate_is_read_more_slowly(setup):
+    h, clock, service = setup(secure_auth="false", max_stanza_rate=10)
+    h.login("alice@localhost/pc")
+    stream, transport = authenticated(service)
+    burst = service.burst  # 4 s worth of stanzas at once
+    for i in range(burst + 1):
+        stream.dataReceived(f"<message from='bob@{REMOTE}/x' to='alice@localhost/pc'>"
+                            f"<body>{i}</body></message>".encode())
+    assert transport.producerState == "paused"
+    clock.advance(0.2)  # one stanza's worth of tokens (0.1 s) and more
+    assert transport.producerState == "producing"
+
+
+def test_a_quiet_incoming_link_is_closed_after_idle_timeout(setup):
+    h, clock, service = setup(secure_auth="false", idle_timeout=40)
+    service.watch_idle()
+    stream, transport = authenticated(service)
+    clock.advance(30)
+    assert not stream.closed
+    for _ in range(4):
+        clock.advance(10)
+    assert stream.closed

@@ -316,11 +316,7 @@ class S2S(service.Service):
         """Start federating: TLS contexts, the default route, the listeners."""
         self.tls = S2STLS(certificate, private_key, self.config["ca_file"])
         self.server.router.routes.default = self.route
-        idle = self.config["idle_timeout"]
-        if idle:
-            self._idle = task.LoopingCall(self._close_idle)
-            self._idle.clock = self.server.clock
-            self._idle.start(max(1.0, idle / 4), now=False)
+        self.watch_idle()
         for port, direct in ((self.config["port"], False),
                              (self.config["direct_tls_port"], True)):
             if not port:
@@ -384,6 +380,15 @@ class S2S(service.Service):
         return self.link(local, remote).verify(stream_id, key)
 
     # -- idle links -------------------------------------------------------------------
+
+    def watch_idle(self) -> None:
+        """Close links quiet for ``[s2s] idle_timeout``, looking four times
+        per period (on the server's clock)."""
+        idle = self.config["idle_timeout"]
+        if idle and self._idle is None:
+            self._idle = task.LoopingCall(self._close_idle)
+            self._idle.clock = self.server.clock
+            self._idle.start(max(1.0, idle / 4), now=False)
 
     def activity(self, stream: InboundStream) -> None:
         stream.last_active = self.server.clock.seconds()
