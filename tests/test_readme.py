@@ -40,6 +40,29 @@ def test_readme_component_example_and_its_harness_test_pass(tmp_path, monkeypatc
     namespace["test_hello_greets_the_sender"]()  # raises AssertionError if the README lies
 
 
+def test_readme_embedded_bot_echoes_a_client():
+    """The README's in-process wokkel bot (``bot.py``), attached to a server
+    in memory, answers a client's chat message."""
+    from twisted.internet import task
+
+    from xmppd.testing import Harness
+
+    blocks = literal_blocks(README.read_text(encoding="utf-8"))
+    code = next(b for b in blocks if b.startswith("# bot.py"))
+    clock = task.Clock()
+    h = Harness(["presence", "messaging"], clock=clock)
+    h.add_user("bot@localhost")
+    namespace: dict = {"xmpp": h.server}
+    exec(compile(code, "README.rst", "exec"), namespace)
+    clock.advance(0)
+    assert h.router.resources("bot@localhost")["echo"].available
+    alice = h.login("alice@localhost/pc")
+    alice.feed("<message to='bot@localhost' type='chat'><body>hi</body></message>")
+    clock.advance(0)
+    [reply] = alice.take()
+    assert reply["from"] == "bot@localhost/echo" and str(reply.body) == "echo: hi"
+
+
 def test_readme_ini_snippet_enables_the_component(tmp_path, monkeypatch):
     """The INI lines the README shows load, with the component's own option."""
     from xmppd import config
