@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL, crypto
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator,
+                                         IOpenSSLServerConnectionCreator)
 from zope.interface import implementer
 
 from xmppd import tls
@@ -129,14 +130,20 @@ def _select_alpn(_connection, offered: list[bytes]) -> bytes:
     return b"xmpp-server" if b"xmpp-server" in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class _FixedContext:
-    """An ``IOpenSSLContextFactory`` handing out one prepared context."""
+    """Server-side TLS connections from one prepared context."""
 
     def __init__(self, context: SSL.Context):
         self._context = context
 
     def getContext(self) -> SSL.Context:
         return self._context
+
+    def serverConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tls_protocol)
+        return connection
 
 
 @implementer(IOpenSSLClientConnectionCreator)
