@@ -355,8 +355,8 @@ class Config:
         return self.sections["s2s"]
 
     @property
-    def s2s_routes(self) -> dict[str, tuple[str, int]]:
-        """``[s2s:routes]``: domain → (host, port) that overrides DNS."""
+    def s2s_routes(self) -> dict[str, tuple[str, int, bool]]:
+        """``[s2s:routes]``: domain → (host, port, direct TLS) that overrides DNS."""
         return self.sections["s2s:routes"]
 
     @property
@@ -491,7 +491,11 @@ def from_parser(parser: configparser.ConfigParser, path_: str,
             key = domains(domain)
             if len(key) != 1:
                 raise _BadValue("one domain per line")
-            sections["s2s:routes"][key[0]] = host_port(target, 5269)
+            address, _, mode = target.strip().partition(" ")
+            if mode.strip() not in ("", "tls"):
+                raise _BadValue(f"{mode.strip()!r}: only 'tls' (direct TLS, XEP-0368) may "
+                                "follow the address")
+            sections["s2s:routes"][key[0]] = (*host_port(address, 5269), mode.strip() == "tls")
         except _BadValue as e:
             raise ConfigError(f"{path_}: [s2s:routes] {domain}: {e}") from None
     for section in parser.sections():

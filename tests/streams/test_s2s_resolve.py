@@ -29,8 +29,10 @@ class FakeDNS:
 
 def test_a_route_override_wins_and_asks_no_dns():
     fake = FakeDNS({})
-    resolver = Resolver({"example.org": ("127.0.0.2", 5270)}, fake)
+    resolver = Resolver({"example.org": ("127.0.0.2", 5270, False),
+                         "tls.example.org": ("127.0.0.3", 5271, True)}, fake)
     assert result_of(resolver.targets("example.org")) == [Target("127.0.0.2", 5270)]
+    assert result_of(resolver.targets("tls.example.org")) == [Target("127.0.0.3", 5271, True)]
     assert fake.asked == []
 
 

@@ -1,6 +1,7 @@
 """Where a remote domain's server listens (RFC 6120 §3.2, XEP-0368).
 
-In order: an ``[s2s:routes]`` override (tests, private networks); else the
+In order: an ``[s2s:routes]`` override (tests, private networks; ``host:port``,
+with `` tls`` after it for direct TLS); else the
 DNS SRV records ``_xmpps-server._tcp`` (direct TLS) and ``_xmpp-server._tcp``
 (STARTTLS) of the domain, merged by priority and weight as XEP-0368 says;
 else, when the domain has no SRV records, the domain itself on port 5269
@@ -39,7 +40,7 @@ class Target:
 class Resolver:
     """Turns a domain into the targets to try, in order."""
 
-    def __init__(self, routes: dict[str, tuple[str, int]], dns: Any = None):
+    def __init__(self, routes: dict[str, tuple[str, int, bool]], dns: Any = None):
         self.routes = routes
         self._dns = dns
 
@@ -54,8 +55,8 @@ class Resolver:
     def targets(self, domain: str):
         """Fires with a non-empty list of :class:`Target`."""
         if domain in self.routes:
-            host, port = self.routes[domain]
-            return [Target(host, port)]
+            host, port, direct_tls = self.routes[domain]
+            return [Target(host, port, direct_tls)]
         dns = self._client()
         found = []
         for service, direct in (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False)):
