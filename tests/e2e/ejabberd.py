@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from prosody import install_debian_package
+from prosody import install_debian_package, terminate
 
 ERL = "/usr/bin/erl"
 EJABBERDCTL = "/usr/sbin/ejabberdctl"
@@ -304,13 +304,7 @@ class EjabberdProcess:
         """SIGTERM (init:stop), SIGKILL if it lingers; a directory it made
         itself is removed (one it was given is left for the test's tmp)."""
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(10)
+            terminate(self.process)
             self.process = None
         if self._output is not None:
             self._output.close()

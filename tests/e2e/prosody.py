@@ -106,6 +106,17 @@ def ensure_lua_unbound() -> bool:
     return bool(glob.glob("/usr/lib/*/lua/5.4/lunbound.so"))
 
 
+def terminate(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the server lingers past ``timeout`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
 def install_debian_package(package: str, path: str,
                            unavailable: type[Exception] = ProsodyUnavailable) -> str:
     """``path`` (a program of Debian's ``package``), installed with apt-get
@@ -365,13 +376,7 @@ VirtualHost "{self.domain}"
     def stop(self) -> None:
         """SIGTERM (SIGKILL if it lingers), then remove its directory."""
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(10)
+            terminate(self.process)
             self.process = None
         if self._output is not None:
             self._output.close()

@@ -51,7 +51,7 @@ from xmppd.router.domains import Domain, Route, RouteTable, is_stanza_event
 from xmppd.router.events import StanzaEvent, stanza_error
 from xmppd.router.iq import IQTracker
 from xmppd.router.sessions import Session
-from xmppd.xml.stream import StreamProblem, parse_element
+from xmppd.xml.stream import as_element
 
 Handler = Callable[[StanzaEvent], Any]
 
@@ -396,12 +396,8 @@ class Router:
         """
         if kind not in ("message", "iq"):
             return
-        if isinstance(stanza, bytes):  # as the session had serialised it
-            try:
-                stanza = parse_element(stanza, max_size=len(stanza) + 1024)
-            except (ValueError, StreamProblem):
-                return
-        if stanza.getAttribute("type") in _NO_BOUNCE:
+        stanza = as_element(stanza)  # bytes: as the session had serialised it
+        if stanza is None or stanza.getAttribute("type") in _NO_BOUNCE:
             return
         from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
         to = jidlib.parse_or_none(stanza.getAttribute("to"))

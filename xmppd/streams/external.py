@@ -84,7 +84,7 @@ from xmppd import ns
 from xmppd.router.domains import Route
 from xmppd.router.events import stanza_error
 from xmppd.streams import edge
-from xmppd.xml.stream import StreamProblem, XMPPStream, parse_element
+from xmppd.xml.stream import XMPPStream, as_element
 
 if TYPE_CHECKING:
     from xmppd.server import XMPPServer
@@ -272,12 +272,8 @@ class ExternalComponentStream(XMPPStream):
         its domain, so it goes to a replacement or is bounced)."""
         if kind not in _STANZAS:
             return
-        if isinstance(stanza, bytes):
-            try:
-                stanza = parse_element(stanza, max_size=len(stanza) + 1024)
-            except (ValueError, StreamProblem):
-                return
-        if kind == "presence" or stanza.getAttribute("type") in _NO_REPLY:
+        stanza = as_element(stanza)
+        if stanza is None or kind == "presence" or stanza.getAttribute("type") in _NO_REPLY:
             return
         self.server.router.route(stanza)
 

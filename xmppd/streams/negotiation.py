@@ -145,6 +145,9 @@ from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.router.events import iq_result, stanza_error
 from xmppd.streams import sasl
+# In-order processing is OrderedInput's (MAX_INBOX stays importable from here).
+from xmppd.streams.ordering import END as _END
+from xmppd.streams.ordering import MAX_INBOX, OrderedInput  # noqa: F401
 
 if TYPE_CHECKING:
     from xmppd.server import XMPPServer
@@ -161,12 +164,6 @@ MAX_AUTH_FAILURES = 5
 #: after 1 000 logins, a quarter of the idle connections' memory).
 LOGIN_WEIGHT = 64 * 1024
 
-#: Stanzas read but not yet processed (waiting behind a handler's storage
-#: work) beyond which the session stops reading from the client.
-MAX_INBOX = 64
-
-#: Markers in the inbox for what is not a stanza: the peer's closing tag.
-_END = object()
 
 
 class Framing(Protocol):
@@ -206,7 +203,7 @@ class Framing(Protocol):
     def waiting_for(self) -> str: ...
 
 
-class ClientSession:
+class ClientSession(OrderedInput):
     """One client, from its first stream header to its last stanza, over any
     framing. Before authentication only what RFC 6120 allows passes (SASL,
     STARTTLS where the framing has it, and iqs a component serves to
@@ -436,37 +433,7 @@ class ClientSession:
         self._unbind()
         self.router.undelivered(kind, stanza, self)
 
-    # -- in-order processing (RFC 6120 §10.1) --------------------------------------
-
-    def hold(self, work: defer.Deferred) -> None:
-        """Process this session's next stanza only once ``work`` (the storage
-        work of a handler of an earlier one) has finished, so a later stanza
-        never sees older state than an earlier one wrote. The router calls
-        this for every handler result that has not fired yet."""
-        self._holds += 1
-        if self._inbox is None:
-            self._inbox = collections.deque()
-        work.addBoth(self._released)
-
-    def _released(self, result: Any) -> Any:
-        self._holds -= 1
-        if not self._holds:
-            self._run_inbox()
-        return result
-
-    def element_received(self, element: domish.Element) -> None:
-        if self._inbox is not None:
-            self._inbox.append(element)
-            if len(self._inbox) >= MAX_INBOX:
-                self.pause_reading("inbox")
-            return
-        self._process(element)
-
-    def stream_closed(self) -> None:
-        if self._inbox is not None:
-            self._inbox.append(_END)
-        else:
-            self.close()
+    # -- in-order processing (RFC 6120 §10.1): OrderedInput, around this ----------
 
     def _process(self, element: domish.Element) -> None:
         router = self.router
@@ -481,27 +448,6 @@ class ClientSession:
         finally:
             router.current = previous
 
-    def _run_inbox(self) -> None:
-        """Process waiting stanzas in order until one holds the session again
-        (or our own output is congested: a client that does not read its
-        answers gets no more of them until it does)."""
-        if self._running or self._inbox is None:
-            return
-        self._running = True
-        try:
-            inbox = self._inbox
-            while inbox and not self._holds and not self._congested and not self.closed:
-                element = inbox.popleft()
-                if element is _END:
-                    self.close()
-                    break
-                self._process(element)
-            if not self._holds and not self.closed and not inbox:
-                self._inbox = None
-                self.resume_reading("inbox")
-        finally:
-            self._running = False
-
     def _drop_inbox(self) -> None:
         """The stream is over: stanzas it sent that wait unprocessed are the
         client's; messages among them still go where they were sent."""
@@ -514,21 +460,11 @@ class ClientSession:
 
     # -- backpressure ------------------------------------------------------------
 
-    def pause_reading(self, by: Any) -> None:
-        """Stop reading from the client until every ``by`` that asked resumes."""
-        if self.closed:
-            return
-        if not self._pausers:
-            self.framing.pause_reading()
-            self._pausers = set()
-        self._pausers.add(by)
+    def _stop_reading(self) -> None:
+        self.framing.pause_reading()
 
-    def resume_reading(self, by: Any) -> None:
-        if not self._pausers or by not in self._pausers:
-            return
-        self._pausers.discard(by)
-        if not self._pausers and not self.closed:
-            self.framing.resume_reading()
+    def _start_reading(self) -> None:
+        self.framing.resume_reading()
 
     def congested(self) -> None:
         """Our client reads slower than stanzas arrive for it: stop reading

@@ -575,6 +575,18 @@ class XMPPStream(protocol.Protocol):
         """The transport is being aborted after a close that did not complete."""
 
 
+def as_element(stanza: domish.Element | bytes) -> domish.Element | None:
+    """A stanza a stream gave up on (see :meth:`XMPPStream.undelivered`): an
+    element as it was, or its serialised bytes parsed again (None when they
+    cannot be)."""
+    if not isinstance(stanza, bytes):
+        return stanza
+    try:
+        return parse_element(stanza, max_size=len(stanza) + 1024)
+    except (ValueError, StreamProblem):
+        return None
+
+
 def parse_element(xml: str | bytes, max_size: int = 1 << 20) -> domish.Element:
     """Parse one stanza stored as text (default namespace ``jabber:client``).
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, protocol
@@ -37,16 +36,14 @@ from twisted.words.xish import domish
 from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.streams.s2s import dialback
+from xmppd.streams.ordering import OrderedInput
 from xmppd.streams.s2s.stream import S2SStream
 
 if TYPE_CHECKING:
     from xmppd.streams.s2s.links import S2S
 
-#: Stanzas read while an earlier one's handler works, before reading pauses.
-MAX_INBOX = 64
 #: Dialback attempts that failed before the stream is closed.
 MAX_DIALBACK_FAILURES = 3
-_END = object()
 
 
 class RemoteOrigin:
@@ -101,7 +98,7 @@ class RemoteOrigin:
         self.stream.resume_reading(by)
 
 
-class InboundStream(S2SStream):
+class InboundStream(S2SStream, OrderedInput):
     """One incoming s2s connection."""
 
     direction = "in"
@@ -117,9 +114,6 @@ class InboundStream(S2SStream):
         self._sasl_done = False
         self._dialback_failures = 0
         self._pending_results: set[tuple[str, str]] = set()
-        self._holds = 0
-        self._inbox: collections.deque | None = None
-        self._pausers: set[Any] = set()
         self._auth_timer = None
         self._rate_tokens = float(s2s.burst)
         self._rate_at = 0.0
@@ -207,23 +201,12 @@ class InboundStream(S2SStream):
     # -- elements ------------------------------------------------------------------
 
     def stanzaReceived(self, element: domish.Element) -> None:
-        if self._inbox is not None:
-            self._inbox.append(element)
-            if len(self._inbox) >= MAX_INBOX:
-                self.pause_reading("inbox")
-            return
-        self._process(element)
+        self.element_received(element)
 
     def streamEnded(self) -> None:
-        if self._inbox is not None:
-            self._inbox.append(_END)
-        else:
-            self.close()
+        self.stream_closed()
 
-    def _process(self, element: Any) -> None:
-        if element is _END:
-            self.close()
-            return
+    def _process(self, element: domish.Element) -> None:
         uri = element.uri
         if self.is_stanza(element):
             self._stanza(element)
@@ -429,38 +412,13 @@ class InboundStream(S2SStream):
         self._rate_call = None
         self.resume_reading("rate")
 
-    # -- in-order processing, backpressure --------------------------------------------
+    # -- in-order processing, backpressure: OrderedInput's ----------------------------
 
-    def hold(self, work: defer.Deferred) -> None:
-        self._holds += 1
-        if self._inbox is None:
-            self._inbox = collections.deque()
-        work.addBoth(self._released)
+    def _stop_reading(self) -> None:
+        self.transport.pauseProducing()
 
-    def _released(self, result: Any) -> Any:
-        self._holds -= 1
-        if not self._holds:
-            inbox = self._inbox
-            while inbox and not self._holds and not self.closed:
-                self._process(inbox.popleft())
-            if not self._holds:
-                self._inbox = None
-                self.resume_reading("inbox")
-        return result
-
-    def pause_reading(self, by: Any) -> None:
-        if self.closed:
-            return
-        if not self._pausers:
-            self.transport.pauseProducing()
-        self._pausers.add(by)
-
-    def resume_reading(self, by: Any) -> None:
-        if by not in self._pausers:
-            return
-        self._pausers.discard(by)
-        if not self._pausers and not self.closed:
-            self.transport.resumeProducing()
+    def _start_reading(self) -> None:
+        self.transport.resumeProducing()
 
 
 def _domain_or_none(text: str | None) -> str | None:

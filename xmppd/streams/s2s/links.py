@@ -32,7 +32,7 @@ from xmppd.streams.s2s.certs import S2STLS
 from xmppd.streams.s2s.inbound import InboundFactory, InboundStream
 from xmppd.streams.s2s.outbound import LinkFailed, OutboundFactory, OutboundStream
 from xmppd.streams.s2s.resolve import Resolver, Target
-from xmppd.xml.stream import StreamProblem, parse_element
+from xmppd.xml.stream import as_element
 
 if TYPE_CHECKING:
     from xmppd.server import XMPPServer
@@ -254,14 +254,9 @@ class Link:
         """Written to a stream that closed before it left: tell the sender."""
         if kind not in ("message", "iq", "presence"):
             return
-        if isinstance(stanza, bytes):
-            try:
-                stanza = parse_element(stanza, max_size=len(stanza) + 1024)
-            except (ValueError, StreamProblem):
-                return
-        if stanza.uri != "jabber:client":
-            from xmppd.streams import edge
-            edge.to_client(stanza, stanza.uri)
+        stanza = as_element(stanza)
+        if stanza is None:
+            return
         self.s2s.server.router.bounce(stanza, "remote-server-timeout",
                                       text=f"the link to {self.remote} closed")
 
