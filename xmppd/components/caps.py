@@ -1,4 +1,5 @@
-"""XEP-0115 entity capabilities of the clients connected here.
+"""XEP-0115 entity capabilities of the clients connected here, and of the
+remote resources whose presence reached an account here.
 
 A client says what it can do in its available presence with
 ``<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node=… ver=…/>``,
@@ -38,8 +39,23 @@ How it learns them (XEP-0115 §5.4):
   optimization of §8.4: a client need not repeat them); unavailable
   presence, and the session's end, forget them.
 
-Whenever a session's features become known, or change, the server-wide
-event ``caps-known`` is fired with the session (``@handles("caps-known")``,
+Remote resources (federation). A resource of another server is no session
+here; PEP (Prosody's mod_pep does the same) notes those whose presence reached
+an account as :class:`RemoteResource` objects and hands their ``<c/>`` to
+:meth:`CapsComponent.claim` (and :meth:`CapsComponent.forget` when they go).
+They are learned as above, sharing the one cache with the sessions here: a
+``ver`` a local client verified is known for a remote one at once, and the
+other way round. An unknown ``ver`` is asked of the remote full JID from the
+*account's* bare JID (as Prosody's mod_pep asks), over s2s; the tracker
+takes the answer only from that full JID. Each remote resource belongs to one
+account: two accounts that hear the same remote resource hold one each (per
+user state, and one account forgetting it leaves the other's), and share the
+query for an unknown ``ver`` like two sessions do. Unverifiable caps of a
+remote resource are believed for its own (remote) account only.
+
+Whenever a session's (or remote resource's) features become known, or
+change, the server-wide event ``caps-known`` is fired with the session or
+the :class:`RemoteResource` (``@handles("caps-known")``,
 every handler runs). For a ``ver`` known already this happens while the
 presence that carried it is being handled, before the presence component
 broadcasts it (as Prosody's mod_pep, whose hook runs before mod_presence's).
@@ -49,6 +65,8 @@ answers believed for one account only (kept apart, so that no user can
 evict the hashes everyone shares); an answer listing more than ``max_features``
 features is not believed (nor cached); per session, its current caps and at
 most one query; the tracker's own cap on queries waiting server-wide.
+Remote resources are bounded by whoever claims caps for them (PEP: per
+account, see :mod:`xmppd.components.pep`).
 """
 
 from __future__ import annotations
@@ -57,7 +75,7 @@ import base64
 import collections
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
 from twisted.words.xish import domish
 
@@ -65,6 +83,9 @@ from xmppd import ns
 from xmppd.component import Component, Option, handles
 from xmppd.config import integer
 from xmppd.router.events import StanzaEvent
+
+if TYPE_CHECKING:
+    from xmppd.router.router import Router
 
 #: The event fired (``router.notify``) when a session's features become known.
 CAPS_KNOWN = "caps-known"
@@ -161,15 +182,54 @@ def _form(x: domish.Element) -> Form | None:
     return form_type, fields
 
 
+class RemoteResource:
+    """A resource of another server whose available presence reached a local
+    account: what caps and PEP need of it, and nothing of a session (it has
+    no stream, no presence state, no account here).
+
+    ``jid`` is its full JID (parsed), ``full`` and ``bare`` its texts;
+    ``account`` is the local account it reached, whose state holds it and
+    whose bare JID asks it things (its caps); its features are what
+    :meth:`CapsComponent.features_of` says of it, as for a session;
+    :meth:`send` routes a stanza to it (over s2s)."""
+
+    __slots__ = ("jid", "full", "bare", "account", "_router")
+
+    def __init__(self, jid: Any, account: str, router: Router):
+        self.jid = jid
+        self.full: str = jid.full()
+        self.bare: str = jid.userhost()
+        self.account = account
+        self._router = router
+
+    def send(self, stanza: domish.Element) -> None:
+        """Route ``stanza`` to this resource (its 'to' is set to it)."""
+        stanza["to"] = self.full
+        self._router.route(stanza)
+
+    def __repr__(self) -> str:
+        return f"<RemoteResource {self.full} of {self.account}>"
+
+
+def _who(holder: Any) -> Hashable:
+    """The key of a claim: a session's full JID text; a remote resource's
+    (account, full JID), as two accounts each hold their own."""
+    if isinstance(holder, RemoteResource):
+        return (holder.account, holder.full)
+    return holder.jid.full()
+
+
 @dataclass
 class _Caps:
-    """What a session claimed and what is known of it."""
+    """What a session (or a remote resource) claimed and what is known of it."""
 
     session: Any
     key: tuple
     node: str  # what to ask: '<node>#<ver>'
     algorithm: str | None  # None: the answer cannot be verified
     ver: str
+    to: str  # the full JID asked
+    asker: str  # the bare JID that asks: the session's account, or the one a remote resource reached
     features: frozenset | None = None
 
 
@@ -177,9 +237,9 @@ class _Caps:
 class _Query:
     """A disco#info query out for one cache key."""
 
-    asked: str  # the full JID asked
-    waiting: list[str] = field(default_factory=list)  # full JIDs waiting (asked first)
-    tried: set[str] = field(default_factory=set)
+    asked: Hashable  # the claim asked (see _who)
+    waiting: list[Hashable] = field(default_factory=list)  # claims waiting (asked first)
+    tried: set[Hashable] = field(default_factory=set)
 
 
 class CapsComponent(Component):
@@ -205,18 +265,20 @@ class CapsComponent(Component):
         #: caps), apart, so that one user cycling such caps evicts only them,
         #: never the verified hashes everyone shares
         self._unverified: collections.OrderedDict[tuple, frozenset] = collections.OrderedDict()
-        #: full JID → the caps its session claims now
-        self._sessions: dict[str, _Caps] = {}
+        #: claim (full JID, or (account, full JID) for a remote resource: see
+        #: _who) → the caps it claims now
+        self._sessions: dict[Hashable, _Caps] = {}
         #: cache key → the query out for it
         self._queries: dict[tuple, _Query] = {}
-        #: full JID → the key of the query out to it
-        self._asking: dict[str, tuple] = {}
+        #: claim → the key of the query out to it
+        self._asking: dict[Hashable, tuple] = {}
 
     # -- the API -------------------------------------------------------------------
 
     def features_of(self, session: Any) -> frozenset | None:
-        """The disco#info features of ``session``'s client, or None while they
-        are unknown (no caps in its presence, or not verified yet)."""
+        """The disco#info features of ``session``'s client (or of a
+        :class:`RemoteResource`), or None while they are unknown (no caps in
+        its presence, or not verified yet)."""
         caps = self._of(session)
         return caps.features if caps is not None else None
 
@@ -225,11 +287,20 @@ class CapsComponent(Component):
         caps = self._of(session)
         return caps.ver if caps is not None else None
 
+    def claim(self, resource: RemoteResource, c: domish.Element) -> None:
+        """``resource`` claims the caps ``c`` (its available presence's
+        ``<c/>``): learn its features (``caps-known`` fires with it when
+        they are known, at once for a known ``ver``)."""
+        self._claimed(resource, c)
+
+    def forget(self, resource: RemoteResource) -> None:
+        """``resource`` is gone (unavailable, or no longer tracked)."""
+        self._forget(resource)
+
     def _of(self, session: Any) -> _Caps | None:
-        jid = getattr(session, "jid", None)
-        if jid is None:
+        if getattr(session, "jid", None) is None:
             return None
-        caps = self._sessions.get(jid.full())
+        caps = self._sessions.get(_who(session))
         return caps if caps is not None and caps.session is session else None
 
     # -- presence ------------------------------------------------------------------
@@ -256,7 +327,7 @@ class CapsComponent(Component):
 
     def _forget(self, session: Any) -> None:
         if self._of(session) is not None:
-            del self._sessions[session.jid.full()]
+            del self._sessions[_who(session)]
 
     def _claimed(self, session: Any, c: domish.Element) -> None:
         node, ver = c.getAttribute("node"), c.getAttribute("ver")
@@ -269,23 +340,26 @@ class CapsComponent(Component):
             key: tuple = (algorithm, ver)
         else:
             key = ("", session.bare, node, ver, c.getAttribute("ext") or "")
-        full = session.jid.full()
-        current = self._sessions.get(full)
+        who = _who(session)
+        current = self._sessions.get(who)
         if current is not None and current.session is session and current.key == key:
             return  # the same caps again
-        caps = self._sessions[full] = _Caps(session, key, f"{node}#{ver}", algorithm, ver)
+        # Asked from the account the resource belongs to, or reached.
+        asker = session.account if isinstance(session, RemoteResource) else session.bare
+        caps = self._sessions[who] = _Caps(session, key, f"{node}#{ver}", algorithm, ver,
+                                           session.jid.full(), asker)
         known = self._known(key)
         if known is not None:
             self._learned(caps, known)
         else:
-            self._resolve(full)
+            self._resolve(who)
 
     # -- learning the features -----------------------------------------------------
 
-    def _resolve(self, full: str) -> None:
-        """Find the features of ``full``'s current caps: from the cache, from
-        a query out already, or by asking it."""
-        caps = self._sessions.get(full)
+    def _resolve(self, who: Hashable) -> None:
+        """Find the features of claim ``who``'s current caps: from the cache,
+        from a query out already, or by asking it."""
+        caps = self._sessions.get(who)
         if caps is None or caps.features is not None:
             return
         known = self._known(caps.key)
@@ -294,41 +368,42 @@ class CapsComponent(Component):
             return
         query = self._queries.get(caps.key)
         if query is not None:
-            if full not in query.waiting and full not in query.tried:
-                query.waiting.append(full)
+            if who not in query.waiting and who not in query.tried:
+                query.waiting.append(who)
             return
-        if full in self._asking:
+        if who in self._asking:
             return  # one query at a time: looked at again when it ends
-        self._ask(caps.key, full, _Query(full, [full]))
+        self._ask(caps.key, who, _Query(who, [who]))
 
-    def _ask(self, key: tuple, full: str, query: _Query) -> None:
-        caps = self._sessions[full]
-        query.asked = full
-        query.tried.add(full)
+    def _ask(self, key: tuple, who: Hashable, query: _Query) -> None:
+        caps = self._sessions[who]
+        query.asked = who
+        query.tried.add(who)
         self._queries[key] = query
-        self._asking[full] = key
+        self._asking[who] = key
         iq = domish.Element((ns.CLIENT, "iq"))
-        # From the user's own bare JID, as Prosody asks its own clients.
-        iq["type"], iq["to"], iq["from"] = "get", full, caps.session.bare
+        # From the account's bare JID, as Prosody asks its own clients and
+        # its users' remote contacts.
+        iq["type"], iq["to"], iq["from"] = "get", caps.to, caps.asker
         iq.addElement((ns.DISCO_INFO, "query"))["node"] = caps.node
         d = self.router.iq.request(iq, timeout=self.config["timeout"])
         d.addCallbacks(self._answered, self._unanswered,
-                       callbackArgs=(key, full), errbackArgs=(key, full))
-        d.addErrback(lambda f: self.log.failure("caps of {jid}", f, jid=full))
+                       callbackArgs=(key, who), errbackArgs=(key, who))
+        d.addErrback(lambda f: self.log.failure("caps of {jid}", f, jid=caps.to))
 
-    def _answered(self, answer: domish.Element, key: tuple, full: str) -> None:
+    def _answered(self, answer: domish.Element, key: tuple, who: Hashable) -> None:
         features = self._check(answer, key)
         if features is None:
-            self._failed(key, full)
+            self._failed(key, who)
             return
         query = self._queries.pop(key, None)
-        self._asking.pop(full, None)
+        self._asking.pop(who, None)
         self._remember(key, features)
-        for waiting in (query.waiting if query is not None else [full]):
+        for waiting in (query.waiting if query is not None else [who]):
             caps = self._sessions.get(waiting)
             if caps is not None and caps.key == key and caps.features is None:
                 self._learned(caps, features)
-        self._resolve(full)  # it may have claimed other caps meanwhile
+        self._resolve(who)  # it may have claimed other caps meanwhile
 
     def _pool(self, key: tuple) -> tuple[collections.OrderedDict, int]:
         """The cache ``key`` belongs in, and its bound: unverifiable caps
@@ -352,15 +427,16 @@ class CapsComponent(Component):
         cache[key] = features
         cache.move_to_end(key)
 
-    def _unanswered(self, failure: Any, key: tuple, full: str) -> None:
-        self.log.debug("no caps answer from {jid}: {why}", jid=full,
+    def _unanswered(self, failure: Any, key: tuple, who: Hashable) -> None:
+        self.log.debug("no caps answer for {who}: {why}", who=who,
                        why=failure.getErrorMessage())
-        self._failed(key, full)
+        self._failed(key, who)
 
-    def _failed(self, key: tuple, full: str) -> None:
-        """The query to ``full`` told nothing (wrong, an error, late): ask the
-        next session that claims the same caps, if any."""
-        self._asking.pop(full, None)
+    def _failed(self, key: tuple, who: Hashable) -> None:
+        """The query for claim ``who`` told nothing (wrong, an error, late):
+        ask the next session (or remote resource) that claims the same caps,
+        if any."""
+        self._asking.pop(who, None)
         query = self._queries.pop(key, None)
         if query is not None:
             for waiting in query.waiting:
@@ -371,9 +447,9 @@ class CapsComponent(Component):
                     continue
                 self._ask(key, waiting, query)
                 break
-        caps = self._sessions.get(full)
+        caps = self._sessions.get(who)
         if caps is not None and caps.key != key:
-            self._resolve(full)  # it claimed other caps meanwhile
+            self._resolve(who)  # it claimed other caps meanwhile
 
     def _check(self, answer: domish.Element, key: tuple) -> frozenset | None:
         """The features of a disco#info answer, if it is one and (for a

@@ -42,8 +42,23 @@ shared with the pubsub service; this module adds what makes it PEP:
   the disco component's access check: the account and its presence
   subscribers).
 
-Only sessions on this server are tracked as implicit recipients (there is no
-federation yet; a remote contact can subscribe explicitly).
+*Remote contacts* (federation) are implicit recipients too, as in Prosody's
+mod_pep: available presence from a resource of another server to an account
+with a session here, from a contact subscribed to the account's presence (the
+rule for local contacts), carrying XEP-0115 caps, makes that resource a
+:class:`~xmppd.components.caps.RemoteResource` of the account. The caps
+component learns its features (the verified-hash cache shared with local
+sessions; an unknown ``ver`` is asked of the remote full JID from the
+account's bare JID, over s2s), and from then on it is treated like a local
+resource: notifications of the nodes its caps ask for, the last items when
+it comes online or its caps come to ask for more. Presence without caps keeps
+the caps a tracked resource had (§8.4) and tracks nothing new (without caps
+nothing would be sent to it). Unavailable or error presence from it forgets
+it (from the contact's bare JID, or an ``unsubscribe``: all its resources);
+so does its next presence once the contact is no longer subscribed. The
+account's last session leaving forgets its remote resources: its next
+initial presence probes its contacts, whose answers bring them back, and
+none is kept for an account nobody uses (stale ones of a broken link go too).
 
 Limits (``[component:pep]``): ``max_nodes`` per account (``policy-violation``
 + ``max-nodes-exceeded``: a flood of creations stops there while publishing
@@ -56,7 +71,12 @@ to existing nodes goes on), ``max_items`` per node (the ceiling of
 without a session. The implicit recipients are bounded by the sessions on this server
 times what each session's presence may reach (its roster's ``max_items`` and
 the presence component's ``max_directed``): a session's entries go when it
-does.
+does. Remote resources: per account at most :data:`REMOTE_PER_ROSTER_ITEM`
+times the roster component's ``max_items`` (6 000 by default: a contact has
+one to a few resources online), and :data:`REMOTE_PER_CONTACT` of one remote
+account; past either bound the least recently heard from goes first (most
+likely one whose unavailable presence was lost with its link). They exist
+only for accounts with a session here.
 
 The API other components use (bookmarks, vCard4, avatars)::
 
@@ -93,7 +113,7 @@ from twisted.words.xish import domish
 from xmppd import jid as jidlib
 from xmppd import ns
 from xmppd.component import Component, Option, handles
-from xmppd.components.caps import CAPS_KNOWN
+from xmppd.components.caps import CAPS_KNOWN, RemoteResource
 from xmppd.config import integer
 from xmppd.router.events import StanzaEvent
 from xmppd.services.pubsub import store as storelib
@@ -118,6 +138,12 @@ PEP_FEATURES = ("auto-subscribe", "filtered-notifications", "last-published",
 #: Prosody's mod_pep, which acts on presence before mod_presence does.
 PRIORITY = 10
 NOTIFY = "+notify"
+#: Remote resources one account tracks: this many per roster item (times the
+#: roster component's ``max_items``).
+REMOTE_PER_ROSTER_ITEM = 3
+#: Remote resources of one remote account one account tracks (our own
+#: ``[c2s] max_resources`` default: what we let one account have).
+REMOTE_PER_CONTACT = 10
 
 #: Storage: PEP's own three stores (the pubsub service has its own).
 NODES_STORE, ITEMS_STORE, REFS_STORE = "pep_nodes", "pep_items", "pep_refs"
@@ -221,11 +247,57 @@ class PEPProtocol(PubSubProtocol):
 
 @dataclass
 class _Recipient:
-    """A resource whose available presence reached an account."""
+    """A resource whose available presence reached an account: a session
+    here or a :class:`RemoteResource`."""
 
     session: Any
     #: the nodes its caps ask for (None: its caps are not known)
     nodes: frozenset | None
+
+
+class _RemoteResources:
+    """One account's remote resources, least recently heard from first, kept
+    within its bounds by :meth:`add`."""
+
+    def __init__(self) -> None:
+        self.resources: collections.OrderedDict[str, RemoteResource] = collections.OrderedDict()
+        #: remote bare JID → how many of its resources are here
+        self._contacts: collections.Counter[str] = collections.Counter()
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    def get(self, full: str) -> RemoteResource | None:
+        return self.resources.get(full)
+
+    def touch(self, full: str) -> None:
+        self.resources.move_to_end(full)
+
+    def add(self, resource: RemoteResource, limit: int, per_contact: int) -> list[RemoteResource]:
+        """Add ``resource`` (heard from last); the resources evicted to stay
+        within ``per_contact`` of its account and ``limit`` in all."""
+        self.resources[resource.full] = resource
+        self._contacts[resource.bare] += 1
+        evicted = []
+        if self._contacts[resource.bare] > per_contact:
+            oldest = next(r for r in self.resources.values() if r.bare == resource.bare)
+            evicted.append(self.remove(oldest.full))
+        while len(self.resources) > limit:
+            evicted.append(self.remove(next(iter(self.resources))))
+        return evicted
+
+    def remove(self, full: str) -> RemoteResource | None:
+        resource = self.resources.pop(full, None)
+        if resource is not None:
+            self._contacts[resource.bare] -= 1
+            if not self._contacts[resource.bare]:
+                del self._contacts[resource.bare]
+        return resource
+
+    def of_contact(self, bare: str) -> list[RemoteResource]:
+        if bare not in self._contacts:
+            return []
+        return [r for r in self.resources.values() if r.bare == bare]
 
 
 class PEPComponent(Component):
@@ -275,8 +347,10 @@ class PEPComponent(Component):
         self._generation: collections.Counter[str] = collections.Counter()
         #: account → full JID → a resource whose presence reached the account
         self._recipients: dict[str, dict[str, _Recipient]] = {}
-        #: full JID → accounts it is a recipient of (the reverse index)
+        #: full JID of a session here → accounts it is a recipient of (the reverse index)
         self._reaches: dict[str, set[str]] = {}
+        #: account → its remote resources (also in its _recipients)
+        self._remote: dict[str, _RemoteResources] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -387,6 +461,7 @@ class PEPComponent(Component):
         if jid is not None:
             self._lose(jid.full(), session)
         if not self.router.resources(session.bare):
+            self._drop_all_remote(session.bare)
             service = self._online.pop(session.bare, None)
             if service is not None:
                 self._cache[session.bare] = service
@@ -513,10 +588,14 @@ class PEPComponent(Component):
     @handles("presence/bare", priority=PRIORITY)
     @handles("presence/full", priority=PRIORITY)
     def inbound_presence(self, event: StanzaEvent) -> bool:
-        """A local resource's presence reached an account: note it (or forget
+        """A resource's presence reached an account: note it (or forget
         it, when unavailable). Never consumes the presence."""
-        if event.type not in (None, "unavailable") or event.from_ is None \
-                or event.from_.resource is None or event.to is None:
+        if event.from_ is None or event.to is None:
+            return False
+        if event.from_.host not in self.router.domains:
+            self._remote_presence(event)
+            return False
+        if event.type not in (None, "unavailable") or event.from_.resource is None:
             return False
         sender = self.router.resources(event.from_.userhost()).get(event.from_.resource)
         if sender is None:
@@ -554,9 +633,104 @@ class PEPComponent(Component):
     def caps_known(self, session: Any) -> None:
         """A resource's caps are known (or changed): the accounts it reaches
         may owe it last items."""
+        if isinstance(session, RemoteResource):
+            tracked = self._remote.get(session.account)
+            if tracked is not None and tracked.get(session.full) is session:
+                self._reached(session.account, session)
+            return
         full = session.jid.full()
         for owner in list(self._reaches.get(full, ())):
             self._reached(owner, session)
+
+    # -- remote resources (federation) ----------------------------------------------
+
+    def _remote_presence(self, event: StanzaEvent) -> None:
+        """Presence of another server's resource to an account with a session
+        here. Each is handled once the account's roster is in memory (at once
+        while it has a session), in the order they came."""
+        owner, sender, stype = event.to.userhost(), event.from_, event.type
+        if stype not in (None, "unavailable", "error", "unsubscribe") \
+                or not self.router.resources(owner):
+            return
+        if stype is None:
+            if sender.resource is None or self._caps is None:
+                return
+            c = next(event.stanza.elements(ns.CAPS, "c"), None)
+            step, args = self._remote_available, (owner, sender, c)
+        else:
+            whole = stype == "unsubscribe" or sender.resource is None
+            step, args = self._remote_gone, (owner, sender, whole)
+        d = self._with_roster(owner, None)
+        d.addCallback(lambda _: step(*args))
+        d.addErrback(lambda f: self.log.failure("PEP presence of {jid} to {owner}", f,
+                                                jid=sender.full(), owner=owner))
+
+    def _remote_available(self, owner: str, sender: Any, c: domish.Element | None) -> None:
+        if not self.router.resources(owner):
+            return  # its last session went while the roster loaded
+        full = sender.full()
+        tracked = self._remote.get(owner)
+        resource = tracked.get(full) if tracked is not None else None
+        if not self.relation(owner, sender.userhost()).get("presence"):
+            if resource is not None:  # no longer subscribed
+                self._drop_remote(owner, resource)
+            return
+        if resource is None:
+            if c is None:
+                return  # no caps, none before: nothing would ever be sent to it
+            if tracked is None:
+                tracked = self._remote[owner] = _RemoteResources()
+            resource = RemoteResource(sender, owner, self.router)
+            limit = REMOTE_PER_ROSTER_ITEM * self._rosters.config["max_items"]
+            for evicted in tracked.add(resource, limit, REMOTE_PER_CONTACT):
+                self._untrack(owner, evicted)
+        else:
+            tracked.touch(full)
+        self._reached(owner, resource)
+        if c is not None:
+            # caps-known follows, at once for a known ver (then _reached again)
+            self._caps.claim(resource, c)
+
+    def _remote_gone(self, owner: str, sender: Any, whole: bool) -> None:
+        """Unavailable or error presence of ``sender`` (all resources of its
+        account with ``whole``: from its bare JID, or an unsubscribe)."""
+        tracked = self._remote.get(owner)
+        if tracked is None:
+            return
+        if whole:
+            gone = tracked.of_contact(sender.userhost())
+        else:
+            resource = tracked.get(sender.full())
+            gone = [resource] if resource is not None else []
+        for resource in gone:
+            self._drop_remote(owner, resource)
+
+    def _drop_remote(self, owner: str, resource: RemoteResource) -> None:
+        tracked = self._remote.get(owner)
+        if tracked is not None and tracked.get(resource.full) is resource:
+            tracked.remove(resource.full)
+            if not tracked:
+                del self._remote[owner]
+        self._untrack(owner, resource)
+
+    def _drop_all_remote(self, owner: str) -> None:
+        tracked = self._remote.pop(owner, None)
+        if tracked is not None:
+            for resource in list(tracked.resources.values()):
+                self._untrack(owner, resource)
+
+    def _untrack(self, owner: str, resource: RemoteResource) -> None:
+        """``resource`` is no recipient of ``owner``'s any more, and its caps
+        are forgotten."""
+        known = self._recipients.get(owner)
+        entry = known.get(resource.full) if known is not None else None
+        if entry is not None and entry.session is resource:
+            del known[resource.full]
+            if not known:
+                del self._recipients[owner]
+        caps = self._caps
+        if caps is not None:
+            caps.forget(resource)
 
     def _reached(self, owner: str, session: Any) -> None:
         full = session.jid.full()
@@ -568,7 +742,8 @@ class PEPComponent(Component):
         if nodes is None and before is not None:
             nodes = before.nodes  # new caps not verified yet: the old interest holds
         known[full] = _Recipient(session, nodes)
-        self._reaches.setdefault(full, set()).add(owner)
+        if not isinstance(session, RemoteResource):  # a remote one belongs to its account
+            self._reaches.setdefault(full, set()).add(owner)
         had = before.nodes if before is not None and before.nodes else frozenset()
         new = (nodes or frozenset()) - had
         if new:
@@ -691,6 +866,7 @@ class PEPComponent(Component):
         self._generation[user] += 1
         self._online.pop(user, None)
         self._cache.pop(user, None)
+        self._drop_all_remote(user)
         for full in list(self._recipients.pop(user, {})):
             owners = self._reaches.get(full)
             if owners is not None:
