@@ -25,10 +25,13 @@ import federation as fixtures  # noqa: E402
 from federation import EJABBERD, MODES, PROSODY, XMPPD, wait_for  # noqa: E402
 from slixclient import IMClient, close_all, message, presence, roster_push  # noqa: E402
 
+EVENT = "{http://jabber.org/protocol/pubsub#event}"
+PEP_PLUGINS = ("xep_0060", "xep_0115", "xep_0163", "xep_0084")
+
 federation = fixtures.federation  # the module-scoped fixture, by its name here
 pytestmark = pytest.mark.parametrize("federation", MODES, indirect=True)
 
-COMPONENTS = "disco ping version time roster presence messaging offline vcard muc"
+COMPONENTS = "disco ping version time roster presence messaging offline vcard muc caps pep"
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
 MECHANISM = {"external": "SASL EXTERNAL", "dialback": "dialback"}
@@ -54,11 +57,13 @@ def run(world, coro):
         raise
 
 
-async def login(world, jid: str) -> IMClient:
+async def login(world, jid: str, plugins: tuple[str, ...] = ()) -> IMClient:
     fed, xmppd = world
     server = {XMPPD: xmppd, PROSODY: fed.prosody, EJABBERD: fed.ejabberd}[jid.split("@")[1]
                                                                            .split("/")[0]]
-    client = await IMClient.login(server, jid)
+    client = await IMClient.login(server, jid, plugins=plugins)
+    if "xep_0115" in plugins:
+        await client.plugin["xep_0115"].update_caps(broadcast=False)
     await client.fetch_roster()
     client.send_presence()
     await client.expect(presence(client.boundjid.full))
@@ -196,5 +201,35 @@ def test_remote_users_join_a_room_here_and_ours_joins_one_on_prosody(world):
             assert got.findtext("{jabber:client}body") == "hello Prosody's room"
         finally:
             await close_all(alice, *remotes)
+
+    run(world, main())
+
+
+def test_pep_events_reach_prosody_and_ejabberd_contacts(world):
+    """A PEP avatar published here reaches contacts on Prosody and ejabberd
+    whose caps ask for it (xmppd asks their clients across the link)."""
+    async def main():
+        carol = await login(world, f"bob@{XMPPD}/pep", PEP_PLUGINS)
+        remotes = [await login(world, f"bob@{domain}/pep", PEP_PLUGINS) for domain in REMOTES]
+        try:
+            for remote in remotes:
+                them = remote.boundjid.bare
+                for asker, contact in ((carol, remote), (remote, carol)):
+                    asker.send_presence(pto=contact.boundjid.bare, ptype="subscribe")
+                    await contact.expect(presence(asker.boundjid.bare, "subscribe"), timeout=20)
+                    contact.send_presence(pto=asker.boundjid.bare, ptype="subscribed")
+                await carol.expect(roster_push(them, subscription="both", ask=None), timeout=20)
+                await remote.expect(presence(carol.boundjid.full), timeout=20)
+            await carol.plugin["xep_0084"].publish_avatar_metadata([
+                {"id": "cafe01", "type": "image/png", "bytes": 10}])
+            for remote in remotes:
+                def avatar(e):
+                    items = e.find(f"{EVENT}event/{EVENT}items")
+                    return e.get("from") == f"bob@{XMPPD}" and items is not None \
+                        and items.get("node") == "urn:xmpp:avatar:metadata"
+                note = await remote.expect(avatar, timeout=20)
+                assert note.get("to") == remote.boundjid.full
+        finally:
+            await close_all(carol, *remotes)
 
     run(world, main())
