@@ -141,10 +141,14 @@ class XMPPServer(service.MultiService):
             return server["certificate"], server["private_key"]
         filename = tls.default_certificate_path(server["data_dir"])
         if not os.path.exists(filename):
-            tls.generate_self_signed(self.config.domains, filename)
+            # every domain other servers may see a stream from: users,
+            # hosted services, external components
+            names = list(dict.fromkeys([*self.config.domains, *sorted(self.hosted),
+                                        *sorted(self.config.externals)]))
+            tls.generate_self_signed(names, filename)
             self.log.warn("generated a self-signed certificate for {domains} in {file}; "
                           "clients will ask their users to accept it",
-                          domains=" ".join(self.config.domains), file=filename)
+                          domains=" ".join(names), file=filename)
         return filename, ""
 
     def _listen(self) -> None:

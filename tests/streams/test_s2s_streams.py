@@ -15,6 +15,7 @@ from xmppd.streams.s2s.certs import S2STLS
 from xmppd.streams.s2s.inbound import InboundStream
 from xmppd.streams.s2s.links import S2S, Link
 from xmppd.testing import Harness, error_condition
+from xmppd.testing import parse as parse_xml
 
 REMOTE = "remote.example"
 
@@ -243,3 +244,42 @@ def test_a_quiet_incoming_link_is_closed_after_idle_timeout(setup):
     for _ in range(4):
         clock.advance(10)
     assert stream.closed
+
+
+def test_start_warns_of_served_domains_the_certificate_does_not_name(setup, tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    h, clock, service = setup()
+    service.reactor = type("NoListen", (), {})()  # port 0 below: nothing listens
+    service.config = dict(service.config, port=0, direct_tls_port=0, idle_timeout=0)
+    h.server.router.domains["conference.localhost"] = h.server.router.domains["localhost"]
+    cert = str(tmp_path / "only-localhost.pem")
+    tls.generate_self_signed(["localhost"], cert)
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        service.start(cert, "")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    warned = [e for e in seen if "does not name" in e.get("log_format", "")]
+    assert [e["domain"] for e in warned] == ["conference.localhost"]
+    assert h.server.router.routes.default == service.route
+
+
+def test_a_component_domain_federates_through_us_both_ways(setup):
+    """An external (or in-process) component's domain is ours to federate
+    for: its stanzas to remote domains take a link of their own, and a
+    remote server may open a stream to it (as Prosody's components)."""
+    h, clock, service = setup(secure_auth="false")
+    received = []
+    h.server.router.routes.add("gw.localhost", lambda stanza, to: received.append(stanza) or True)
+    h.server.router.route(parse_xml(f"<message from='gw.localhost' to='bob@{REMOTE}'>"
+                                    f"<body>from a gateway</body></message>"))
+    assert [s["from"] for s in service.links[("gw.localhost", REMOTE)].queue] == ["gw.localhost"]
+    service.verify = lambda local, remote, stream_id, key: defer.succeed(True)
+    stream, transport = connect(service)
+    stream.dataReceived(header(to="gw.localhost"))
+    stream.dataReceived(f"<db:result from='{REMOTE}' to='gw.localhost'>k</db:result>".encode())
+    stream.dataReceived(f"<message from='bob@{REMOTE}/x' to='user@gw.localhost'>"
+                        f"<body>to a gateway</body></message>".encode())
+    assert [str(s.body) for s in received] == ["to a gateway"]

@@ -165,7 +165,7 @@ class InboundStream(S2SStream, OrderedInput):
         to, from_ = root.getAttribute("to"), root.getAttribute("from")
         self.remote = _domain_or_none(from_)
         local = _domain_or_none(to)
-        if local is None or local not in self.s2s.server.router.domains:
+        if local is None or not self.s2s.is_local(local):
             self.local = None
             self.write_header(None, from_ and self.remote, id_=True)
             self.log.info("s2sin {peer}: stream to {to}, a domain not served here",
@@ -284,7 +284,7 @@ class InboundStream(S2SStream, OrderedInput):
         if config["require_encryption"] and not self.secure:
             self.stream_error("policy-violation", "encryption is required before dialback")
             return
-        if local not in self.s2s.server.router.domains:
+        if not self.s2s.is_local(local):
             self.send(dialback.element("result", local, remote, type_="error",
                                        error="item-not-found"))
             return
@@ -344,7 +344,7 @@ class InboundStream(S2SStream, OrderedInput):
         if not asker or not stream_id or ours is None:
             self.stream_error("improper-addressing", "db:verify needs from, to and id")
             return
-        if ours not in self.s2s.server.router.domains:
+        if not self.s2s.is_local(ours):
             self.send(dialback.element("verify", ours, asker, id_=stream_id, type_="error",
                                        error="item-not-found"))
             return

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
+from xmppd.tls import certificate_domains as tls_names
 from xmppd.streams.s2s import dialback
 from xmppd.streams.s2s.certs import S2STLS
 from xmppd.streams.s2s.inbound import InboundFactory, InboundStream
@@ -310,6 +311,7 @@ class S2S(service.Service):
     def start(self, certificate: str, private_key: str) -> None:
         """Start federating: TLS contexts, the default route, the listeners."""
         self.tls = S2STLS(certificate, private_key, self.config["ca_file"])
+        self._check_names(certificate)
         self.server.router.routes.default = self.route
         self.watch_idle()
         for port, direct in ((self.config["port"], False),
@@ -332,6 +334,21 @@ class S2S(service.Service):
                               interface=interface, port=listening.getHost().port,
                               tls=" (direct TLS)" if direct else " (STARTTLS)")
 
+    def _check_names(self, certificate: str) -> None:
+        """Other servers check that our certificate names the domain a stream
+        is from: say at start which served domain it does not cover (a
+        hosted service's, typically), as Prosody does."""
+        names = [n.lower() for n in tls_names(certificate)]
+
+        def covered(domain: str) -> bool:
+            return domain in names or any(
+                n.startswith("*.") and domain.partition(".")[2] == n[2:] for n in names)
+        for domain in sorted(self.local_domains()):
+            if not covered(domain):
+                self.log.warn("s2s: the certificate {file} does not name {domain}: other "
+                              "servers will accept {domain} by dialback at best",
+                              file=certificate, domain=domain)
+
     @defer.inlineCallbacks
     def stop(self):
         if self._idle is not None and self._idle.running:
@@ -352,11 +369,23 @@ class S2S(service.Service):
         """Send ``stanza`` to the remote domain of ``to``; False (the router
         bounces ``remote-server-not-found``) when it is not ours to send."""
         from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
-        domains = self.server.router.domains
-        if from_ is None or from_.host not in domains or to.host in domains:
+        if from_ is None or not self.is_local(from_.host) or self.is_local(to.host):
             return False
         self.link(from_.host, to.host).send(stanza)
         return True
+
+    def is_local(self, domain: str | None) -> bool:
+        """Is ``domain`` ours to federate for: a domain served here (users,
+        hosted services) or one with a route of its own (an external or
+        in-process component, which talks to other servers through us, as
+        Prosody's components do)."""
+        router = self.server.router
+        return domain is not None and (domain in router.domains
+                                       or domain in router.routes.domains())
+
+    def local_domains(self) -> set[str]:
+        router = self.server.router
+        return set(router.domains) | set(router.routes.domains())
 
     def link(self, local: str, remote: str) -> Link:
         key = (local, remote)
