@@ -31,6 +31,7 @@ class NeverResolves:
 
     def __init__(self):
         self.asked = []
+        self.routes = {}
 
     def targets(self, domain):
         self.asked.append(domain)

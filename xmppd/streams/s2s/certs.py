@@ -108,7 +108,8 @@ class S2STLS:
 
         try:
             verify_certificate_hostname(cert.to_cryptography(), domain)
-        except (VerificationError, CertificateError) as e:
+        except (VerificationError, CertificateError, ValueError) as e:
+            # ValueError: not a DNS name at all (an IP literal)
             return Verdict(False, f"the certificate is not for {domain}: {e}")
         return Verdict(True)
 

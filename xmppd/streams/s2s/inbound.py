@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 #: Dialback attempts that failed before the stream is closed.
 MAX_DIALBACK_FAILURES = 3
+#: Dialback requests of one stream waiting for their verification at once
+#: (each may make a link to another server): more is a policy violation.
+MAX_PENDING_DIALBACK = 10
 
 
 class RemoteOrigin:
@@ -244,10 +247,18 @@ class InboundStream(S2SStream, OrderedInput):
                           peer=self.peer, remote=self.remote, why=why)
             self.transport.write(f"<failure xmlns='{ns.SASL}'><{condition}/></failure>".encode())
 
-        if auth.getAttribute("mechanism") != "EXTERNAL" or not self.secure or self._sasl_done:
+        if not self.secure:
+            failure("encryption-required", "SASL before TLS")
+            return
+        if auth.getAttribute("mechanism") != "EXTERNAL" or self._sasl_done:
             failure("invalid-mechanism", "not offered")
             return
         text = str(auth).strip()
+        if not text:
+            # RFC 6120 §6.4.2: an empty initial response is "="; none at all
+            # would need a challenge round EXTERNAL does not have (Prosody too)
+            failure("malformed-request", "no initial response")
+            return
         authzid = self.remote
         if text and text != "=":
             try:
@@ -257,6 +268,9 @@ class InboundStream(S2SStream, OrderedInput):
                 return
         if authzid is None or authzid != self.remote:
             failure("invalid-authzid", f"authzid {authzid!r} is not the stream's {self.remote!r}")
+            return
+        if self.s2s.is_local(authzid):
+            failure("not-authorized", f"{authzid} is a domain served here")
             return
         verdict = self.s2s.tls.verify(self.transport, authzid)
         if not verdict.trusted:
@@ -288,7 +302,21 @@ class InboundStream(S2SStream, OrderedInput):
             self.send(dialback.element("result", local, remote, type_="error",
                                        error="item-not-found"))
             return
-        if (remote, local) in self.authenticated or (remote, local) in self._pending_results:
+        if self.s2s.is_local(remote):
+            self.log.warn("s2sin {peer}: dialback as {remote}, a domain served here",
+                          peer=self.peer, remote=remote)
+            self.stream_error("undefined-condition",
+                              "Attempt to authenticate as a host we serve")
+            return
+        if (remote, local) in self.authenticated:
+            self.send(dialback.element("result", local, remote, type_="valid"))
+            return
+        if (remote, local) in self._pending_results:
+            return
+        if len(self._pending_results) >= MAX_PENDING_DIALBACK:
+            self.log.warn("s2sin {peer}: more than {n} dialback requests at once",
+                          peer=self.peer, n=MAX_PENDING_DIALBACK)
+            self.stream_error("policy-violation", "too many dialback requests at once")
             return
         verdict = self.s2s.tls.verify(self.transport, remote)
         if verdict.trusted:
@@ -327,18 +355,21 @@ class InboundStream(S2SStream, OrderedInput):
         self.log.warn("s2sin {peer}: cannot verify dialback for {remote}: {why}",
                       peer=self.peer, remote=remote, why=failure.getErrorMessage())
         if not self.closed:
+            condition = getattr(failure.value, "condition", "remote-server-not-found")
             self.send(dialback.element("result", local, remote, type_="error",
-                                       error="remote-server-not-found"))
+                                       error=condition))
             self._failed_attempt()
 
     def _failed_attempt(self) -> None:
         self._dialback_failures += 1
-        if self._dialback_failures >= MAX_DIALBACK_FAILURES and not self.authenticated:
+        if self._dialback_failures >= MAX_DIALBACK_FAILURES:
             self.stream_error("not-authorized", "dialback failed")
 
     def _db_verify(self, verify: domish.Element) -> None:
         """We are the authoritative server: is the key ours?"""
-        asker = verify.getAttribute("from")
+        if verify.getAttribute("type") is not None:
+            return  # an answer, on a stream that asked nothing: ignored (as Prosody)
+        asker = _domain_or_none(verify.getAttribute("from"))
         ours = _domain_or_none(verify.getAttribute("to"))
         stream_id = verify.getAttribute("id")
         if not asker or not stream_id or ours is None:

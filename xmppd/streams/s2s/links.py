@@ -42,6 +42,20 @@ if TYPE_CHECKING:
 CONNECT_ATTEMPT_TIMEOUT = 10
 #: Dialback verifications waiting at once on one link.
 MAX_VERIFIES = 100
+#: Links being set up at once (resolving, connecting, authenticating): past
+#: it, stanzas for yet another domain bounce (resource-constraint).
+MAX_LINKS_IN_SETUP = 1000
+
+
+def _is_address(host: str) -> bool:
+    """Is ``host`` an IP literal rather than a domain name?"""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 class Link:
@@ -132,8 +146,7 @@ class Link:
     def usable(self, stream: OutboundStream) -> None:
         """Past TLS: the verifications we were asked for can go now."""
         for stream_id, (_, key) in self._verifies.items():
-            stream.send(dialback.element("verify", self.local, self.remote, id_=stream_id,
-                                         key=key))
+            stream.send_verify(self.local, stream_id, key)
 
     def ready(self, stream: OutboundStream) -> None:
         if stream is not self.stream or self.failed:
@@ -209,6 +222,12 @@ class Link:
             self.s2s.server.router.bounce(stanza, problem.condition, text=str(problem))
             return
         if self.is_ready and self.stream is not None:
+            if self.stream.closed:
+                # closing (its peer's error, our overflow): a new link, not a
+                # bounce while the old connection winds down
+                self.s2s.forget(self)
+                self.s2s.link(self.local, self.remote).send(stanza)
+                return
             self.stream.send(stanza)
             return
         if len(self.queue) >= self.s2s.config["max_queue"]:
@@ -231,8 +250,7 @@ class Link:
                                                 self._verify_timeout, stream_id)
         d.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
         if self.stream is not None and self.stream.usable and not self.stream.closed:
-            self.stream.send(dialback.element("verify", self.local, self.remote,
-                                              id_=stream_id, key=key))
+            self.stream.send_verify(self.local, stream_id, key)
         return d
 
     def _verify_timeout(self, stream_id: str) -> None:
@@ -276,6 +294,17 @@ class Link:
         self.attempt_failed(stream, LinkFailed(
             f"connection closed during set-up: {reason.getErrorMessage()}"))
 
+    def shutdown(self) -> None:
+        """The server stops: a link still being set up fails for good (its
+        queue bounces, no next address is tried); a ready one ends its
+        stream with ``system-shutdown``."""
+        if self.is_ready:
+            self.failed = True  # nothing may revive it
+            self.s2s.forget(self)
+            self.close("system-shutdown", "the server is stopping")
+        else:
+            self._fail(LinkFailed("the server is stopping", "remote-server-timeout"))
+
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         stream = self.stream
         if stream is not None and not stream.closed and stream.link is self:
@@ -305,6 +334,8 @@ class S2S(service.Service):
         self.burst = max(1, self.config["max_stanza_rate"] * 4)
         self.ports: list[Any] = []
         self._idle = None
+        #: set by :meth:`stop`: no new link from then on
+        self.stopping = False
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -358,8 +389,9 @@ class S2S(service.Service):
         self.ports.clear()
         if self.server.router.routes.default == self.route:
             self.server.router.routes.default = None
+        self.stopping = True
         for link in list(self.links.values()):
-            link.close("system-shutdown", "the server is stopping")
+            link.shutdown()
         for stream in list(self.inbound):
             stream.stream_error("system-shutdown", "the server is stopping")
 
@@ -369,9 +401,20 @@ class S2S(service.Service):
         """Send ``stanza`` to the remote domain of ``to``; False (the router
         bounces ``remote-server-not-found``) when it is not ours to send."""
         from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
-        if from_ is None or not self.is_local(from_.host) or self.is_local(to.host):
+        if from_ is None or not self.is_local(from_.host) or self.is_local(to.host) \
+                or self.stopping:
             return False
-        self.link(from_.host, to.host).send(stanza)
+        if _is_address(to.host) and to.host not in self.resolver.routes:
+            # an IP literal is no XMPP domain of the federation: our users
+            # must not make us connect to any address they like
+            return False
+        link = self.link(from_.host, to.host)
+        if link is None:
+            self.server.counters["s2s links full"] += 1
+            self.server.router.bounce(stanza, "resource-constraint",
+                                      text="too many links to other servers are being set up")
+            return True
+        link.send(stanza)
         return True
 
     def is_local(self, domain: str | None) -> bool:
@@ -387,10 +430,14 @@ class S2S(service.Service):
         router = self.server.router
         return set(router.domains) | set(router.routes.domains())
 
-    def link(self, local: str, remote: str) -> Link:
+    def link(self, local: str, remote: str) -> Link | None:
+        """The link for the pair, made (and started) when there is none;
+        None when :data:`MAX_LINKS_IN_SETUP` are being set up already."""
         key = (local, remote)
         link = self.links.get(key)
         if link is None:
+            if sum(1 for l in self.links.values() if not l.is_ready) >= MAX_LINKS_IN_SETUP:
+                return None
             link = self.links[key] = Link(self, local, remote)
             link.start()
         return link
@@ -401,7 +448,12 @@ class S2S(service.Service):
 
     def verify(self, local: str, remote: str, stream_id: str, key: str) -> defer.Deferred:
         """Dialback: ask ``remote``'s authoritative server about ``key``."""
-        return self.link(local, remote).verify(stream_id, key)
+        if _is_address(remote) and remote not in self.resolver.routes:
+            return defer.fail(LinkFailed(f"{remote} is an address, not a domain"))
+        link = None if self.stopping else self.link(local, remote)
+        if link is None:
+            return defer.fail(LinkFailed("no link can be set up now", "remote-server-timeout"))
+        return link.verify(stream_id, key)
 
     # -- idle links -------------------------------------------------------------------
 

@@ -63,7 +63,12 @@ class OutboundStream(S2SStream):
         #: usable for db:verify (TLS done where it will be, features read)
         self.usable = False
         self._sasl_tried = False
+        #: our <auth/> is out, unanswered
+        self._sasl_pending = False
+        self._starttls_sent = False
         self._dialback_sent = False
+        #: ids of the <db:verify/> requests sent on this stream, unanswered
+        self.verifies_sent: set[str] = set()
         self._dialback_offered = False
         self._dialback_ok = False
         self._sasl_succeeded = False
@@ -101,7 +106,8 @@ class OutboundStream(S2SStream):
         return self.ready and not self.closed and self._dialback_ok and self.s2s.config["dialback"]
 
     def piggyback(self, link: Link) -> None:
-        """Authenticate ``link.local`` to our remote domain over this stream."""
+        """Authenticate ``link.local`` to our remote domain over this stream
+        (only ever asked of a ready stream: see :attr:`can_piggyback`)."""
         self.piggybacked[link.local] = link
         key = self.s2s.keys.make(self.remote, link.local, self.remote_id or "")
         self.send(dialback.element("result", link.local, self.remote, key=key))
@@ -142,6 +148,9 @@ class OutboundStream(S2SStream):
         if uri == ns.STREAMS and name == "features":
             self._features(element)
         elif uri == ns.TLS and name == "proceed":
+            if not self._starttls_sent or self.secure:
+                self._unsolicited("<proceed/>")
+                return
             self.transport.startTLS(self.s2s.tls.client_creator(self.remote))
             self.secure = True
             self.reset()
@@ -149,11 +158,19 @@ class OutboundStream(S2SStream):
         elif uri == ns.TLS and name == "failure":
             self.fail(f"{self.remote} could not start TLS")
         elif uri == ns.SASL and name == "success":
+            if not self._sasl_pending:
+                self._unsolicited("SASL <success/>")
+                return
+            self._sasl_pending = False
             # RFC 6120 §6.4.6: a new stream; ready once its features came.
             self._sasl_succeeded = True
             self.reset()
             self.write_header(self.local, self.remote, id_=False)
         elif uri == ns.SASL and name == "failure":
+            if not self._sasl_pending:
+                self._unsolicited("SASL <failure/>")
+                return
+            self._sasl_pending = False
             why = next((c.name for c in element.elements()), "failure")
             self.log.info("s2sout {peer}: SASL EXTERNAL to {remote} refused ({why})",
                           peer=self.peer, remote=self.remote, why=why)
@@ -164,8 +181,7 @@ class OutboundStream(S2SStream):
         elif uri == ns.DIALBACK and name == "result":
             self._db_result(element)
         elif uri == ns.DIALBACK and name == "verify":
-            # the answer is addressed to the local domain that asked
-            self.piggybacked.get(element.getAttribute("to") or "", self.link).verified(element)
+            self._db_verify_answer(element)
         elif self.is_stanza(element):
             # RFC 6120 §8: streams between servers are one-way; XEP-0288 is
             # not offered, so the peer has no business sending here.
@@ -185,6 +201,7 @@ class OutboundStream(S2SStream):
         starttls = next(features.elements(ns.TLS, "starttls"), None)
         if not self.secure:
             if starttls is not None:
+                self._starttls_sent = True
                 self.send(f"<starttls xmlns='{ns.TLS}'/>")
                 return
             if config["require_encryption"]:
@@ -226,7 +243,7 @@ class OutboundStream(S2SStream):
     def _authenticate(self, mechanisms: Any, dialback_ok: bool) -> None:
         self._dialback_ok = dialback_ok
         if "EXTERNAL" in mechanisms and not self._sasl_tried and self.secure:
-            self._sasl_tried = True
+            self._sasl_tried = self._sasl_pending = True
             authzid = base64.b64encode(self.local.encode("utf-8")).decode("ascii")
             self.send(f"<auth xmlns='{ns.SASL}' mechanism='EXTERNAL'>{authzid}</auth>")
             return
@@ -243,11 +260,42 @@ class OutboundStream(S2SStream):
         key = self.s2s.keys.make(self.remote, self.local, self.remote_id or "")
         self.send(dialback.element("result", self.local, self.remote, key=key))
 
+    def _unsolicited(self, what: str) -> None:
+        """The peer answered what we never asked: it is not following the
+        protocol (or is trying to skip TLS or authentication)."""
+        self.s2s.server.counters["s2s protocol violation"] += 1
+        self.log.warn("s2sout {peer}: unsolicited {what} from {remote}", peer=self.peer,
+                      what=what, remote=self.remote)
+        self.fail(f"{self.remote} sent an unsolicited {what}",
+                  stream_condition="undefined-condition")
+
+    def send_verify(self, local: str, stream_id: str, key: str) -> None:
+        """Ask the peer (authoritative for our remote domain) about ``key``."""
+        self.verifies_sent.add(stream_id)
+        self.send(dialback.element("verify", local, self.remote, id_=stream_id, key=key))
+
+    def _db_verify_answer(self, answer: domish.Element) -> None:
+        """An answer to one of our <db:verify/>: only to one asked on this
+        stream, from the domain asked, to the domain that asked."""
+        stream_id = answer.getAttribute("id") or ""
+        asker = self.piggybacked.get(answer.getAttribute("to") or "", self.link)
+        if stream_id not in self.verifies_sent or answer.getAttribute("from") != self.remote \
+                or answer.getAttribute("to") != asker.local:
+            self._unsolicited("<db:verify/> answer")
+            return
+        self.verifies_sent.discard(stream_id)
+        asker.verified(answer)
+
     def _db_result(self, result: domish.Element) -> None:
         kind = result.getAttribute("type")
-        rider = self.piggybacked.get(result.getAttribute("to") or "")
+        to = result.getAttribute("to") or ""
+        rider = self.piggybacked.get(to)
+        if result.getAttribute("from") != self.remote or kind is None \
+                or (rider is None and (to != self.local or not self._dialback_sent)):
+            self._unsolicited("<db:result/>")
+            return
         if rider is not None and rider.local != self.local:
-            if kind == "valid":
+            if kind == "valid" and self.ready:
                 rider.ready(self)
             else:
                 del self.piggybacked[rider.local]
@@ -266,6 +314,16 @@ class OutboundStream(S2SStream):
 
     def _become_ready(self, how: str) -> None:
         if self.ready:
+            return
+        config = self.s2s.config
+        # Whatever path led here, never a link the options forbid (as
+        # Prosody's make_authenticated checks again).
+        if config["require_encryption"] and not self.secure:
+            self.fail("no TLS ([s2s] require_encryption)", stream_condition="policy-violation")
+            return
+        if config["secure_auth"] and not self.trusted:
+            self.fail(f"the certificate of {self.remote} is not trusted ([s2s] secure_auth)",
+                      stream_condition="policy-violation")
             return
         self.ready = True
         self.log.info("s2sout {peer}: {local} authenticated to {remote} ({how}{tls})",

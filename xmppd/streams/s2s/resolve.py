@@ -59,23 +59,26 @@ class Resolver:
             return [Target(host, port, direct_tls)]
         dns = self._client()
         found = []
+        #: RFC 2782: a single "." target says the service is decidedly not
+        #: there; said of _xmpp-server, there is no A-record fallback either
+        starttls_refused = False
         for service, direct in (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False)):
             try:
                 answers, _, _ = yield dns.lookupService(service + domain, timeout=DNS_TIMEOUT)
             except Exception as e:  # NXDOMAIN, time-out, refused: no records
                 log.debug("no {service} for {domain}: {e}", service=service, domain=domain, e=e)
                 continue
-            for record in answers:
-                payload = getattr(record, "payload", None)
-                if payload is None or not hasattr(payload, "target"):
-                    continue
-                found.append((payload.priority, payload.weight,
-                              str(payload.target).rstrip("."), payload.port, direct))
-        if found and all(host in ("", ".") for _, _, host, _, _ in found):
-            return []  # RFC 2782: decidedly no service
-        ordered = _order(f for f in found if f[2] not in ("", "."))
+            records = [r.payload for r in answers
+                       if hasattr(getattr(r, "payload", None), "target")]
+            hosts = [str(p.target).rstrip(".") for p in records]
+            if records and all(h == "" for h in hosts):
+                starttls_refused = starttls_refused or not direct
+                continue
+            found.extend((p.priority, p.weight, h, p.port, direct)
+                         for p, h in zip(records, hosts) if h)
+        ordered = _order(found)
         if not ordered:
-            return [Target(domain, DEFAULT_PORT)]
+            return [] if starttls_refused else [Target(domain, DEFAULT_PORT)]
         return [Target(host, port, direct) for _, _, host, port, direct in ordered]
 
 
