@@ -590,3 +590,8 @@ def _check_environment(config: Config) -> None:
             problem = tls.pem_problem(filename, key=option == "private_key" or not server["private_key"])
             if problem:
                 raise ConfigError(f"{where} {option}: {problem}")
+    ca_file = config.s2s["ca_file"]
+    if ca_file:
+        problem = tls.ca_file_problem(ca_file)
+        if problem:
+            raise ConfigError(f"{config.path}: [s2s] ca_file: {problem}")

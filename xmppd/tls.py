@@ -76,6 +76,20 @@ def pem_problem(filename: str, key: bool = True) -> str | None:
     return None
 
 
+def ca_file_problem(filename: str) -> str | None:
+    """What is wrong with a PEM file of trusted certificates, or None."""
+    try:
+        with open(filename, "rb") as f:
+            certs = x509.load_pem_x509_certificates(f.read())
+    except OSError as e:
+        return f"cannot read {filename}: {e.strerror}"
+    except ValueError:
+        return f"{filename} holds no PEM certificate"
+    if not certs:
+        return f"{filename} holds no PEM certificate"
+    return None
+
+
 def certificate_domains(filename: str) -> list[str]:
     """The DNS names a certificate covers (subjectAltName, else the common name)."""
     with open(filename, "rb") as f:

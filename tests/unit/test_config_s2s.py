@@ -43,3 +43,12 @@ def test_an_external_component_needs_a_secret_and_a_domain_of_its_own(tmp_path):
         load(tmp_path, **{"external:gw.localhost": {}})
     with pytest.raises(configlib.ConfigError, match="not a user domain"):
         load(tmp_path, **{"external:localhost": {"secret": "x"}})
+
+
+def test_a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_one_line(tmp_path):
+    with pytest.raises(configlib.ConfigError, match=r"\[s2s\] ca_file: cannot read"):
+        load(tmp_path, s2s={"ca_file": str(tmp_path / "missing.pem")})
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(configlib.ConfigError, match="holds no PEM certificate"):
+        load(tmp_path, s2s={"ca_file": str(junk)})
