@@ -105,7 +105,8 @@ def test_dialback_with_a_wrong_key_is_invalid_and_logged(world):
     result = raw.next_stanza(what="db:result")
     assert result.tag == q(NS_DB, "result") and result.get("type") == "invalid"
     raw.send(f"<message from='eve@{B}' to='alice@{A}'><body>x</body></message>")
-    assert stream_error_condition(raw.expect_stream_error("invalid-from")) == "invalid-from"
+    # nothing authenticated on this stream: RFC 6120 §4.9.3.12
+    assert stream_error_condition(raw.expect_stream_error("not-authorized")) == "not-authorized"
     log = world["servers"][A].log_text()
     assert f"dialback for {B} failed" in log
     assert "127.0.0.1" in log.split(f"dialback for {B} failed")[0].rsplit("\n", 1)[-1]

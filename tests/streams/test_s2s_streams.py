@@ -82,15 +82,16 @@ def test_a_stream_to_a_domain_not_served_here_is_host_unknown(setup):
     assert stream.closed
 
 
-def test_dialback_without_a_trusted_certificate_is_refused_under_secure_auth(setup):
+def test_a_certificate_that_is_not_trusted_is_refused_at_the_header_under_secure_auth(setup):
+    """As Prosody: nothing such a server could do would be accepted
+    (dialback without a trusted certificate is not), so it is told at once."""
     h, clock, service = setup()  # secure_auth = true by default
     service.verify = lambda *a: pytest.fail("must not even ask the authoritative server")
     stream, transport = connect(service)
     stream.dataReceived(header())
-    stream.dataReceived(f"<db:result from='{REMOTE}' to='localhost'>k</db:result>".encode())
     out = transport.value()
-    assert b"type='error'" in out and b"<not-authorized" in out, out
-    assert not stream.authenticated
+    assert b"<not-authorized" in out and b"not trusted by localhost" in out, out
+    assert stream.closed and not stream.authenticated
     assert h.server.counters["s2s auth failed"] == 1
 
 
@@ -110,7 +111,7 @@ def test_dialback_key_the_authoritative_server_denies_is_invalid_and_stanzas_sta
     assert b"type='invalid'" in transport.value()
     stream.dataReceived(f"<message from='eve@{REMOTE}' to='alice@localhost/pc'><body>x</body>"
                         f"</message>".encode())
-    assert b"<invalid-from" in transport.value()
+    assert b"<not-authorized" in transport.value()  # nothing authenticated on this stream
     assert stream.closed
     assert alice.take() == []
 
@@ -161,7 +162,7 @@ def test_an_iq_from_a_remote_server_is_answered_by_routing_not_on_the_incoming_s
 
 
 def test_db_verify_answers_valid_only_for_our_own_key(setup):
-    h, clock, service = setup()
+    h, clock, service = setup(secure_auth="false")
     stream, transport = connect(service)
     stream.dataReceived(header())
     good = service.keys.make(REMOTE, "localhost", "sid1")
@@ -175,7 +176,7 @@ def test_db_verify_answers_valid_only_for_our_own_key(setup):
 
 
 def test_a_stream_that_never_authenticates_is_closed_after_auth_timeout(setup):
-    h, clock, service = setup(auth_timeout=5)
+    h, clock, service = setup(auth_timeout=5, secure_auth="false")
     stream, transport = connect(service)
     stream.dataReceived(header())
     clock.advance(4)
@@ -213,7 +214,7 @@ def test_a_link_that_is_not_set_up_in_time_bounces_its_queue_as_remote_server_ti
 
 
 def test_the_peers_stream_error_is_logged_and_answered_only_by_closing(setup):
-    h, clock, service = setup()
+    h, clock, service = setup(secure_auth="false")
     stream, transport = connect(service)
     stream.dataReceived(header())
     transport.clear()

@@ -170,7 +170,9 @@ class InboundStream(S2SStream, OrderedInput):
         local = _domain_or_none(to)
         if local is None or not self.s2s.is_local(local):
             self.local = None
-            self.write_header(None, from_ and self.remote, id_=True)
+            # RFC 6120 §4.7.1: our header has a 'from'; the name asked (as Prosody)
+            self.write_header(local or sorted(self.s2s.server.router.hosts)[0],
+                              from_ and self.remote, id_=True)
             self.log.info("s2sin {peer}: stream to {to}, a domain not served here",
                           peer=self.peer, to=to)
             self.stream_error("host-unknown", f"{to} is not served here")
@@ -178,6 +180,19 @@ class InboundStream(S2SStream, OrderedInput):
         self.local = local
         self.domain = local
         self.write_header(local, self.remote, id_=True)
+        config = self.s2s.config
+        if self.secure and config["secure_auth"]:
+            verdict = self.s2s.tls.verify(self.transport, self.remote)
+            if not verdict.trusted:
+                # Nothing it could do here would be accepted: say so now, as
+                # Prosody does (the peer's own log then names the reason).
+                self.s2s.server.counters["s2s auth failed"] += 1
+                self.log.warn("s2sin {peer}: the certificate of {remote} is not trusted: "
+                              "{why} ([s2s] secure_auth)", peer=self.peer,
+                              remote=self.remote or "?", why=verdict.reason)
+                self.stream_error("not-authorized", "Your server's certificate is invalid, "
+                                  f"expired, or not trusted by {local}")
+                return
         if root.getAttribute("version") != "1.0":
             # A pre-RFC 3920 server: no features, no TLS, dialback only.
             if self.s2s.config["require_encryption"] and not self.secure:
@@ -403,6 +418,10 @@ class InboundStream(S2SStream, OrderedInput):
         if from_ is None or to is None:
             self.stream_error("improper-addressing", "a stanza between servers needs "
                               "valid from and to addresses")
+            return
+        if not self.authenticated:
+            # RFC 6120 §4.9.3.12: nothing may be sent before authentication
+            self.stream_error("not-authorized", "the stream has not authenticated")
             return
         if (from_.host, to.host) not in self.authenticated:
             if not any(r == from_.host for r, _ in self.authenticated):

@@ -55,7 +55,8 @@ class S2SStream(XMPPStream):
             attrs += f" id='{self.stream_id}'"
         self.transport.write(
             (f"<?xml version='1.0'?><stream:stream xmlns='{ns.SERVER}' "
-             f"xmlns:stream='{ns.STREAMS}' xmlns:db='{ns.DIALBACK}'{attrs} version='1.0'>"
+             f"xmlns:stream='{ns.STREAMS}' xmlns:db='{ns.DIALBACK}'{attrs} version='1.0' "
+             f"xml:lang='en'>"
              ).encode("utf-8"))
         self.header_sent = True
 
