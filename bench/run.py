@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 import scenarios  # noqa: E402
 import mam_scenarios  # noqa: E402,F401 - registers the archive rows
+import s2s_scenarios  # noqa: E402,F401 - registers the federation row
 import servers  # noqa: E402
 
 BOOKKEEPING = ("lost", "dup", "sent", "server CPU", "generator CPU")
@@ -68,25 +69,28 @@ def wait_quiet(limit: float, threshold: float = 0.3) -> float:
 
 def run_once(scenario: scenarios.Scenario, name: str, workdir: Path, cert, quick: bool,
              profile: Path | None = None) -> dict:
-    server = servers.SERVERS[name](workdir, cert, scenario.tls)
+    server = scenario.make_server(name, workdir, cert)
     scenario.start(server, quick)
-    spy = None
+    spies = []
     if profile is not None and name == "xmppd":
-        # py-spy samples the running twistd; collapsed stacks, one file per run.
+        # py-spy samples the running twistd (each of a pair's two);
+        # collapsed stacks, one file per scenario and process.
         profile.mkdir(parents=True, exist_ok=True)
         # The venv's own py-spy when it has one (run without activating it).
         beside = Path(sys.executable).with_name("py-spy")
-        spy = subprocess.Popen([str(beside) if beside.exists() else "py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
-                                "-o", str(profile / f"{scenario.name}.txt")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for suffix, pid in server.pids().items():
+            spies.append(subprocess.Popen(
+                [str(beside) if beside.exists() else "py-spy", "record", "-p", str(pid),
+                 "-r", "200", "-f", "raw", "-o", str(profile / f"{scenario.name}{suffix}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
     try:
         ctx = scenarios.Context(server, quick=quick, tls=scenario.tls)
         result = asyncio.run(scenario.run(ctx))
         result.update(ctx.measured)
-        alive = server.process.poll() is None
+        alive = server.alive()
     finally:
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
         server.stop()
@@ -196,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
                         r["busy cores before"] = busy
                     results[sc.name][name].append(r)
                     failures += r.get("lost", 0) + r.get("dup", 0)
-                    shown = ", ".join(f"{k} {fmt(v) if k not in ('server CPU', 'generator CPU') else f'{v:.0%}'}"
+                    # CPU shares ("server CPU", "generator CPU", a pair's "A CPU"...) as %
+                    shown = ", ".join(f"{k} {fmt(v) if not k.endswith(' CPU') else f'{v:.0%}'}"
                                       for k, v in r.items() if not isinstance(v, list))
                     print(f"  {sc.name} #{rep + 1} {name}: {shown}", file=sys.stderr, flush=True)
                     for k, v in r.items():
                         if isinstance(v, list):  # a series, such as RSS samples
                             print(f"    {k}: {' '.join(fmt(x) for x in v)}", file=sys.stderr, flush=True)
     finally:
+        for sc in chosen:
+            sc.close()
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(f"Features in both servers: {servers.FEATURES}. Repeats: {args.repeats}"

@@ -22,16 +22,18 @@ import asyncio
 import base64
 import gc
 import hashlib
+import os
 import random
 import re
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import boshgen
 import loadgen
-from servers import DOMAIN, MUC_DOMAIN, PASSWORD, Server, user_name
+from servers import DOMAIN, MUC_DOMAIN, PASSWORD, SERVERS, Server, user_name
 
 
 @dataclass
@@ -65,6 +67,15 @@ class Scenario:
         """Start ``server`` with this scenario's accounts, rosters and extras."""
         server.start(self.users, self.rosters(quick) if self.rosters else None, self.extras)
 
+    def make_server(self, name: str, workdir: Path, cert: tuple[Path, Path]) -> Server:
+        """The server ``name`` ("xmppd" or "prosody") this scenario drives: one
+        process, or for a scenario of its own kind anything with
+        :class:`Server`'s life cycle and measurements (the s2s row: a pair)."""
+        return SERVERS[name](workdir, cert, self.tls)
+
+    def close(self) -> None:
+        """Called once after the runner's last run of this scenario."""
+
 
 SCENARIOS: dict[str, Scenario] = {}
 
@@ -97,15 +108,18 @@ class Context:
         if bosh:
             if not self.server.http_port:
                 raise RuntimeError("a BOSH login needs the 'bosh' extra (an HTTP port)")
-            return await boshgen.login_bosh("127.0.0.1", self.server.http_port, DOMAIN,
-                                            user_name(i), PASSWORD, resource, presence)
+            return await boshgen.login_bosh("127.0.0.1", self.server.http_port,
+                                            self.server.domain, user_name(i), PASSWORD, resource,
+                                            presence)
         if websocket:
             if not self.server.http_port:
                 raise RuntimeError("a WebSocket login needs the 'websocket' extra (an HTTP port)")
-            return await loadgen.login_websocket("127.0.0.1", self.server.http_port, DOMAIN,
-                                                 user_name(i), PASSWORD, resource, presence)
-        return await loadgen.login("127.0.0.1", self.server.port, DOMAIN, user_name(i),
-                                   PASSWORD, resource, starttls=self.tls, presence=presence)
+            return await loadgen.login_websocket("127.0.0.1", self.server.http_port,
+                                                 self.server.domain, user_name(i), PASSWORD,
+                                                 resource, presence)
+        return await loadgen.login(self.server.ip, self.server.port, self.server.domain,
+                                   user_name(i), PASSWORD, resource, starttls=self.tls,
+                                   presence=presence)
 
     async def login_many(self, indexes, concurrency: int = 50, presence: bool = True,
                          websocket: bool = False, bosh: bool = False):
@@ -128,21 +142,39 @@ class Context:
         return _Stretch(self)
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(all, idle + iowait) CPU time of the machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
 class _Stretch:
+    """Measured time: the server's and the generator's CPU shares, and
+    "others CPU", the cores the rest of the machine kept busy meanwhile (on
+    a shared machine, what took time from the server while it ran)."""
+
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
     def __enter__(self):
         self.gen = loadgen.CPUMeter()
         self.server_cpu = self.ctx.server.cpu_seconds()
+        self.machine = _machine_jiffies()
         self.t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc):
         wall = time.monotonic() - self.t0
         self.wall = wall
-        self.ctx.measured["server CPU"] = (self.ctx.server.cpu_seconds() - self.server_cpu) / wall
-        self.ctx.measured["generator CPU"] = self.gen.share()
+        server = (self.ctx.server.cpu_seconds() - self.server_cpu) / wall
+        generator = self.gen.share()
+        self.ctx.measured["server CPU"] = server
+        self.ctx.measured["generator CPU"] = generator
+        total, idle = (b - a for a, b in zip(self.machine, _machine_jiffies()))
+        if total > 0:
+            busy = (1 - idle / total) * (os.cpu_count() or 1)
+            self.ctx.measured["others CPU"] = max(0.0, busy - server - generator)
         return False
 
 

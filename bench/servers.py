@@ -12,6 +12,14 @@ A scenario may also have rosters written into both servers' storage before
 they start (mutual subscriptions, as the accounts are written), and may
 enable extra features in both (:data:`EXTRAS`, such as vCards and XEP-0153
 avatar hashes); without them, neither server has those features.
+
+Federation (s2s) is off in both unless a server is given :class:`S2S`
+settings (the ``s2s-messages`` row, ``s2s_scenarios.py``): then it serves a
+domain of its own on a loopback address of its own, with s2s on
+``<address>:5269``, a certificate from the row's test CA, SASL EXTERNAL as
+the only way to authenticate, and a way to find its peer (xmppd's
+``[s2s:routes]``; Prosody's own DNS lookups, answered inside a private
+mount namespace).
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "localhost"
@@ -143,10 +153,31 @@ def user_name(i: int) -> str:
     return f"u{i}"
 
 
-def free_port() -> int:
+def free_port(ip: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
+
+
+#: the server-to-server port (RFC 6120), on each s2s server's own address
+S2S_PORT = 5269
+
+
+@dataclass
+class S2S:
+    """What one server of an s2s pair needs to federate with its peer:
+    ``ca_file`` is the test CA both servers trust (SASL EXTERNAL, XEP-0178,
+    is then the only authentication: no dialback in either), ``peers`` maps
+    the other domain to its address (xmppd routes there with
+    ``[s2s:routes]``; Prosody finds it through DNS in ``names``, a
+    ``testdns.NameWorld`` whose private namespace it runs in), and
+    ``prosody_plugins`` are Lua modules (name → source) Prosody loads
+    beside its own, such as the federation fixtures' log of how each link
+    authenticated."""
+    ca_file: Path
+    peers: dict[str, str]
+    names: Any = None
+    prosody_plugins: dict[str, str] = field(default_factory=dict)
 
 
 def _scram_sha1_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
@@ -172,10 +203,18 @@ class Server:
 
     name = "?"
 
-    def __init__(self, workdir: Path, cert: tuple[Path, Path], starttls_required: bool):
-        self.dir = workdir / self.name
+    def __init__(self, workdir: Path, cert: tuple[Path, Path], starttls_required: bool, *,
+                 domain: str = DOMAIN, ip: str = "127.0.0.1", s2s: S2S | None = None,
+                 label: str = ""):
+        """``cert``: (certificate chain, key) PEM files. ``domain`` it
+        serves, ``ip`` it listens on, ``s2s`` to federate (off without);
+        ``label`` names its directory beside the other server of a pair."""
+        self.dir = workdir / (label or self.name)
         self.cert = cert
         self.tls = starttls_required
+        self.domain = domain
+        self.ip = ip
+        self.s2s = s2s
         self.port = 0
         #: the HTTP port of the ``websocket`` and ``bosh`` extras (0 without them)
         self.http_port = 0
@@ -195,19 +234,20 @@ class Server:
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
-        self.port = free_port()
+        self.port = free_port(self.ip)
         self.http_port = free_port() if set(extras) & set(HTTP_EXTRAS) else 0
         self.rosters = rosters or {}
         self.extras = tuple(extras)
         self.prepare(users)
         self.process = self.spawn()
         deadline = time.monotonic() + 30
-        waiting = [p for p in (self.port, self.http_port) if p]
+        waiting = [(ip, p) for ip, p in ((self.ip, self.port), ("127.0.0.1", self.http_port),
+                                          (self.ip, S2S_PORT if self.s2s else 0)) if p]
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=1):
+                with socket.create_connection(waiting[0], timeout=1):
                     waiting.pop(0)
                     if not waiting:
                         return
@@ -234,6 +274,13 @@ class Server:
 
     def log_tail(self) -> str:
         return ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pids(self) -> dict[str, int]:
+        """The processes to profile, by a suffix for their file name."""
+        return {"": self.pid}
 
     # -- measurements ----------------------------------------------------------------
 
@@ -263,7 +310,7 @@ class Xmppd(Server):
         data.mkdir()
         (self.dir / "xmppd.ini").write_text(f"""\
 [server]
-domains = {DOMAIN}
+domains = {self.domain}
 data_dir = {data}
 storage = sqlite:xmppd.sqlite3
 certificate = {cert}
@@ -271,7 +318,7 @@ private_key = {key}
 scram_iterations = {ITERATIONS}
 {self._components()}{self._component_sections()}
 [c2s]
-interfaces = 127.0.0.1
+interfaces = {self.ip}
 port = {self.port}
 direct_tls_port = 0
 require_encryption = {"true" if self.tls else "false"}
@@ -279,7 +326,8 @@ require_encryption = {"true" if self.tls else "false"}
 [component:offline]
 max_messages = 20000
 
-{self._http()}""")
+{self._http()}
+{self._s2s()}""")
         stored, server = _scram_sha1_keys(PASSWORD, SALT.encode(), ITERATIONS)
         entry = [base64.b64encode(x).decode() for x in (SALT.encode(), stored, server)] + [ITERATIONS]
         record = json.dumps({"SCRAM-SHA-1": entry}, separators=(",", ":"))
@@ -289,7 +337,7 @@ max_messages = 20000
         db.execute("CREATE TABLE IF NOT EXISTS kv (store TEXT NOT NULL, user TEXT NOT NULL,"
                    " value TEXT NOT NULL, PRIMARY KEY (store, user))")
         db.executemany("INSERT INTO kv VALUES ('accounts', ?, ?)",
-                       ((f"{user_name(i)}@{DOMAIN}", record) for i in range(users)))
+                       ((f"{user_name(i)}@{self.domain}", record) for i in range(users)))
         if self.rosters:
             # The roster component's map store (xmppd/components/roster.py):
             # one row per contact, and the key "" for the roster's version.
@@ -297,10 +345,10 @@ max_messages = 20000
                        " key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (store, user, key))")
             rows = []
             for i, contacts in self.rosters.items():
-                user = f"{user_name(i)}@{DOMAIN}"
+                user = f"{user_name(i)}@{self.domain}"
                 rows.append((user, "", json.dumps({"version": 1, "epoch": "bench", "oldest": 0})))
                 for j in contacts:
-                    rows.append((user, f"{user_name(j)}@{DOMAIN}", json.dumps(
+                    rows.append((user, f"{user_name(j)}@{self.domain}", json.dumps(
                         {"name": roster_item_name(j), "groups": ["Bench"], "subscription": "both",
                          "ask": False, "pending_in": None, "approved": False, "listed": True,
                          "ver": 1}, separators=(",", ":"))))
@@ -349,6 +397,23 @@ max_messages = 20000
         return (f"[http]\ninterfaces = 127.0.0.1\nport = {self.http_port}\ntls_port = 0\n"
                 f"endpoints = {endpoints}\n")
 
+    def _s2s(self) -> str:
+        """``[s2s]``: off, as Prosody's ``modules_disabled = { "s2s" }`` (and
+        nothing listening on port 5269 of every address); or, with
+        :class:`S2S`, on this server's address, the test CA trusted, SASL
+        EXTERNAL alone (``secure_auth``, no dialback, as Prosody's
+        ``s2s_secure_auth`` without mod_dialback), the peer found through
+        ``[s2s:routes]``. ``max_stanza_rate`` (1 000 stanzas a second per
+        incoming link by default, then xmppd reads the link more slowly) is
+        lifted: Prosody 0.12 limits no s2s rate unless mod_limits is loaded,
+        which neither its default configuration nor the bench's does."""
+        if self.s2s is None:
+            return "[s2s]\nenabled = false\n"
+        routes = "".join(f"{domain} = {ip}:{S2S_PORT}\n" for domain, ip in self.s2s.peers.items())
+        return (f"[s2s]\ninterfaces = {self.ip}\nport = {S2S_PORT}\ndirect_tls_port = 0\n"
+                f"ca_file = {self.s2s.ca_file}\nsecure_auth = true\nrequire_encryption = true\n"
+                f"dialback = false\nmax_stanza_rate = 0\n\n[s2s:routes]\n{routes}")
+
     def spawn(self) -> subprocess.Popen:
         twistd = Path(sys.executable).with_name("twistd")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -368,7 +433,7 @@ class Prosody(Server):
     def prepare(self, users: int) -> None:
         cert, key = self.cert
         data = self.dir / "data"
-        host = data / DOMAIN.replace(".", "%2e")
+        host = data / self.domain.replace(".", "%2e")
         (host / "accounts").mkdir(parents=True)
         (self.dir / "certs").mkdir()  # where Prosody looks for more certificates
         stored, server = _scram_sha1_keys(PASSWORD, SALT.encode(), ITERATIONS)
@@ -382,7 +447,7 @@ class Prosody(Server):
             (host / "roster").mkdir()
             for i, contacts in self.rosters.items():
                 items = "".join(
-                    f'\t["{user_name(j)}@{DOMAIN}"] = {{ ["subscription"] = "both"; '
+                    f'\t["{user_name(j)}@{self.domain}"] = {{ ["subscription"] = "both"; '
                     f'["name"] = "{roster_item_name(j)}"; ["groups"] = {{ ["Bench"] = true; }}; }};\n'
                     for j in contacts)
                 (host / "roster" / f"{user_name(i)}.dat").write_text(
@@ -398,18 +463,26 @@ class Prosody(Server):
         # a loopback WebSocket counts as secure, as xmppd counts it
         websocket = "consider_websocket_secure = true\n" if "websocket" in self.extras else ""
         websocket += "consider_bosh_secure = true\n" if "bosh" in self.extras else ""
+        own_plugins = cafile = ""
+        if self.s2s is not None:
+            shutil.copy(self.s2s.ca_file, self.dir / "ca.pem")
+            cafile = f' cafile = "{self.dir}/ca.pem";'
+            if self.s2s.prosody_plugins:
+                (self.dir / "plugins").mkdir()
+                for name, source in self.s2s.prosody_plugins.items():
+                    (self.dir / "plugins" / f"mod_{name}.lua").write_text(source)
+                own_plugins = "".join(f' "{name}";' for name in self.s2s.prosody_plugins)
         (self.dir / "prosody.cfg.lua").write_text(f"""\
 daemonize = false
 data_path = "{data}"
 certificates = "{self.dir}/certs"
-plugin_paths = {{}}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
+plugin_paths = {{{f' "{self.dir}/plugins" ' if own_plugins else ""}}}
+interfaces = {{ "{self.ip}" }}
+local_interfaces = {{ "{self.ip}" }}
 c2s_ports = {{ {self.port} }}
 legacy_ssl_ports = {{}}
 c2s_direct_tls_ports = {{}}
-s2s_ports = {{}}
-http_ports = {http_ports}
+{self._s2s()}http_ports = {http_ports}
 https_ports = {{}}
 http_interfaces = {{ "127.0.0.1" }}
 {websocket}network_backend = "epoll"
@@ -426,21 +499,44 @@ allow_unencrypted_plain_auth = false
 allow_registration = false
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "carbons"; "private"; "blocklist";
-    "lastactivity"; "version"; "uptime"; "time"; "ping";{modules}
+    "lastactivity"; "version"; "uptime"; "time"; "ping";{modules}{own_plugins}
 }}
-modules_disabled = {{ "s2s" }}
-ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; }}
-VirtualHost "{DOMAIN}"
+modules_disabled = {{{"" if self.s2s else ' "s2s" '}}}
+ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem";{cafile} }}
+VirtualHost "{self.domain}"
 {components}""")
         if os.geteuid() == 0:  # Prosody refuses to run as root: it runs as its own user
             user = pwd.getpwnam("prosody")
             for path in [self.dir, *self.dir.rglob("*")]:
                 os.chown(path, user.pw_uid, user.pw_gid)
 
+    def _s2s(self) -> str:
+        """The s2s lines: no port without :class:`S2S` (and mod_s2s
+        disabled); with it, ``<ip>:5269``, the remote certificate required
+        to verify (``s2s_secure_auth``: SASL EXTERNAL; mod_dialback is not
+        loaded) and TLS required, the peer found by DNS with libunbound
+        (lua-unbound) reading the namespace's hosts file, as the federation
+        fixtures run it (``tests/e2e/prosody.py``)."""
+        if self.s2s is None:
+            return "s2s_ports = {}\n"
+        return (f's2s_ports = {{ {S2S_PORT} }}\ns2s_interfaces = {{ "{self.ip}" }}\n'
+                "s2s_secure_auth = true\ns2s_require_encryption = true\n"
+                "unbound = { hoststxt = true; resolvconf = true; }\n")
+
     def spawn(self) -> subprocess.Popen:
         prosody = shutil.which("prosody")
         if prosody is None:
             raise RuntimeError("prosody is not installed (apt-get install prosody)")
+        if self.s2s is not None and self.s2s.names is not None:
+            # The namespace with the names is made as root, then the process
+            # becomes prosody (it refuses root); unshare and sh exec, so the
+            # pid is Prosody's. SIGTERM if the runner dies first.
+            return subprocess.Popen(
+                self.s2s.names.wrap(["setpriv", "--reuid=prosody", "--regid=prosody",
+                                     "--init-groups", "--pdeathsig", "TERM", "--", prosody,
+                                     "--config", str(self.dir / "prosody.cfg.lua")]),
+                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT)
         as_user = {}
         if os.geteuid() == 0:
             user = pwd.getpwnam("prosody")

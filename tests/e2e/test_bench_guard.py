@@ -3,8 +3,9 @@ message scenarios, of the soak (logins, logouts and messages for 30 s), of
 the presence fanout, of vCard gets, of PEP notifications to contacts
 with XEP-0115 caps, of groupchat messages to a room's occupants and of
 1:1 messages over WebSocket (RFC 7395) and over BOSH (XEP-0206) against
-xmppd alone, over real sockets, through the same load generator and server
-launcher as ``bench/run.py``.
+xmppd alone, and of 1:1 messages between two xmppd over s2s (the xmppd
+pair of ``s2s-messages``), over real sockets, through the same load
+generator and server launcher as ``bench/run.py``.
 
 It fails only on lost or duplicated stanzas, never on timing: speed is
 compared with Prosody by the benchmark itself, on a quiet machine.
@@ -25,6 +26,7 @@ from xmppd.components import BUILTIN
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import s2s_scenarios  # noqa: E402 - registers s2s-messages
 import scenarios  # noqa: E402
 import servers  # noqa: E402
 
@@ -284,3 +286,48 @@ def test_the_benchmark_reports_a_lost_stanza(tmp_path):
             return await task
         result = asyncio.run(run())
     assert result["lost"] > 0, result
+
+
+def _s2s_run(tmp_path, drain=None, route_to=None):
+    """The ``s2s-messages`` run at quick sizes between two xmppd (the
+    bench's pair: own loopback addresses, test CA, SASL EXTERNAL,
+    ``[s2s:routes]``); ``route_to`` sends A's route for B's domain to
+    another address."""
+    scenario = scenarios.SCENARIOS["s2s-messages"]
+    pair = scenario.make_server("xmppd", tmp_path, None)
+    if route_to is not None:
+        pair.a.s2s.peers = {s2s_scenarios.B_DOMAIN: route_to(scenario.world)}
+    try:
+        scenario.start(pair, quick=True)
+        result = asyncio.run(scenario.run(scenarios.Context(pair, quick=True, tls=scenario.tls,
+                                                            drain=drain)))
+        return result, pair.alive(), pair.log_tail()
+    finally:
+        pair.stop()
+        scenario.close()
+
+
+def test_short_s2s_run_between_two_xmppd_loses_and_duplicates_nothing(tmp_path):
+    """Senders on one xmppd, receivers on another, every message over the
+    one s2s link between them (STARTTLS, SASL EXTERNAL, both ends say so):
+    each arrives exactly once, at its own receiver."""
+    result, alive, log = _s2s_run(tmp_path)
+    assert alive, log
+    assert result["sent"] == result["expected"] > 1000, result  # it really ran
+    assert result["links"] == 1, result  # one link, a -> b, EXTERNAL (or the run raises)
+    assert result["lost"] == 0, result
+    assert result["dup"] == 0, result
+    assert result["misrouted"] == 0, result
+    assert result["bounced"] == 0, result
+
+
+def test_the_s2s_accounting_reports_messages_that_never_cross(tmp_path):
+    """The s2s guard can fail: with A's route to B's domain pointing where
+    nothing listens, the link is never made, the messages bounce back to
+    their senders and the run reports them lost."""
+    result, alive, log = _s2s_run(tmp_path, drain=0.5,
+                                  route_to=lambda world: f"{world.prefix}.9")
+    assert alive, log
+    assert result["links"] == 0, result
+    assert result["bounced"] > 0, result
+    assert result["lost"] == result["sent"] > 0, result
