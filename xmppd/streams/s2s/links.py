@@ -18,9 +18,9 @@ tries again. A link quiet for ``[s2s] idle_timeout`` closes.
 from __future__ import annotations
 
 import collections
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from twisted.application import service
 from twisted.internet import defer, endpoints, error, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,8 +49,6 @@ MAX_LINKS_IN_SETUP = 1000
 
 def _is_address(host: str) -> bool:
     """Is ``host`` an IP literal rather than a domain name?"""
-    import ipaddress
-
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -314,7 +312,7 @@ class Link:
                 stream.close()
 
 
-class S2S(service.Service):
+class S2S:
     """Server-to-server federation: listeners, links, dialback, the default route."""
 
     log = Logger()
