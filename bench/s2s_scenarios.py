@@ -70,17 +70,6 @@ def _size(quick: bool) -> tuple[int, int, int]:
     return (20, 20, 100) if quick else (100, 100, 1000)
 
 
-def _can_bind(ip: str, port: int, kind: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        if kind == socket.SOCK_STREAM:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_prefix(tries: int = 20) -> str:
     """``127.R.S`` (random) where .1:53/udp (the stub DNS) and port 5269 of
     both servers' addresses are free: two runs on one machine, or a
@@ -88,8 +77,8 @@ def pick_prefix(tries: int = 20) -> str:
     rng = random.SystemRandom()
     for _ in range(tries):
         prefix = f"127.{rng.randint(1, 254)}.{rng.randint(1, 254)}"
-        if _can_bind(f"{prefix}.{DNS_BYTE}", testdns.DNS_PORT, socket.SOCK_DGRAM) and all(
-                _can_bind(f"{prefix}.{b}", S2S_PORT, socket.SOCK_STREAM)
+        if testdns.can_bind(f"{prefix}.{DNS_BYTE}", testdns.DNS_PORT, socket.SOCK_DGRAM) and all(
+                testdns.can_bind(f"{prefix}.{b}", S2S_PORT, socket.SOCK_STREAM)
                 for b in HOST_BYTE.values()):
             return prefix
     raise RuntimeError(f"port {S2S_PORT} (or 53) is taken on every loopback address tried")

@@ -51,7 +51,7 @@ from conftest import PASSWORD
 from ejabberd import EjabberdProcess, EjabberdUnavailable
 from prosody import ProsodyProcess, ProsodyUnavailable
 from testca import ServerCertificate, TestCA, self_signed
-from testdns import NamesUnavailable, NameWorld
+from testdns import NamesUnavailable, NameWorld, can_bind
 
 XMPPD = "xmppd.test"
 PROSODY = "prosody.test"
@@ -86,24 +86,13 @@ class FederationUnavailable(RuntimeError):
     """The real servers cannot run here; the message says why."""
 
 
-def _can_bind(ip: str, port: int, kind: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        if kind == socket.SOCK_STREAM:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_addresses(tries: int = 20) -> str:
     """``127.R.S`` (random) such that .1:53/udp and .2-.4:5269 are free."""
     rng = random.SystemRandom()
     for _ in range(tries):
         prefix = f"127.{rng.randint(1, 254)}.{rng.randint(1, 254)}"
-        if _can_bind(f"{prefix}.{DNS_BYTE}", 53, socket.SOCK_DGRAM) and all(
-                _can_bind(f"{prefix}.{b}", S2S_PORT, socket.SOCK_STREAM)
+        if can_bind(f"{prefix}.{DNS_BYTE}", 53, socket.SOCK_DGRAM) and all(
+                can_bind(f"{prefix}.{b}", S2S_PORT, socket.SOCK_STREAM)
                 for b in HOST_BYTE.values()):
             return prefix
     raise FederationUnavailable(

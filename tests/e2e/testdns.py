@@ -45,6 +45,19 @@ RCODE_NXDOMAIN = 3
 RCODE_NOTIMP = 4
 
 
+def can_bind(ip: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """Is ``ip:port`` free (for picking a test's addresses: a server on
+    ``*:port`` takes it on every address)?"""
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
 class NamesUnavailable(RuntimeError):
     """A private mount namespace (or the stub's port 53) cannot be had here."""
 
