@@ -121,6 +121,8 @@ class InboundStream(S2SStream, OrderedInput):
         self._rate_tokens = float(s2s.burst)
         self._rate_at = 0.0
         self._rate_call = None
+        #: when it last carried a stanza (its idle time-out)
+        self.last_active = 0.0
 
     # -- connection ----------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class InboundStream(S2SStream, OrderedInput):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        self._rate_at = self.clock.seconds()
+        self._rate_at = self.last_active = self.clock.seconds()
         self._auth_timer = self.clock.callLater(self.s2s.config["auth_timeout"], self._auth_timeout)
         self.s2s.inbound.add(self)
         self.log.info("s2sin {peer} connected{tls}", peer=self.peer,
@@ -440,7 +442,7 @@ class InboundStream(S2SStream, OrderedInput):
             router.route(self.inside(stanza), self.origin)
         finally:
             router.current = previous
-        self.s2s.activity(self)
+        self.last_active = self.clock.seconds()
 
     def _rate_ok(self) -> bool:
         """Per-link stanza rate (``[s2s] max_stanza_rate``): a token bucket;

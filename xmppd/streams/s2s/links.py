@@ -251,6 +251,11 @@ class Link:
             self.stream.send_verify(self.local, stream_id, key)
         return d
 
+    @property
+    def verifying(self) -> bool:
+        """Are dialback verifications waiting on this link?"""
+        return bool(self._verifies)
+
     def _verify_timeout(self, stream_id: str) -> None:
         entry = self._verifies.pop(stream_id, None)
         if entry is not None:
@@ -399,19 +404,23 @@ class S2S:
         """Send ``stanza`` to the remote domain of ``to``; False (the router
         bounces ``remote-server-not-found``) when it is not ours to send."""
         from_ = jidlib.parse_or_none(stanza.getAttribute("from"))
-        if from_ is None or not self.is_local(from_.host) or self.is_local(to.host) \
-                or self.stopping:
+        if from_ is None or self.stopping:
             return False
-        if _is_address(to.host) and to.host not in self.resolver.routes:
-            # an IP literal is no XMPP domain of the federation: our users
-            # must not make us connect to any address they like
-            return False
-        link = self.link(from_.host, to.host)
-        if link is None:
-            self.server.counters["s2s links full"] += 1
-            self.server.router.bounce(stanza, "resource-constraint",
-                                      text="too many links to other servers are being set up")
-            return True
+        link = self.links.get((from_.host, to.host))
+        if link is None:  # the checks once per link, not per stanza
+            if not self.is_local(from_.host) or self.is_local(to.host):
+                return False
+            if _is_address(to.host) and to.host not in self.resolver.routes:
+                # an IP literal is no XMPP domain of the federation: our users
+                # must not make us connect to any address they like
+                return False
+            link = self.link(from_.host, to.host)
+            if link is None:
+                self.server.counters["s2s links full"] += 1
+                self.server.router.bounce(stanza, "resource-constraint",
+                                          text="too many links to other servers are being "
+                                               "set up")
+                return True
         link.send(stanza)
         return True
 
@@ -464,21 +473,15 @@ class S2S:
             self._idle.clock = self.server.clock
             self._idle.start(max(1.0, idle / 4), now=False)
 
-    def activity(self, stream: InboundStream) -> None:
-        stream.last_active = self.server.clock.seconds()
-
     def _close_idle(self) -> None:
         now = self.server.clock.seconds()
         idle = self.config["idle_timeout"]
         for link in list(self.links.values()):
-            if link.is_ready and now - link.last_active >= idle and not link._verifies:
+            if link.is_ready and now - link.last_active >= idle and not link.verifying:
                 link.log.info("s2s {local} -> {remote}: idle for {idle} s, closed",
                               local=link.local, remote=link.remote, idle=idle)
                 self.forget(link)
                 link.close()
         for stream in list(self.inbound):
-            last = getattr(stream, "last_active", None)
-            if last is None:
-                stream.last_active = now
-            elif stream.authenticated and now - last >= idle:
+            if stream.authenticated and now - stream.last_active >= idle:
                 stream.close()

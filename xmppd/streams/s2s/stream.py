@@ -11,6 +11,7 @@ from twisted.words.xish import domish
 
 from xmppd import ns
 from xmppd.streams import edge
+from xmppd.streams.s2s import dialback
 from xmppd.xml.stream import XMPPStream
 
 if TYPE_CHECKING:
@@ -70,8 +71,7 @@ class S2SStream(XMPPStream):
 
     def serialize(self, element: domish.Element) -> str:
         if element.uri == ns.DIALBACK:
-            from xmppd.streams.s2s.dialback import serialize
-            return serialize(element)
+            return dialback.serialize(element)
         return edge.serialize(element)
 
     # -- input -----------------------------------------------------------------------
