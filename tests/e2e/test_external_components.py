@@ -29,7 +29,7 @@ pytest.importorskip("slixmpp")
 import slixmpp  # noqa: E402
 
 from conftest import free_port  # noqa: E402
-from slixclient import IMClient, message  # noqa: E402
+from slixclient import IMClient, _settle, message  # noqa: E402
 
 SECRETS = {"slix.localhost": "slix secret", "wokkel.localhost": "wokkel secret",
            "rogue.localhost": "rogue secret", "away.localhost": "away secret"}
@@ -114,9 +114,6 @@ class SlixComponent(slixmpp.ComponentXMPP):
                 self.abort()
 
 
-def _settle(future, value) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 async def ask(alice: IMClient, to: str, body: str) -> str:
