@@ -114,8 +114,6 @@ class SlixComponent(slixmpp.ComponentXMPP):
                 self.abort()
 
 
-
-
 async def ask(alice: IMClient, to: str, body: str) -> str:
     """Send a chat message; the body of the answer from ``to``."""
     alice.send_message(mto=to, mbody=body, mtype="chat")
